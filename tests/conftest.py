@@ -1,0 +1,102 @@
+"""Fixtures shared by every test area.
+
+Everything a test creates on the Docker engine carries the label `anvyl.test=<run id>`; the
+session removes all of it at the end, even when tests fail.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+RUN_ID = uuid.uuid4().hex[:12]
+TEST_LABEL = "anvyl.test"
+BUSYBOX_IMAGE = "anvyl-test/busybox:1"
+BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "ps", "httpd", "nc", "ls", "env", "true", "false")
+
+
+def test_cache_dir() -> Path:
+    """Where slow things (the converted bundled model, image build inputs) are kept between runs."""
+    path = Path(os.environ.get("ANVYL_TEST_CACHE") or Path.home() / ".cache" / "anvyl-tests")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_labels() -> dict[str, str]:
+    """Labels to put on everything a test creates on the engine."""
+    return {TEST_LABEL: RUN_ID}
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """A client of the real local engine; fails the test clearly when none answers."""
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"no Docker engine answers ({exc}); run the tests through scripts/test.sh")
+    yield client
+    _remove_labelled(client)
+    client.close()
+
+
+def _remove_labelled(client: docker.DockerClient) -> None:
+    flt = {"label": f"{TEST_LABEL}={RUN_ID}"}
+    for container in client.containers.list(all=True, filters=flt):
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.APIError:
+            pass
+    for network in client.networks.list(filters=flt):
+        try:
+            network.remove()
+        except docker.errors.APIError:
+            pass
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_client: docker.DockerClient) -> str:
+    """A tiny local image (static busybox, made with `docker import`; no registry needed)."""
+    try:
+        docker_client.images.get(BUSYBOX_IMAGE)
+        return BUSYBOX_IMAGE
+    except docker.errors.ImageNotFound:
+        pass
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.fail("busybox is not installed (apt-get install busybox-static)")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("bin", "tmp", "proc", "sys", "dev", "etc"):
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in BUSYBOX_APPLETS:
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type = tarfile.SYMTYPE
+            info.linkname = "busybox"
+            tar.addfile(info)
+    repo, tag = BUSYBOX_IMAGE.split(":")
+    docker_client.api.import_image_from_data(
+        buf.getvalue(), repository=repo, tag=tag, changes=['CMD ["/bin/sh"]']
+    )
+    return BUSYBOX_IMAGE
+
+
+@pytest.fixture(scope="session")
+def bundled_model() -> Path:
+    """The bundled SmolLM2-135M-Instruct, converted to an MLX directory (cached between runs)."""
+    from anvyl.catalog.bundled import ensure_bundled_model
+
+    return ensure_bundled_model(test_cache_dir() / "home")
