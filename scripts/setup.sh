@@ -19,6 +19,9 @@ command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
 command -v busybox >/dev/null 2>&1 || need_pkgs+=(busybox-static)
 command -v ps >/dev/null 2>&1 || need_pkgs+=(procps)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+# MLX on the CPU is ~30x faster with OpenBLAS than with the reference BLAS its wheel bundles.
+compgen -G "/usr/lib/*/openblas-pthread/libblas.so.3" >/dev/null || need_pkgs+=(libopenblas0-pthread)
 if ((${#need_pkgs[@]})); then
     say "installing Debian packages: ${need_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive
