@@ -1,0 +1,24 @@
+"""Container runtimes: the Docker driver (`DockerDriver`) and the per-host registry (`Engines`).
+
+The server holds one `Engines`; anything that needs an engine (containers now, models next) asks
+it for the host's driver and, through `driver.client`, for the shared `docker` SDK client.
+"""
+
+from anvyl.runtime.calls import CallCounter, count_engine_calls
+from anvyl.runtime.driver import DockerDriver, LogStream, docker_host_from_env
+from anvyl.runtime.engines import Engines
+from anvyl.runtime.records import ContainerInfo, EngineInfo, ExecResult, PortInfo, StatsSample
+
+__all__ = [
+    "CallCounter",
+    "ContainerInfo",
+    "DockerDriver",
+    "EngineInfo",
+    "Engines",
+    "ExecResult",
+    "LogStream",
+    "PortInfo",
+    "StatsSample",
+    "count_engine_calls",
+    "docker_host_from_env",
+]

@@ -1,0 +1,37 @@
+"""Schema migrations: an ordered list; `PRAGMA user_version` records how many were applied.
+
+To change the schema, append a new `Migration` (never edit an applied one). Each runs in its own
+transaction together with the version bump, so a failed migration leaves the database unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: `version` is the schema version after it runs."""
+
+    version: int
+    description: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        description="hosts",
+        sql="""
+        CREATE TABLE hosts (
+            id          TEXT PRIMARY KEY,
+            name        TEXT NOT NULL UNIQUE,
+            address     TEXT NOT NULL,
+            local       INTEGER NOT NULL DEFAULT 0 CHECK (local IN (0, 1)),
+            created_at  REAL NOT NULL,
+            updated_at  REAL NOT NULL
+        );
+        CREATE UNIQUE INDEX hosts_one_local ON hosts (local) WHERE local = 1;
+        """,
+    ),
+)
