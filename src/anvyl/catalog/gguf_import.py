@@ -29,7 +29,6 @@ from anvyl import __version__
 from anvyl.catalog.gguf_file import SUPPORTED_TYPES, GGUFHeader, read_gguf_header
 from anvyl.catalog.ids import derive_model_id, validate_model_id
 from anvyl.catalog.model_info import ModelInfo, describe_model, is_mlx_dir
-from anvyl.catalog.tokenizer_build import build_tokenizer, tokenizer_config
 from anvyl.errors import AlreadyExists, ImportFailed, InvalidArgument
 
 Progress = Callable[[str, float], None]
@@ -154,6 +153,9 @@ def import_gguf(
         mx.save_safetensors(str(staging / "model.safetensors"), weights, metadata={"format": "mlx"})
         del weights
         report("writing tokenizer", 0.85)
+        # Imported here: discovery (the control plane's `model list`) needs no tokenizers.
+        from anvyl.catalog.tokenizer_build import build_tokenizer, tokenizer_config
+
         tokenizer = build_tokenizer(header.metadata)
         tokenizer.save(str(staging / "tokenizer.json"))
         tok_config = tokenizer_config(header.metadata, hparams["max_position_embeddings"])
