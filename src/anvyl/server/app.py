@@ -1,0 +1,156 @@
+"""`anvyl serve`: the gRPC control plane with health, reflection, auth and clean shutdown."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from anvyl import config
+from anvyl.api import anvyl_pb2 as pb
+from anvyl.api import anvyl_pb2_grpc as rpc
+from anvyl.errors import InvalidArgument
+from anvyl.runtime import DockerDriver, Engines, docker_host_from_env
+from anvyl.server.interceptors import AuthInterceptor, ErrorInterceptor
+from anvyl.server.servicers import ContainerServicer, HostServicer, ModelServicer
+from anvyl.services import Services, build_services
+from anvyl.store import HostRecord, Store
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = tuple(
+    pb.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("HostService", "ContainerService", "ModelService")
+)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How `anvyl serve` runs."""
+
+    host: str = config.DEFAULT_SERVER_HOST
+    port: int = config.DEFAULT_SERVER_PORT
+    token: str | None = None
+    db_path: Path | None = None
+    docker_host: str | None = None
+    max_workers: int = 32
+    grace_seconds: float = 5.0
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (localhost, 127.0.0.0/8, ::1)."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_address(host: str, port: int) -> str:
+    """`host:port`, with IPv6 literals bracketed."""
+    host = host.strip("[]")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class AnvylServer:
+    """The control plane: store, engines, services and the gRPC server around them."""
+
+    def __init__(self, cfg: ServerConfig = ServerConfig()) -> None:
+        if cfg.token is not None and not cfg.token.strip():
+            raise InvalidArgument("the access token must not be empty")
+        if not is_loopback(cfg.host) and not cfg.token:
+            raise InvalidArgument(
+                f"binding {cfg.host} (not loopback) requires an access token: "
+                "pass --token or set ANVYL_TOKEN"
+            )
+        self.cfg = cfg
+        self.store = Store(cfg.db_path)
+        self.engines = Engines()
+        self.services: Services = build_services(self.store, self.engines)
+        self.local_host: HostRecord = self.services.hosts.register_local(
+            DockerDriver(cfg.docker_host or docker_host_from_env())
+        )
+        interceptors: list[grpc.ServerInterceptor] = []
+        if cfg.token:
+            interceptors.append(AuthInterceptor(cfg.token))
+        interceptors.append(ErrorInterceptor())
+        self.grpc_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="anvyl"),
+            interceptors=interceptors,
+            options=[("grpc.so_reuseport", 0)],
+        )
+        rpc.add_HostServiceServicer_to_server(HostServicer(self.services), self.grpc_server)
+        rpc.add_ContainerServiceServicer_to_server(
+            ContainerServicer(self.services), self.grpc_server
+        )
+        rpc.add_ModelServiceServicer_to_server(ModelServicer(self.services), self.grpc_server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server
+        )
+        address = bind_address(cfg.host, cfg.port)
+        try:
+            self.port = self.grpc_server.add_insecure_port(address)
+        except RuntimeError as exc:
+            self.close()
+            raise InvalidArgument(f"cannot listen on {address}: is the port in use?") from exc
+        self.address = bind_address(cfg.host, self.port)
+
+    @property
+    def driver(self) -> DockerDriver:
+        """The local engine's driver (shared with model operations)."""
+        return self.engines.driver(self.local_host.id)
+
+    def start(self) -> None:
+        """Start serving and mark every service SERVING."""
+        self.grpc_server.start()
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("anvyl serve listening on %s", self.address)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop taking calls, let running ones finish for `grace` seconds, release everything."""
+        self.health.enter_graceful_shutdown()
+        self.grpc_server.stop(self.cfg.grace_seconds if grace is None else grace).wait()
+        self.close()
+
+    def close(self) -> None:
+        """Release the engines and the database."""
+        self.engines.close()
+        self.store.close()
+
+
+def serve(cfg: ServerConfig, *, ready: Callable[[AnvylServer], None] | None = None) -> int:
+    """Run until SIGTERM or SIGINT, then shut down cleanly; returns the exit code."""
+    server = AnvylServer(cfg)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.start()
+        if ready is not None:
+            ready(server)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

@@ -1,0 +1,42 @@
+"""The operation layer: what Anvyl can do, as plain Python over the store and the runtime.
+
+The gRPC servicers (and later the web dashboard) are thin adapters over these classes; results
+are frozen dataclasses and failures are `anvyl.errors`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from anvyl.runtime import Engines
+from anvyl.services.containers import Containers, parse_label_selector
+from anvyl.services.hosts import ContainerUsage, HostMetrics, Hosts, HostView
+from anvyl.store import Store
+
+
+@dataclass(frozen=True)
+class Services:
+    """Every service, wired to one store and one set of engines."""
+
+    store: Store
+    engines: Engines
+    hosts: Hosts
+    containers: Containers
+
+
+def build_services(store: Store, engines: Engines) -> Services:
+    """Wire the services together."""
+    hosts = Hosts(store, engines)
+    return Services(store=store, engines=engines, hosts=hosts, containers=Containers(hosts))
+
+
+__all__ = [
+    "ContainerUsage",
+    "Containers",
+    "HostMetrics",
+    "HostView",
+    "Hosts",
+    "Services",
+    "build_services",
+    "parse_label_selector",
+]
