@@ -1,0 +1,1 @@
+../src/anvyl/imaging/files/entrypoint.sh
