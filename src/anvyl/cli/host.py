@@ -1,0 +1,103 @@
+"""`anvyl host`: list hosts and show a host's resource usage."""
+
+from __future__ import annotations
+
+import typer
+
+from anvyl.cli import output
+from anvyl.cli.client import CALL_TIMEOUT_S, CONTEXT_SETTINGS, HostOption, PortOption, connect
+from anvyl.cli.output import OutputFormat, OutputOption
+
+app = typer.Typer(help="Docker hosts Anvyl drives.", context_settings=CONTEXT_SETTINGS)
+
+
+@app.command("list")
+def list_hosts(
+    out: OutputOption = OutputFormat.table,
+    host: HostOption = None,
+    port: PortOption = None,
+) -> None:
+    """List hosts: id, name, address, status, CPUs, memory, engine version, running containers."""
+    from anvyl.api import anvyl_pb2 as pb
+
+    client = connect(host, port)
+    with output.cli_errors(client.target):
+        reply = client.hosts.ListHosts(
+            pb.ListHostsRequest(), timeout=CALL_TIMEOUT_S, metadata=client.metadata
+        )
+    if out is OutputFormat.json:
+        output.print_json({"hosts": [output.host_json(h) for h in reply.hosts]})
+        return
+    rows = []
+    for h in reply.hosts:
+        if h.status == pb.HOST_STATUS_REACHABLE:
+            status = "[green]reachable[/green]"
+        else:
+            status = f"[red]unreachable[/red] [dim]({h.status_reason})[/dim]"
+        reachable = h.status == pb.HOST_STATUS_REACHABLE
+        rows.append(
+            [
+                h.id,
+                h.name + (" [dim](local)[/dim]" if h.local else ""),
+                h.address,
+                status,
+                str(h.cpus) if reachable else "-",
+                output.human_bytes(h.memory_bytes) if reachable else "-",
+                h.engine_version or "-",
+                str(h.running_containers) if reachable else "-",
+            ]
+        )
+    output.print_table(
+        None,
+        ["ID", "NAME", "ADDRESS", "STATUS", "CPUS", "MEMORY", "ENGINE", "RUNNING"],
+        rows,
+    )
+
+
+@app.command("metrics")
+def metrics(
+    host_id: str = typer.Argument(..., help="Host id, unique id prefix or name"),
+    out: OutputOption = OutputFormat.table,
+    host: HostOption = None,
+    port: PortOption = None,
+) -> None:
+    """Show CPU, memory, disk and load of a host, and the usage of Anvyl's containers on it."""
+    from anvyl.api import anvyl_pb2 as pb
+
+    client = connect(host, port)
+    with output.cli_errors(client.target):
+        m = client.hosts.GetHostMetrics(
+            pb.GetHostMetricsRequest(host_id=host_id),
+            timeout=CALL_TIMEOUT_S,
+            metadata=client.metadata,
+        )
+    if out is OutputFormat.json:
+        output.print_json(output.metrics_json(m))
+        return
+    hb = output.human_bytes
+    output.print_table(
+        f"host {m.host_id}",
+        ["CPU", "MEMORY", "DISK", "LOAD"],
+        [
+            [
+                f"{m.cpu_percent:.1f}% of {m.cpu_count}",
+                f"{hb(m.memory_used_bytes)} / {hb(m.memory_total_bytes)}",
+                f"{hb(m.disk_used_bytes)} / {hb(m.disk_total_bytes)} ({m.disk_path})",
+                f"{m.load1:.2f} {m.load5:.2f} {m.load15:.2f}",
+            ]
+        ],
+    )
+    output.print_table(
+        "containers",
+        ["CONTAINER ID", "NAME", "CPU %", "MEMORY", "LIMIT"],
+        [
+            [
+                c.id[:12],
+                c.name,
+                f"{c.cpu_percent:.1f}",
+                hb(c.memory_used_bytes),
+                hb(c.memory_limit_bytes),
+            ]
+            for c in m.containers
+        ],
+    )

@@ -1,0 +1,92 @@
+"""The `anvyl` root command: the groups, `serve`, and the entry point."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from anvyl import __version__, config
+from anvyl.cli import container, host
+from anvyl.cli.client import CONTEXT_SETTINGS, TOKEN_ENV
+
+app = typer.Typer(
+    name="anvyl",
+    help="Run MLX LLMs as containerized, OpenAI-compatible model servers.",
+    context_settings=CONTEXT_SETTINGS,  # -h is --host, as the spec has it
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(host.app, name="host")
+app.add_typer(container.app, name="container")
+
+# Groups that other parts of Anvyl provide; `anvyl` still works while one is absent.
+for _module, _name in (("anvyl.cli.model", "model"), ("anvyl.cli.image", "image")):
+    try:
+        _group = importlib.import_module(_module)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _module:
+            raise
+    else:
+        app.add_typer(_group.app, name=_name)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"anvyl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit"
+    ),
+) -> None:
+    """Anvyl: containerized MLX model servers behind a gRPC control plane."""
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(
+        config.DEFAULT_SERVER_HOST, "--host", "-h", help="Address to listen on"
+    ),
+    port: int = typer.Option(
+        config.DEFAULT_SERVER_PORT, "--port", "-p", min=0, max=65535, help="Port (0: any free)"
+    ),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar=TOKEN_ENV,
+        help="Access token clients must send; required off loopback",
+        show_default=False,
+    ),
+) -> None:
+    """Run the gRPC control plane (health, reflection; state in $ANVYL_HOME)."""
+    from anvyl.cli import output
+    from anvyl.errors import AnvylError
+    from anvyl.server import AnvylServer, ServerConfig, serve
+
+    def ready(server: AnvylServer) -> None:
+        local = server.local_host
+        typer.echo(
+            f"anvyl serve listening on {server.address} "
+            f"(host {local.id}, engine {local.address}, state {server.store.path})",
+            err=True,
+        )
+
+    try:
+        code = serve(ServerConfig(host=host, port=port, token=token), ready=ready)
+    except AnvylError as exc:
+        output.fail(exc.message)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    config.setup_logging()
+    app()
+
+
+if __name__ == "__main__":
+    main()
