@@ -47,7 +47,7 @@ def llama_cpp_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
     )
 
 
-def hf_weights(seed: int = 0) -> dict[str, np.ndarray]:
+def hf_weights(seed: int = 0, *, tied: bool = True) -> dict[str, np.ndarray]:
     """Random tiny llama weights under Hugging Face names (float32)."""
     rng = np.random.default_rng(seed)
     vocab = len(tiny_vocab()[0])
@@ -56,6 +56,8 @@ def hf_weights(seed: int = 0) -> dict[str, np.ndarray]:
         return (rng.standard_normal(shape) * 0.05).astype(np.float32)
 
     w = {"model.embed_tokens.weight": r(vocab, HIDDEN), "model.norm.weight": 1 + r(HIDDEN)}
+    if not tied:
+        w["lm_head.weight"] = r(vocab, HIDDEN)
     for i in range(LAYERS):
         p = f"model.layers.{i}"
         w |= {
@@ -89,6 +91,7 @@ def gguf_name(hf_name: str) -> str:
     """The GGUF tensor name of a Hugging Face llama tensor name."""
     top = {
         "model.embed_tokens.weight": "token_embd.weight",
+        "lm_head.weight": "output.weight",
         "model.norm.weight": "output_norm.weight",
     }
     if hf_name in top:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from anvyl.catalog import bundled
-from anvyl.catalog.bundled import BUNDLED_MODELS, ensure_bundled_model
+from anvyl.catalog.bundled import BUNDLED_MODELS, ensure_bundled_model, import_bundled
 from anvyl.catalog.discovery import resolve_model
 from anvyl.errors import ImportFailed, InvalidArgument
 
@@ -35,7 +35,8 @@ def test_already_imported_returns_at_once(bundled_model: Path) -> None:
     assert again == bundled_model
     assert time.monotonic() - start < 1.0
     assert bundled_model.name == SPEC.model_id
-    info = resolve_model(
+    info = import_bundled(bundled_model.parent.parent)
+    assert info == resolve_model(
         bundled_model.parent.parent, SPEC.model_id, lmstudio=[], hf_cache=bundled_model / "none"
     )
     assert (info.source, info.architecture, info.quantization) == ("anvyl", "llama", "q4_1")

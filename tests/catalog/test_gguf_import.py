@@ -123,6 +123,21 @@ def test_unpermute_restores_the_original_weights(tmp_path: Path) -> None:
     assert "quantization" not in config
 
 
+def test_untied_output_head(tmp_path: Path) -> None:
+    weights = hf_weights(seed=5, tied=False)
+    src = write_tiny_gguf(tmp_path / "tiny.gguf", weights=weights, qtype=QT.Q8_0)
+    info = import_gguf(src, tmp_path / "out", model_id="tiny-mlx")
+    config = json.loads((info.path / "config.json").read_text())
+    assert config["tie_word_embeddings"] is False
+    assert config["quantization"]["lm_head"] == {"group_size": 32, "bits": 8}
+    assert_every_tensor_matches(src, info.path, HEADS, KV_HEADS)
+
+
+def test_bf16_is_refused(tmp_path: Path) -> None:
+    src = write_tiny_gguf(tmp_path / "bf16.gguf", qtype=QT.BF16)
+    _assert_refused(src, tmp_path, "BF16")
+
+
 def test_tiny_model_loads_in_mlx_lm(tmp_path: Path) -> None:
     from mlx_lm import load
 

@@ -1,6 +1,6 @@
 """The model catalog: GGUF import, the bundled model, and discovery of MLX model directories."""
 
-from anvyl.catalog.bundled import BUNDLED_MODELS, ensure_bundled_model
+from anvyl.catalog.bundled import BUNDLED_MODELS, ensure_bundled_model, import_bundled
 from anvyl.catalog.discovery import discover_models, remove_model, resolve_model
 from anvyl.catalog.gguf_import import import_gguf, import_model
 from anvyl.catalog.ids import derive_model_id, validate_model_id
@@ -14,6 +14,7 @@ __all__ = [
     "discover_models",
     "ensure_bundled_model",
     "estimate_memory",
+    "import_bundled",
     "import_gguf",
     "import_model",
     "remove_model",

