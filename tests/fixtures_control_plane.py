@@ -5,6 +5,7 @@ The conftests of tests/runtime, tests/server and tests/cli import what they need
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -53,10 +54,8 @@ def make_container(
 
     yield make
     for container in created:
-        try:
+        with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True)
-        except docker.errors.APIError:
-            pass
 
 
 def health_status(address: str, *, token: str | None = None, timeout: float = 2.0) -> int:
@@ -80,9 +79,9 @@ class Served:
         """`127.0.0.1:port`."""
         return f"127.0.0.1:{self.port}"
 
-    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 30) -> (
-        subprocess.CompletedProcess[str]
-    ):
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
         """Run the `anvyl` CLI against this server."""
         full_env = {**os.environ, "ANVYL_ADDR": self.address, **self.env, **(env or {})}
         if "ANVYL_DEBUG" not in (env or {}):

@@ -112,7 +112,7 @@ def test_resolve_container_rules() -> None:
     assert resolve_container("abc", containers).name == "abc"  # a name wins over a prefix
     assert resolve_container("abc1", containers).name == "web"
     assert resolve_container("/web", containers).name == "web"
-    with pytest.raises(InvalidArgument, match="ambiguous.*abc123000000.*abd456000000"):
+    with pytest.raises(InvalidArgument, match=r"ambiguous.*abc123000000.*abd456000000"):
         resolve_container("ab", containers)
     with pytest.raises(NotFound):
         resolve_container("zzz", containers)
