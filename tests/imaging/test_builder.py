@@ -61,10 +61,10 @@ def test_ensure_image_reuses_the_image(
 
 
 def test_no_throwaway_containers_are_left(
-    docker_client: docker.DockerClient, modelserver_image: str
+    docker_client: docker.DockerClient, modelserver_image: str, run_labels: dict[str, str]
 ) -> None:
-    left = docker_client.containers.list(all=True, filters={"label": f"{LABEL_BUILD}=1"})
-    assert left == []
+    mine = [f"{LABEL_BUILD}=1", *(f"{k}={v}" for k, v in run_labels.items())]
+    assert docker_client.containers.list(all=True, filters={"label": mine}) == []
 
 
 def test_unpullable_base_image_says_how_to_build_without_a_registry(
