@@ -6,8 +6,8 @@ session removes all of it at the end, even when tests fail.
 
 from __future__ import annotations
 
+import contextlib
 import io
-import os
 import shutil
 import tarfile
 import uuid
@@ -16,18 +16,12 @@ from pathlib import Path
 
 import docker
 import pytest
+from helpers import imaging_cache_dir, test_cache_dir
 
 RUN_ID = uuid.uuid4().hex[:12]
 TEST_LABEL = "anvyl.test"
 BUSYBOX_IMAGE = "anvyl-test/busybox:1"
 BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "ps", "httpd", "nc", "ls", "env", "true", "false")
-
-
-def test_cache_dir() -> Path:
-    """Where slow things (the converted bundled model, image build inputs) are kept between runs."""
-    path = Path(os.environ.get("ANVYL_TEST_CACHE") or Path.home() / ".cache" / "anvyl-tests")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -52,15 +46,11 @@ def docker_client() -> Iterator[docker.DockerClient]:
 def _remove_labelled(client: docker.DockerClient) -> None:
     flt = {"label": f"{TEST_LABEL}={RUN_ID}"}
     for container in client.containers.list(all=True, filters=flt):
-        try:
+        with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True, v=True)
-        except docker.errors.APIError:
-            pass
     for network in client.networks.list(filters=flt):
-        try:
+        with contextlib.suppress(docker.errors.APIError):
             network.remove()
-        except docker.errors.APIError:
-            pass
 
 
 @pytest.fixture(scope="session")
@@ -100,3 +90,16 @@ def bundled_model() -> Path:
     from anvyl.catalog.bundled import ensure_bundled_model
 
     return ensure_bundled_model(test_cache_dir() / "home")
+
+
+@pytest.fixture(scope="session")
+def modelserver_image(docker_client: docker.DockerClient, run_labels: dict[str, str]) -> str:
+    """`anvyl/modelserver:<version>`, built from a debootstrap base or reused by content hash."""
+    from anvyl.imaging import DEBIAN_BOOTSTRAP, ensure_image
+
+    return ensure_image(
+        docker_client,
+        cache_dir=imaging_cache_dir(),
+        base_image=DEBIAN_BOOTSTRAP,
+        container_labels=run_labels,
+    )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -29,7 +31,7 @@ def wait_for(
     while time.monotonic() < deadline:
         try:
             value = condition()
-        except Exception as exc:  # noqa: BLE001 - "not yet"
+        except Exception as exc:
             last_exc = exc
         else:
             if value:
@@ -39,3 +41,15 @@ def wait_for(
         f"timed out after {timeout:.0f} s waiting for {what or condition!r}"
         + (f" (last error: {last_exc!r})" if last_exc else "")
     )
+
+
+def test_cache_dir() -> Path:
+    """Where slow things (the converted bundled model, image build inputs) are kept between runs."""
+    path = Path(os.environ.get("ANVYL_TEST_CACHE") or Path.home() / ".cache" / "anvyl-tests")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def imaging_cache_dir() -> Path:
+    """Build inputs of the model-server image kept between runs (never required)."""
+    return test_cache_dir() / "imaging"

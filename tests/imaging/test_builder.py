@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import docker
 import pytest
-from image_build import build_test_image, imaging_cache_dir
+from helpers import imaging_cache_dir
 
 import anvyl
 from anvyl.imaging import (
@@ -16,6 +15,7 @@ from anvyl.imaging import (
     ImageBuildError,
     build_image,
     default_tag,
+    ensure_image,
 )
 from anvyl.imaging.base import LABEL_BUILD
 
@@ -36,7 +36,6 @@ def test_second_build_is_skipped_by_content_hash(
 ) -> None:
     before = docker_client.images.get(modelserver_image).id
     lines: list[str] = []
-    started = time.monotonic()
     ref = build_image(
         docker_client,
         base_image="debian-bootstrap",
@@ -44,19 +43,23 @@ def test_second_build_is_skipped_by_content_hash(
         progress=lines.append,
         container_labels=run_labels,
     )
-    elapsed = time.monotonic() - started
     assert ref == modelserver_image
     assert f"Image {ref} is up to date" in lines
     assert not any(line.startswith("Step ") for line in lines)
     assert docker_client.images.get(ref).id == before
-    assert elapsed < 15, f"an up-to-date check took {elapsed:.1f} s"
 
 
 def test_ensure_image_reuses_the_image(
     docker_client: docker.DockerClient, modelserver_image: str, run_labels: dict[str, str]
 ) -> None:
     before = docker_client.images.get(modelserver_image).id
-    assert build_test_image(docker_client, run_labels) == modelserver_image
+    ref = ensure_image(
+        docker_client,
+        cache_dir=imaging_cache_dir(),
+        base_image="debian-bootstrap",
+        container_labels=run_labels,
+    )
+    assert ref == modelserver_image
     assert docker_client.images.get(modelserver_image).id == before
 
 
