@@ -8,7 +8,6 @@ is an `APIError`, rendered in OpenAI's shape by the handlers in `app.py`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -45,6 +44,7 @@ from anvyl.modelserver.sampling import SamplingParams
 from anvyl.modelserver.streaming import SSE_DONE, sse_event
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away first"
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
@@ -381,6 +381,9 @@ async def _generate(
     if finish.reason == "error":
         raise APIError(finish.error or "generation failed")
     if finish.reason == "cancelled":
+        if watcher.done() and not watcher.cancelled() and watcher.result():
+            # The client went away; nobody reads this, but the metrics should say so.
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         raise Unavailable("the request was cancelled (server shutting down)", code="cancelled")
     return JSONResponse(render.whole("".join(parts), finish))
 
@@ -414,14 +417,13 @@ async def _stream(
         state.engine.cancel(gen.id)
 
 
-async def _watch_disconnect(request: Request, engine: Engine, request_id: str) -> None:
-    """Cancel `request_id` when the client goes away."""
-    with contextlib.suppress(asyncio.CancelledError):
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                engine.cancel(request_id)
-                return
+async def _watch_disconnect(request: Request, engine: Engine, request_id: str) -> bool:
+    """Cancel `request_id` when the client goes away; True when it did."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            engine.cancel(request_id)
+            return True
 
 
 class _Renderer:
