@@ -445,7 +445,8 @@ class ContainerService:
 
 
 class ModelServiceStub:
-    """Models: MLX models served as OpenAI-compatible containers. RPCs arrive with the model issues.
+    """Models: MLX models on the server's machine (the catalog) and their deployments: one
+    model-server container per deployment, answering the OpenAI API.
     """
 
     def __init__(self, channel):
@@ -454,15 +455,120 @@ class ModelServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.ListModels = channel.unary_unary(
+                '/anvyl.v1.ModelService/ListModels',
+                request_serializer=anvyl__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.ImportModel = channel.unary_stream(
+                '/anvyl.v1.ModelService/ImportModel',
+                request_serializer=anvyl__pb2.ImportModelRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.ImportModelEvent.FromString,
+                _registered_method=True)
+        self.RemoveModel = channel.unary_unary(
+                '/anvyl.v1.ModelService/RemoveModel',
+                request_serializer=anvyl__pb2.RemoveModelRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.Model.FromString,
+                _registered_method=True)
+        self.StartModel = channel.unary_stream(
+                '/anvyl.v1.ModelService/StartModel',
+                request_serializer=anvyl__pb2.StartModelRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.StartModelEvent.FromString,
+                _registered_method=True)
+        self.ListDeployments = channel.unary_unary(
+                '/anvyl.v1.ModelService/ListDeployments',
+                request_serializer=anvyl__pb2.ListDeploymentsRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.ListDeploymentsResponse.FromString,
+                _registered_method=True)
+        self.StopModel = channel.unary_unary(
+                '/anvyl.v1.ModelService/StopModel',
+                request_serializer=anvyl__pb2.StopModelRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.Deployment.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
-    """Models: MLX models served as OpenAI-compatible containers. RPCs arrive with the model issues.
+    """Models: MLX models on the server's machine (the catalog) and their deployments: one
+    model-server container per deployment, answering the OpenAI API.
     """
+
+    def ListModels(self, request, context):
+        """MLX models available to start: imported, LM Studio's folders, the Hugging Face cache.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportModel(self, request, context):
+        """Import a GGUF file or an MLX directory (a path on the server's machine) or a bundled
+        model; progress events, then one event carrying the model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveModel(self, request, context):
+        """Delete an imported model; FAILED_PRECONDITION while a deployment uses it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartModel(self, request, context):
+        """Create and start a model container; phase events, then one event carrying the deployment
+        (ready, or starting when detached). A failed start removes what it made.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeployments(self, request, context):
+        """Every deployment, reconciled with the engines and probed for health and load.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopModel(self, request, context):
+        """Stop gracefully (in-flight requests finish up to the timeout) and remove the container.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=anvyl__pb2.ListModelsRequest.FromString,
+                    response_serializer=anvyl__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'ImportModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.ImportModel,
+                    request_deserializer=anvyl__pb2.ImportModelRequest.FromString,
+                    response_serializer=anvyl__pb2.ImportModelEvent.SerializeToString,
+            ),
+            'RemoveModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveModel,
+                    request_deserializer=anvyl__pb2.RemoveModelRequest.FromString,
+                    response_serializer=anvyl__pb2.Model.SerializeToString,
+            ),
+            'StartModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.StartModel,
+                    request_deserializer=anvyl__pb2.StartModelRequest.FromString,
+                    response_serializer=anvyl__pb2.StartModelEvent.SerializeToString,
+            ),
+            'ListDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeployments,
+                    request_deserializer=anvyl__pb2.ListDeploymentsRequest.FromString,
+                    response_serializer=anvyl__pb2.ListDeploymentsResponse.SerializeToString,
+            ),
+            'StopModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopModel,
+                    request_deserializer=anvyl__pb2.StopModelRequest.FromString,
+                    response_serializer=anvyl__pb2.Deployment.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'anvyl.v1.ModelService', rpc_method_handlers)
@@ -472,5 +578,168 @@ def add_ModelServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ModelService:
-    """Models: MLX models served as OpenAI-compatible containers. RPCs arrive with the model issues.
+    """Models: MLX models on the server's machine (the catalog) and their deployments: one
+    model-server container per deployment, answering the OpenAI API.
     """
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anvyl.v1.ModelService/ListModels',
+            anvyl__pb2.ListModelsRequest.SerializeToString,
+            anvyl__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/anvyl.v1.ModelService/ImportModel',
+            anvyl__pb2.ImportModelRequest.SerializeToString,
+            anvyl__pb2.ImportModelEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anvyl.v1.ModelService/RemoveModel',
+            anvyl__pb2.RemoveModelRequest.SerializeToString,
+            anvyl__pb2.Model.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/anvyl.v1.ModelService/StartModel',
+            anvyl__pb2.StartModelRequest.SerializeToString,
+            anvyl__pb2.StartModelEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anvyl.v1.ModelService/ListDeployments',
+            anvyl__pb2.ListDeploymentsRequest.SerializeToString,
+            anvyl__pb2.ListDeploymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anvyl.v1.ModelService/StopModel',
+            anvyl__pb2.StopModelRequest.SerializeToString,
+            anvyl__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -61,6 +61,11 @@ def serve(
         help="Access token clients must send; required off loopback",
         show_default=False,
     ),
+    label: list[str] = typer.Option(
+        [],
+        "--label",
+        help="Extra label (k=v) on every container Anvyl creates; repeatable (env ANVYL_LABELS)",
+    ),
 ) -> None:
     """Run the gRPC control plane (health, reflection; state in $ANVYL_HOME)."""
     from anvyl.cli import output
@@ -75,8 +80,19 @@ def serve(
             err=True,
         )
 
+    import os
+
+    labels: dict[str, str] = {}
+    env_labels = [x for x in os.environ.get("ANVYL_LABELS", "").split(",") if x.strip()]
+    for item in [*env_labels, *label]:
+        key, sep, value = item.strip().partition("=")
+        if not sep or not key:
+            output.fail(f"bad label {item!r}: expected key=value", code=output.EXIT_USAGE)
+        labels[key] = value
     try:
-        code = serve(ServerConfig(host=host, port=port, token=token), ready=ready)
+        code = serve(
+            ServerConfig(host=host, port=port, token=token, container_labels=labels), ready=ready
+        )
     except AnvylError as exc:
         output.fail(exc.message)
     raise typer.Exit(code)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 EXIT_ERROR = 1
 EXIT_UNREACHABLE = 2
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 PIPE_WIDTH = 240
 ERROR_KEY = "anvyl-error"  # trailing metadata set by the server's error interceptor

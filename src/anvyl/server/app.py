@@ -8,7 +8,7 @@ import signal
 import threading
 from collections.abc import Callable
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from anvyl import config
 from anvyl.api import anvyl_pb2 as pb
 from anvyl.api import anvyl_pb2_grpc as rpc
-from anvyl.errors import InvalidArgument
+from anvyl.errors import AnvylError, InvalidArgument
 from anvyl.runtime import DockerDriver, Engines, docker_host_from_env
 from anvyl.server.interceptors import AuthInterceptor, ErrorInterceptor
 from anvyl.server.servicers import ContainerServicer, HostServicer, ModelServicer
@@ -45,6 +45,9 @@ class ServerConfig:
     docker_host: str | None = None
     max_workers: int = 32
     grace_seconds: float = 5.0
+    home: Path | None = None
+    # Extra labels on every container Anvyl creates (`ANVYL_LABELS="k=v,k2=v2"`).
+    container_labels: dict[str, str] = field(default_factory=dict)
 
 
 def is_loopback(host: str) -> bool:
@@ -78,7 +81,9 @@ class AnvylServer:
         self.cfg = cfg
         self.store = Store(cfg.db_path)
         self.engines = Engines()
-        self.services: Services = build_services(self.store, self.engines)
+        self.services: Services = build_services(
+            self.store, self.engines, home=cfg.home, container_labels=cfg.container_labels
+        )
         self.local_host: HostRecord = self.services.hosts.register_local(
             DockerDriver(cfg.docker_host or docker_host_from_env())
         )
@@ -116,6 +121,10 @@ class AnvylServer:
 
     def start(self) -> None:
         """Start serving and mark every service SERVING."""
+        try:
+            self.services.models.reconcile()
+        except AnvylError as exc:  # the engine may be down: reconciled on the next list
+            log.warning("could not reconcile deployments at start: %s", exc)
         self.grpc_server.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

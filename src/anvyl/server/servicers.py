@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import grpc
 
+from anvyl import config
 from anvyl.api import anvyl_pb2 as pb
 from anvyl.api import anvyl_pb2_grpc as rpc
+from anvyl.catalog import ModelInfo
+from anvyl.errors import InvalidArgument
 from anvyl.runtime import ContainerInfo
 from anvyl.services import HostMetrics, HostView, Services
+from anvyl.services.models import DEFAULT_WAIT_TIMEOUT_S, DeploymentView, StartOptions
 
 LOG_CHUNK_MAX = 64 * 1024
+T = TypeVar("T")
 
 
 def host_to_pb(host: HostView) -> pb.Host:
@@ -167,7 +175,170 @@ class ContainerServicer(rpc.ContainerServiceServicer):
 
 
 class ModelServicer(rpc.ModelServiceServicer):
-    """anvyl.v1.ModelService (its RPCs arrive with the model issues)."""
+    """anvyl.v1.ModelService."""
 
     def __init__(self, services: Services) -> None:
-        self.services = services
+        self.models = services.models
+
+    def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.ServicerContext
+    ) -> pb.ListModelsResponse:
+        """Models available to start."""
+        return pb.ListModelsResponse(
+            models=[model_to_pb(m.info, running=m.running) for m in self.models.available()]
+        )
+
+    def ImportModel(
+        self, request: pb.ImportModelRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ImportModelEvent]:
+        """Import a model, streaming progress."""
+
+        def run(progress: Callable[[str, str], None]) -> pb.ImportModelEvent:
+            if request.bundled:
+                if request.path:
+                    raise InvalidArgument("give either a path or a bundled model, not both")
+                info = self.models.import_bundled(request.bundled, progress=progress)
+            else:
+                info = self.models.import_path(
+                    request.path, name=request.name, link=request.link, progress=progress
+                )
+            return pb.ImportModelEvent(step="imported", fraction=1.0, model=model_to_pb(info))
+
+        def event(fraction: str, step: str) -> pb.ImportModelEvent:
+            return pb.ImportModelEvent(step=step, fraction=float(fraction))
+
+        yield from _with_progress(run, event, context)
+
+    def RemoveModel(
+        self, request: pb.RemoveModelRequest, context: grpc.ServicerContext
+    ) -> pb.Model:
+        """Delete an imported model."""
+        return model_to_pb(self.models.remove(request.model_id))
+
+    def StartModel(
+        self, request: pb.StartModelRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.StartModelEvent]:
+        """Start a model, streaming its phases; the last event carries the deployment."""
+        options = StartOptions(
+            model_id=request.model_id,
+            name=request.name,
+            port=request.port or config.DEFAULT_MODEL_PORT,
+            host_id=request.host_id,
+            memory=request.memory,
+            cpus=request.cpus,
+            ctx=request.ctx,
+            max_queue=request.max_queue,
+            api_key=request.api_key,
+            bind=request.bind or "127.0.0.1",
+            force=request.force,
+            detach=request.detach,
+            startup_script=request.startup_script,
+            dtype=request.dtype,
+            wait_timeout=request.wait_timeout_seconds or DEFAULT_WAIT_TIMEOUT_S,
+        )
+
+        def run(progress: Callable[[str, str], None]) -> pb.StartModelEvent:
+            view = self.models.start(options, progress)
+            return pb.StartModelEvent(
+                phase="ready" if view.state == "ready" else view.state,
+                message=view.url,
+                deployment=deployment_to_pb(view),
+            )
+
+        def event(phase: str, message: str) -> pb.StartModelEvent:
+            return pb.StartModelEvent(phase=phase, message=message)
+
+        yield from _with_progress(run, event, context)
+
+    def ListDeployments(
+        self, request: pb.ListDeploymentsRequest, context: grpc.ServicerContext
+    ) -> pb.ListDeploymentsResponse:
+        """Every deployment, live."""
+        views = self.models.list()
+        if request.host_id:
+            host = self.models.hosts.resolve(request.host_id)
+            views = [v for v in views if v.record.host_id == host.id]
+        return pb.ListDeploymentsResponse(deployments=[deployment_to_pb(v) for v in views])
+
+    def StopModel(
+        self, request: pb.StopModelRequest, context: grpc.ServicerContext
+    ) -> pb.Deployment:
+        """Stop and remove a deployment."""
+        timeout = request.timeout_seconds if request.HasField("timeout_seconds") else None
+        return deployment_to_pb(
+            self.models.stop(request.ref, timeout=timeout, host_id=request.host_id)
+        )
+
+
+def model_to_pb(info: ModelInfo, *, running: int = 0) -> pb.Model:
+    """ModelInfo → pb.Model."""
+    return pb.Model(
+        id=info.id,
+        path=str(info.path),
+        source=info.source,
+        architecture=info.architecture,
+        parameters=info.parameters,
+        quantization=info.quantization,
+        size_bytes=info.size_bytes,
+        context_length=info.context_length or 0,
+        memory_bytes=info.memory_bytes,
+        running=running,
+    )
+
+
+def deployment_to_pb(view: DeploymentView) -> pb.Deployment:
+    """DeploymentView → pb.Deployment."""
+    r = view.record
+    return pb.Deployment(
+        id=r.id,
+        name=r.name,
+        model_id=r.model_id,
+        host_id=r.host_id,
+        container_id=r.container_id,
+        url=view.url,
+        state=view.state,
+        state_reason=view.state_reason,
+        port=r.port,
+        bind=r.bind,
+        image=r.image,
+        created_at=r.created_at,
+        uptime_seconds=view.uptime_s,
+        memory_used_bytes=view.memory_used_bytes,
+        memory_limit_bytes=view.memory_limit_bytes,
+        tokens_per_second=view.tokens_per_second,
+        requests_total=view.requests_total,
+        generated_tokens_total=view.generated_tokens_total,
+    )
+
+
+_DONE = object()
+
+
+def _with_progress(
+    run: Callable[[Callable[[str, str], None]], T],
+    event: Callable[[str, str], T],
+    context: grpc.ServicerContext,
+) -> Iterator[T]:
+    """Run `run(progress)` in a thread, yielding `event(...)` per progress call, then its result.
+
+    The operation goes on if the client goes away (like `docker run` after Ctrl-C on attach):
+    stopping half-way is what would leave things half made.
+    """
+    events: queue.Queue[Any] = queue.Queue()
+
+    def work() -> None:
+        try:
+            events.put(("result", run(lambda a, b: events.put(("event", event(a, b))))))
+        except BaseException as exc:  # re-raised in the RPC thread, where the interceptor maps it
+            events.put(("error", exc))
+        events.put((_DONE, None))
+
+    threading.Thread(target=work, name="anvyl-op", daemon=True).start()
+    while True:
+        kind, value = events.get()
+        if kind is _DONE:
+            return
+        if kind == "error":
+            raise value
+        if context.is_active():
+            yield value

@@ -7,10 +7,12 @@ are frozen dataclasses and failures are `anvyl.errors`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from anvyl.runtime import Engines
 from anvyl.services.containers import Containers, parse_label_selector
 from anvyl.services.hosts import ContainerUsage, HostMetrics, Hosts, HostView
+from anvyl.services.models import Models
 from anvyl.store import Store
 
 
@@ -22,12 +24,25 @@ class Services:
     engines: Engines
     hosts: Hosts
     containers: Containers
+    models: Models
 
 
-def build_services(store: Store, engines: Engines) -> Services:
+def build_services(
+    store: Store,
+    engines: Engines,
+    *,
+    home: Path | None = None,
+    container_labels: dict[str, str] | None = None,
+) -> Services:
     """Wire the services together."""
     hosts = Hosts(store, engines)
-    return Services(store=store, engines=engines, hosts=hosts, containers=Containers(hosts))
+    return Services(
+        store=store,
+        engines=engines,
+        hosts=hosts,
+        containers=Containers(hosts),
+        models=Models(store, hosts, home=home, container_labels=container_labels),
+    )
 
 
 __all__ = [
@@ -36,6 +51,7 @@ __all__ = [
     "HostMetrics",
     "HostView",
     "Hosts",
+    "Models",
     "Services",
     "build_services",
     "parse_label_selector",

@@ -377,18 +377,7 @@ class Models:
         self, driver: DockerDriver, host: HostRecord, name: str, opts: StartOptions
     ) -> None:
         """Refuse a name or host port that is taken, saying by what."""
-        host_id = host.id
-        for record in table.list_deployments(self.store):
-            if record.name == name:
-                raise AlreadyExists(
-                    f"the name {name!r} is already used by a deployment of {record.model_id}; "
-                    "choose another with --name or stop it first"
-                )
-            if record.host_id == host_id and record.port == opts.port:
-                raise AlreadyExists(
-                    f"port {opts.port} is already used by model deployment {record.name!r}; "
-                    "choose another with --port"
-                )
+        # Names and ports other deployments hold are checked atomically on insert.
         for info in driver.list_containers(all=True):
             if info.name == name:
                 raise AlreadyExists(

@@ -34,4 +34,27 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE UNIQUE INDEX hosts_one_local ON hosts (local) WHERE local = 1;
         """,
     ),
+    Migration(
+        version=2,
+        description="deployments",
+        sql="""
+        CREATE TABLE deployments (
+            id            TEXT PRIMARY KEY,
+            name          TEXT NOT NULL UNIQUE,
+            model_id      TEXT NOT NULL,
+            host_id       TEXT NOT NULL REFERENCES hosts (id),
+            port          INTEGER NOT NULL,
+            bind          TEXT NOT NULL,
+            image         TEXT NOT NULL,
+            container_id  TEXT NOT NULL DEFAULT '',
+            state         TEXT NOT NULL,
+            state_reason  TEXT NOT NULL DEFAULT '',
+            options       TEXT NOT NULL DEFAULT '{}',
+            created_at    REAL NOT NULL,
+            updated_at    REAL NOT NULL,
+            ready_at      REAL NOT NULL DEFAULT 0
+        );
+        CREATE UNIQUE INDEX deployments_host_port ON deployments (host_id, port);
+        """,
+    ),
 )
