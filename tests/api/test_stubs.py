@@ -32,8 +32,14 @@ def test_proto_package_and_services() -> None:
     assert pb.DESCRIPTOR.package == "anvyl.v1"
     services = pb.DESCRIPTOR.services_by_name
     assert set(services) == {"HostService", "ContainerService", "ModelService"}
-    # The model RPCs arrive with the model issues; nothing pretends to work before that.
-    assert len(services["ModelService"].methods) == 0
+    assert {m.name for m in services["ModelService"].methods} == {
+        "ListModels",
+        "ImportModel",
+        "RemoveModel",
+        "StartModel",
+        "ListDeployments",
+        "StopModel",
+    }
     logs = services["ContainerService"].methods_by_name["StreamLogs"]
     assert logs.server_streaming and not logs.client_streaming
 

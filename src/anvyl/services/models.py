@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -47,6 +48,8 @@ Progress = Callable[[str, str], None]  # (phase, message)
 ImageProvider = Callable[[DockerDriver, Callable[[str], None]], str]
 
 SERVICE_SELECTOR = f"{config.LABEL_SERVICE}={spec.SERVICE_NAME}"
+# Which Anvyl installation (ANVYL_HOME) made a container: several may share one engine.
+LABEL_CONTROLLER = "anvyl.controller"
 DEFAULT_STOP_TIMEOUT_S = 30
 DEFAULT_WAIT_TIMEOUT_S = 300.0
 PROBE_TIMEOUT_S = 1.0
@@ -127,6 +130,7 @@ class Models:
         self.home = Path(home) if home is not None else config.anvyl_home()
         self.image_provider = image_provider or default_image_provider(self.home)
         self.container_labels = dict(container_labels or {})
+        self.controller_id = controller_id(self.home)
         self._throughput = ThroughputTracker()
 
     # -- catalog ---------------------------------------------------------------------------
@@ -288,6 +292,8 @@ class Models:
             for info in containers.values():
                 if info.id in by_container:
                     continue
+                if info.labels.get(LABEL_CONTROLLER, self.controller_id) != self.controller_id:
+                    continue  # another Anvyl installation's model on a shared engine
                 dep_id = info.labels.get(config.LABEL_DEPLOYMENT, "")
                 known = table.get_deployment(self.store, dep_id) if dep_id else None
                 if known is not None and not known.container_id:
@@ -421,7 +427,7 @@ class Models:
             startup_script=opts.startup_script or None,
             dtype=opts.dtype or None,
             deployment_id=record.id,
-            extra_labels=self.container_labels,
+            extra_labels={**self.container_labels, LABEL_CONTROLLER: self.controller_id},
         )
         with driver.engine_errors():
             client = driver.client
@@ -620,6 +626,20 @@ class ThroughputTracker:
         if previous is None or now - previous[0] > self.WINDOW_S or generated < previous[1]:
             return 0.0
         return (generated - previous[1]) / max(now - previous[0], 1e-6)
+
+
+def controller_id(home: Path) -> str:
+    """This installation's id, kept in `ANVYL_HOME/controller-id` (survives a lost database)."""
+    path = home / "controller-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        home.mkdir(parents=True, exist_ok=True)
+        value = "c-" + uuid.uuid4().hex[:12]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(value + "\n")
+        tmp.replace(path)
+        return value
 
 
 def default_image_provider(home: Path) -> ImageProvider:
