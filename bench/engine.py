@@ -7,14 +7,17 @@ process tree. Prints a table and saves JSON under bench/results/.
     .venv/bin/python bench/engine.py [--model DIR] [--max-tokens 128] [--streams 1,8]
 
 Requests are greedy text completions of a counting prompt (it does not hit an end token, so
-every stream generates exactly max_tokens); each stream gets a different prompt so no server
-can answer from a prompt cache.
+every stream generates exactly max_tokens); every request gets a prompt not sent before, so no
+server can answer from a prompt cache. OpenBLAS is preloaded for every server (it does not change
+the speed of quantized weights). `--with-mlx-lm-fp32` adds mlx_lm.server on a float32 copy of the
+model: the same weights Anvyl serves by default, to compare the engines alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -90,9 +93,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prompt_for(i: int) -> str:
-    """A counting prompt, different per stream."""
-    start = 1 + 7 * i
+_prompt_counter = itertools.count()
+
+
+def next_prompt() -> str:
+    """A counting prompt never sent before in this run (so no prompt cache can answer it)."""
+    start = 1 + 7 * next(_prompt_counter)
     return ", ".join(str(n) for n in range(start, start + 6)) + ","
 
 
@@ -135,8 +141,10 @@ def run_streams(base: str, model: str, n: int, max_tokens: int) -> RunResult:
     """`n` concurrent streams; aggregate and per-stream numbers."""
     results: list[StreamResult | None] = [None] * n
 
+    prompts = [next_prompt() for _ in range(n)]
+
     def worker(i: int) -> None:
-        results[i] = stream_once(base, model, prompt_for(i), max_tokens)
+        results[i] = stream_once(base, model, prompts[i], max_tokens)
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
@@ -284,6 +292,11 @@ def main() -> int:
         help="also run Anvyl with --dtype quantized (the weights as stored)",
     )
     ap.add_argument("--skip-mlx-lm", action="store_true")
+    ap.add_argument(
+        "--with-mlx-lm-fp32",
+        action="store_true",
+        help="also run mlx_lm.server on a float32 (dequantized) copy of the model",
+    )
     args = ap.parse_args()
     model = (args.model or default_model()).resolve()
     streams = [int(s) for s in args.streams.split(",")]
@@ -326,6 +339,34 @@ def main() -> int:
                 "default_model",
             )
         )
+        if args.with_mlx_lm_fp32:
+            fp32 = workdir / "model-fp32"
+            subprocess.run(
+                [
+                    py,
+                    "-m",
+                    "mlx_lm",
+                    "convert",
+                    "--hf-path",
+                    str(model),
+                    "--mlx-path",
+                    str(fp32),
+                    "-d",
+                    "--dtype",
+                    "float32",
+                ],
+                check=True,
+                env=mlx_env,
+                capture_output=True,
+            )
+            specs.append(
+                ServerSpec(
+                    "mlx_lm.server fp32",
+                    [py, "-m", "mlx_lm.server", "--model", str(fp32), "--port", str(port)],
+                    mlx_env,
+                    "default_model",
+                )
+            )
     results: list[ServerResult] = []
     try:
         import llama_cpp  # noqa: F401

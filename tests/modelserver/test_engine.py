@@ -128,6 +128,7 @@ class Collector:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.done = threading.Event()
+        self.request: GenerationRequest | None = None
 
     def __call__(self, event: Event) -> None:
         self.events.append(event)
@@ -136,6 +137,7 @@ class Collector:
 
     @property
     def text(self) -> str:
+        assert self.done.wait(10)
         return "".join(e.text for e in self.events if isinstance(e, TextEvent))
 
     @property
@@ -160,7 +162,8 @@ def engine() -> Iterator[FakeEngine]:
 def submit(engine: Engine, max_tokens: int = 100, stop: tuple[str, ...] = ()) -> Collector:
     """Submit a small request; return its collector."""
     sink = Collector()
-    engine.submit(GenerationRequest([1, 2, 3], max_tokens, sink, GREEDY, stop))
+    sink.request = GenerationRequest([1, 2, 3], max_tokens, sink, GREEDY, stop)
+    engine.submit(sink.request)
     return sink
 
 
@@ -207,8 +210,8 @@ def test_queue_limit_and_cancel_of_waiting_and_running(engine: FakeEngine) -> No
         submit(engine)
     assert info.value.status == 429 and info.value.headers() == {"Retry-After": "1"}
     # cancel one waiting and one running request
-    engine.cancel(_id_of(engine, waiting[0]))
-    engine.cancel(_id_of(engine, running[0]))
+    engine.cancel(_id_of(waiting[0]))
+    engine.cancel(_id_of(running[0]))
     assert waiting[0].finish.reason == "cancelled" and waiting[0].finish.completion_tokens == 0
     assert running[0].finish.reason == "cancelled"
     engine.hold.clear()
@@ -216,12 +219,10 @@ def test_queue_limit_and_cancel_of_waiting_and_running(engine: FakeEngine) -> No
     wait_for(lambda: engine.in_flight() == 0)
 
 
-def _id_of(engine: FakeEngine, collector: Collector) -> str:
-    """The request id behind a collector (found through the engine's records)."""
-    for request in list(engine._waiting) + [s.request for s in engine._active.values()]:
-        if request.sink is collector:
-            return request.id
-    raise AssertionError("request not found")
+def _id_of(collector: Collector) -> str:
+    """The id of the request behind a collector."""
+    assert collector.request is not None
+    return collector.request.id
 
 
 def test_a_failing_step_fails_the_batch_and_the_engine_goes_on(engine: FakeEngine) -> None:
