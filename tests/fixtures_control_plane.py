@@ -103,13 +103,20 @@ class Served:
 
 
 def start_serve(
-    home: Path, *, args: Sequence[str] = (), env: dict[str, str] | None = None
+    home: Path,
+    *,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    command: Sequence[str] = (ANVYL,),
 ) -> Served:
-    """Start `anvyl serve` on a free loopback port and wait until its health check answers."""
+    """Start `anvyl serve` on a free loopback port and wait until its health check answers.
+
+    `command` replaces the `anvyl` executable (e.g. a script that patches something first).
+    """
     port = free_port()
     full_env = {**os.environ, "ANVYL_HOME": str(home), **(env or {})}
     proc = subprocess.Popen(
-        [ANVYL, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+        [*command, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
         env=full_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -240,6 +240,10 @@ def start(
 
     from anvyl.api import anvyl_pb2 as pb
 
+    if not 1 <= port <= 65535:  # 0 on the wire means "the default port": refuse it here
+        output.fail(
+            f"invalid port {port}: choose a port between 1 and 65535", code=output.EXIT_USAGE
+        )
     client = connect(anvyl_host, anvyl_port)
     request = pb.StartModelRequest(
         model_id=model_id,
