@@ -1,0 +1,133 @@
+"""The dashboard app and the uvicorn server that runs it in a thread beside the gRPC server."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from anvyl.dashboard.auth import Guard, is_loopback_name
+from anvyl.dashboard.history import Sampler
+from anvyl.dashboard.jobs import StartJobs
+from anvyl.dashboard.protocol import anvyl_error_body, error_body, http_status
+from anvyl.dashboard.routes import STATIC_DIR, DashboardState, router
+from anvyl.dashboard.settings import DashboardConfig
+from anvyl.errors import AlreadyExists, AnvylError, InvalidArgument
+from anvyl.services import Services
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 2.0
+
+
+def create_app(dash: DashboardState, *, loopback: bool) -> FastAPI:
+    """The FastAPI app over `dash`, wrapped in the token and same-origin guard."""
+    app = FastAPI(title="Anvyl dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.dashboard = dash
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.exception_handler(AnvylError)
+    async def anvyl_error(_request: Request, exc: AnvylError) -> JSONResponse:
+        return JSONResponse(anvyl_error_body(exc), status_code=http_status(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg', '')}"
+            for e in exc.errors()
+        )
+        return JSONResponse(error_body(problems, 400, "INVALID_ARGUMENT"), status_code=400)
+
+    app.add_middleware(Guard, token=dash.token, loopback=loopback)
+    return app
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on `host:port` (IPv4 or IPv6); AlreadyExists when taken."""
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InvalidArgument(f"cannot resolve the dashboard host {host!r}: {exc}") from exc
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise AlreadyExists(
+            f"the dashboard cannot listen on {host}:{port} ({exc.strerror}): is the port in use? "
+            "Choose another with --dashboard-port, or 0 to turn the dashboard off"
+        ) from exc
+    sock.setblocking(False)
+    return sock
+
+
+class DashboardServer:
+    """The dashboard bound to its port; `start()` serves it in a thread, `stop()` ends it."""
+
+    def __init__(
+        self, services: Services, cfg: DashboardConfig, *, host: str, token: str | None
+    ) -> None:
+        loopback = is_loopback_name(host)
+        if not loopback and not token:
+            raise InvalidArgument(
+                f"the dashboard on {host} (not loopback) requires an access token: "
+                "pass --token or set ANVYL_TOKEN"
+            )
+        self.closing = threading.Event()
+        self.sampler = Sampler(services.models, interval=cfg.interval, history_seconds=cfg.history)
+        state = DashboardState(
+            services=services,
+            sampler=self.sampler,
+            jobs=StartJobs(services.models, self.sampler.poke),
+            token=token,
+            closing=self.closing,
+        )
+        self.app = create_app(state, loopback=loopback)
+        self.socket = bind_socket(host, cfg.port)
+        bound_host, self.port = self.socket.getsockname()[:2]
+        shown = host if host not in ("0.0.0.0", "::", "") else bound_host
+        shown = f"[{shown}]" if ":" in shown else shown
+        self.url = f"http://{shown}:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+                timeout_keep_alive=5,
+            )
+        )
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start sampling and serving."""
+        self.sampler.start()
+        self._thread = threading.Thread(
+            target=self.server.run,
+            kwargs={"sockets": [self.socket]},
+            name="anvyl-dashboard",
+            daemon=True,
+        )
+        self._thread.start()
+        log.info("dashboard on %s", self.url)
+
+    def stop(self) -> None:
+        """End the event streams, stop the server and the sampler, release the port (idempotent)."""
+        self.closing.set()
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=SHUTDOWN_GRACE_S + 5)
+        self.sampler.stop()
+        self.socket.close()

@@ -1,0 +1,102 @@
+// Start page: the form posts to the same service call as `anvyl model start`; errors inline.
+"use strict";
+
+(() => {
+  const { el, api, events, clock, showProblem } = Anvyl;
+  const form = document.getElementById("start-form");
+  const formError = document.getElementById("form-error");
+  const submit = document.getElementById("submit");
+  const panel = document.getElementById("progress-panel");
+  const progress = document.getElementById("progress");
+  const result = document.getElementById("result");
+  const FIELDS = ["model_id", "name", "port", "memory", "host_id", "cpus", "ctx"];
+
+  async function loadCatalog() {
+    const modelSelect = document.getElementById("model_id");
+    const hostSelect = document.getElementById("host_id");
+    try {
+      const { data } = await api("/api/catalog");
+      modelSelect.replaceChildren(...data.models.map((m) =>
+        el("option", { value: m.id }, `${m.id} (${m.architecture}, ${m.quantization}${m.running ? `, ${m.running} running` : ""})`)));
+      if (!data.models.length) {
+        modelSelect.append(el("option", { value: "" }, "No models: import one with anvyl model import"));
+      }
+      hostSelect.replaceChildren(...data.hosts.map((h) =>
+        el("option", { value: h.id }, `${h.name || h.id}${h.local ? " (this machine)" : ""}`)));
+    } catch (err) {
+      showProblem(formError, `Cannot load the models: ${err.message}`);
+    }
+  }
+
+  /** Mark the field the server's message is about (the message itself is shown above). */
+  function markField(message) {
+    const text = message.toLowerCase();
+    const guesses = [["memory", "memory"], ["port", "port"], ["cpus", "cpus"], ["ctx", "ctx"],
+      ["container name", "name"], ["named", "name"], ["host", "host_id"], ["model", "model_id"]];
+    const hit = guesses.find(([word]) => text.includes(word));
+    if (!hit) return null;
+    const input = document.getElementById(hit[1]);
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-errormessage", "form-error");
+    return input;
+  }
+
+  function values() {
+    const data = new FormData(form);
+    const body = {};
+    for (const key of FIELDS) {
+      const value = (data.get(key) || "").toString().trim();
+      if (value === "") continue;
+      body[key] = ["port", "ctx"].includes(key) ? Number.parseInt(value, 10)
+        : key === "cpus" ? Number.parseFloat(value) : value;
+    }
+    return body;
+  }
+
+  function addProgress(phase, message, t) {
+    progress.append(el("li", {}, el("time", {}, clock(t || Date.now() / 1000)), el("span", { class: "phase" }, phase), message));
+  }
+
+  function followJob(job) {
+    const source = events(job.events, {
+      progress: (e) => addProgress(e.phase, e.message, e.t),
+      ready: (d) => {
+        source.close();
+        submit.disabled = false;
+        const href = `/models/${encodeURIComponent(d.name)}`;
+        result.replaceChildren(el("p", { class: "notice" }, `${d.name} is ready at ${d.url}. `,
+          el("a", { href, id: "ready-link" }, "Open it"), " or ",
+          el("a", { href: `/playground?model=${encodeURIComponent(d.name)}` }, "chat with it"), "."));
+        document.getElementById("ready-link").focus();
+      },
+      failed: (e) => {
+        source.close();
+        submit.disabled = false;
+        showProblem(formError, e.error.message);
+        markField(e.error.message);
+        result.replaceChildren();
+      },
+    }, { indicator: false });
+  }
+
+  form.addEventListener("input", (event) => event.target.removeAttribute("aria-invalid"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    showProblem(formError, "");
+    for (const key of FIELDS) document.getElementById(key).removeAttribute("aria-invalid");
+    submit.disabled = true;
+    try {
+      const { data } = await api("/api/models", { json: values() });
+      panel.hidden = false;
+      progress.replaceChildren();
+      result.replaceChildren(el("p", { class: "hint" }, "Loading the model…"));
+      followJob(data);
+    } catch (err) {
+      submit.disabled = false;
+      showProblem(formError, err.message);
+      (markField(err.message) || formError).focus?.();
+    }
+  });
+
+  loadCatalog();
+})();
