@@ -66,9 +66,25 @@ def serve(
         "--label",
         help="Extra label (k=v) on every container Anvyl creates; repeatable (env ANVYL_LABELS)",
     ),
+    dashboard_host: str | None = typer.Option(
+        None,
+        "--dashboard-host",
+        help="Address of the web dashboard [default: --host]",
+        show_default=False,
+    ),
+    dashboard_port: int | None = typer.Option(
+        None,
+        "--dashboard-port",
+        envvar="ANVYL_DASHBOARD_PORT",
+        min=0,
+        max=65535,
+        help="Port of the web dashboard; 0 turns it off [default: 50052, skipped if taken]",
+        show_default=False,
+    ),
 ) -> None:
     """Run the gRPC control plane (health, reflection; state in $ANVYL_HOME)."""
     from anvyl.cli import output
+    from anvyl.dashboard import DEFAULT_DASHBOARD_PORT, DashboardConfig
     from anvyl.errors import AnvylError
     from anvyl.server import AnvylServer, ServerConfig, serve
 
@@ -79,6 +95,8 @@ def serve(
             f"(host {local.id}, engine {local.address}, state {server.store.path})",
             err=True,
         )
+        if server.dashboard is not None:
+            typer.echo(f"dashboard on {server.dashboard.url}", err=True)
 
     import os
 
@@ -89,10 +107,18 @@ def serve(
         if not sep or not key:
             output.fail(f"bad label {item!r}: expected key=value", code=output.EXIT_USAGE)
         labels[key] = value
-    try:
-        code = serve(
-            ServerConfig(host=host, port=port, token=token, container_labels=labels), ready=ready
+    dashboard = None
+    if dashboard_port != 0:  # the default port is optional: taken, serve goes on without it
+        dashboard = DashboardConfig(
+            host=dashboard_host,
+            port=DEFAULT_DASHBOARD_PORT if dashboard_port is None else dashboard_port,
+            optional=dashboard_port is None,
         )
+    cfg = ServerConfig(
+        host=host, port=port, token=token, container_labels=labels, dashboard=dashboard
+    )
+    try:
+        code = serve(cfg, ready=ready)
     except AnvylError as exc:
         output.fail(exc.message)
     raise typer.Exit(code)

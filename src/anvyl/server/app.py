@@ -11,6 +11,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,12 +20,16 @@ from grpc_reflection.v1alpha import reflection
 from anvyl import config
 from anvyl.api import anvyl_pb2 as pb
 from anvyl.api import anvyl_pb2_grpc as rpc
+from anvyl.dashboard import DashboardConfig, open_dashboard
 from anvyl.errors import AnvylError, InvalidArgument
 from anvyl.runtime import DockerDriver, Engines, docker_host_from_env
 from anvyl.server.interceptors import AuthInterceptor, ErrorInterceptor
 from anvyl.server.servicers import ContainerServicer, HostServicer, ModelServicer
 from anvyl.services import Services, build_services
 from anvyl.store import HostRecord, Store
+
+if TYPE_CHECKING:
+    from anvyl.dashboard.server import DashboardServer
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,8 @@ class ServerConfig:
     home: Path | None = None
     # Extra labels on every container Anvyl creates (`ANVYL_LABELS="k=v,k2=v2"`).
     container_labels: dict[str, str] = field(default_factory=dict)
+    # The web dashboard beside the gRPC API; None: no dashboard.
+    dashboard: DashboardConfig | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -79,6 +86,7 @@ class AnvylServer:
                 "pass --token or set ANVYL_TOKEN"
             )
         self.cfg = cfg
+        self.dashboard: DashboardServer | None = None
         self.store = Store(cfg.db_path)
         self.engines = Engines()
         self.services: Services = build_services(
@@ -113,6 +121,14 @@ class AnvylServer:
             self.close()
             raise InvalidArgument(f"cannot listen on {address}: is the port in use?") from exc
         self.address = bind_address(cfg.host, self.port)
+        if cfg.dashboard is not None:
+            try:
+                self.dashboard = open_dashboard(
+                    self.services, cfg.dashboard, host=cfg.host, token=cfg.token
+                )
+            except AnvylError:
+                self.close()
+                raise
 
     @property
     def driver(self) -> DockerDriver:
@@ -126,6 +142,8 @@ class AnvylServer:
         except AnvylError as exc:  # the engine may be down: reconciled on the next list
             log.warning("could not reconcile deployments at start: %s", exc)
         self.grpc_server.start()
+        if self.dashboard is not None:
+            self.dashboard.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("anvyl serve listening on %s", self.address)
@@ -137,7 +155,9 @@ class AnvylServer:
         self.close()
 
     def close(self) -> None:
-        """Release the engines and the database."""
+        """Release the dashboard, the engines and the database."""
+        if self.dashboard is not None:
+            self.dashboard.stop()
         self.engines.close()
         self.store.close()
 
