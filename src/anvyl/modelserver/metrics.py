@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -57,6 +64,8 @@ class Metrics:
         )
         self.active = Gauge("anvyl_active_sequences", "Sequences in the running batch", registry=r)
         self.ready = Gauge("anvyl_model_ready", "1 once the model can serve", registry=r)
+        # process_resident_memory_bytes & co.: what `anvyl model ps` shows as memory used.
+        ProcessCollector(registry=r)
 
     def render(self) -> bytes:
         """The exposition text."""
