@@ -77,7 +77,9 @@ def test_port_held_by_a_listening_socket(clean: Served) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        err = failed(start_model(clean, MODEL_ID, "--port", str(port)), f"port {port}", "in use")
+        err = failed(
+            start_model(clean, MODEL_ID, "-n", "held", "-p", str(port)), f"port {port}", "in use"
+        )
         if "pid" in err:  # who holds it, where the server may look (psutil)
             assert f"pid {os.getpid()}" in err
     assert deployments(clean) == []
@@ -121,7 +123,9 @@ def test_memory_below_the_estimate_is_refused_without_force(clean: Served) -> No
 
 
 def test_out_of_memory_while_loading(clean: Served) -> None:
-    result = start_model(clean, MODEL_ID, "--memory", "64m", "--force", "--port", str(free_port()))
+    result = start_model(
+        clean, MODEL_ID, "-n", "oom", "-m", "64m", "--force", "-p", str(free_port())
+    )
     failed(result, "out of memory", "OOMKilled")
 
 
@@ -164,7 +168,7 @@ def test_other_exit_while_loading_reports_code_and_logs(clean: Served, tmp_path:
     script = tmp_path / "fail.sh"
     script.write_text("echo cannot-start-sentinel >&2\nexit 3\n")
     result = start_model(
-        clean, MODEL_ID, "--port", str(free_port()), "--startup-script", str(script)
+        clean, MODEL_ID, "-n", "exits", "-p", str(free_port()), "--startup-script", str(script)
     )
     failed(result, "code 3", "cannot-start-sentinel")
 
@@ -186,7 +190,7 @@ def test_image_build_failure(
     )
     try:
         err = failed(
-            start_model(server, MODEL_ID, "--port", str(free_port())),
+            start_model(server, MODEL_ID, "-n", "no-image", "--port", str(free_port())),
             "does-not-exist:1",
         )
         assert "pull" in err

@@ -187,6 +187,9 @@ class ModelContainerSpec:
                 "type": "json-file",
                 "config": {"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILE},
             },
+            # An init as PID 1 forwards signals: a server still starting up (no SIGTERM
+            # handler yet) would otherwise ignore `docker stop`, as PID 1 does, for 30 s.
+            "init": True,
             "detach": True,
         }
         if self.memory:
