@@ -18,12 +18,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from anvyl.modelserver.errors import APIError, Unauthorized, error_body
+from anvyl.modelserver.lmstudio.routes import GREETING_PATH
+from anvyl.modelserver.lmstudio.routes import router as lmstudio_router
 from anvyl.modelserver.routes import ServerState, api_router, health_router, validation_error
 from anvyl.modelserver.streaming import json_bytes
 
 log = logging.getLogger("anvyl.modelserver")
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", GREETING_PATH})  # the SDK probes before its hello
 KNOWN_ENDPOINTS = frozenset(
     {
         "/health",
@@ -44,6 +46,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.state.anvyl = state
     app.include_router(health_router)
     app.include_router(api_router)
+    app.include_router(lmstudio_router)
     _install_error_handlers(app)
     app.add_middleware(GateMiddleware, state=state)
     return app

@@ -1,0 +1,424 @@
+"""One LM Studio websocket: the hello, then RPC calls and channels until the socket closes.
+
+Each call and each channel runs as its own task, so a long prediction never blocks a
+`cancel` or a second call on the same socket. Predictions go through the same engine,
+queue limits and metrics as the OpenAI routes; a `cancel` message or a closed socket
+cancels the engine request, which frees its batch slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from anvyl.modelserver.engine import AsyncEvents, FinishEvent, GenerationRequest
+from anvyl.modelserver.errors import APIError
+from anvyl.modelserver.limits import max_new_tokens
+from anvyl.modelserver.lmstudio import protocol as p
+from anvyl.modelserver.routes import ServerState, check_ready, tokenize
+from anvyl.modelserver.sampling import SamplingParams
+
+log = logging.getLogger("anvyl.modelserver")
+
+READY_POLL_S = 0.1
+KEY_REFUSED = p.ProtocolError(
+    "This Anvyl model server requires an API key, and the LM Studio SDK (1.5) cannot send one",
+    suggestion=(
+        "Use the OpenAI-compatible API with 'Authorization: Bearer <key>', or start the model"
+        " without --api-key to use the LM Studio SDK."
+    ),
+)
+
+
+@dataclass
+class _Channel:
+    """A running channel: its task and, once submitted, its engine request."""
+
+    task: asyncio.Task[None] | None = None
+    request_id: str | None = None
+    cancelled: bool = False
+
+
+@dataclass
+class Session:
+    """The server side of one websocket in one LM Studio namespace."""
+
+    ws: WebSocket
+    namespace: str
+    state: ServerState
+    _channels: dict[Any, _Channel] = field(default_factory=dict)
+    _calls: set[asyncio.Task[None]] = field(default_factory=set)
+    _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _open: bool = True
+
+    async def run(self) -> None:
+        """Serve the socket until it closes; then cancel whatever it started."""
+        await self.ws.accept()
+        try:
+            if not await self._hello():
+                return
+            while True:
+                self._dispatch(await self.ws.receive_text())
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self._open = False
+            for channel in self._channels.values():
+                self._cancel(channel)
+                if channel.task is not None:
+                    channel.task.cancel()
+            for task in self._calls:
+                task.cancel()
+
+    # ------------------------------------------------------------------ framing
+
+    async def _hello(self) -> bool:
+        """Check the client's first frame; refuse it when the server has a key."""
+        raw = await self.ws.receive_text()
+        try:
+            hello = json.loads(raw)
+        except json.JSONDecodeError:
+            hello = None
+        if not isinstance(hello, dict) or "authVersion" not in hello:
+            return await self._refuse(p.ProtocolError("expected LM Studio's hello first"))
+        key = self.state.config.api_key
+        if key and not self._has_key(key, hello):
+            return await self._refuse(KEY_REFUSED)
+        await self._send({"success": True})
+        return True
+
+    def _has_key(self, key: str, hello: dict[str, Any]) -> bool:
+        """The key as a Bearer header on the upgrade, or as the hello's passkey."""
+        header = self.ws.headers.get("authorization", "")
+        passkey = hello.get("clientPasskey")
+        return hmac.compare_digest(header.encode(), f"Bearer {key}".encode()) or (
+            isinstance(passkey, str) and hmac.compare_digest(passkey.encode(), key.encode())
+        )
+
+    async def _refuse(self, err: p.ProtocolError) -> bool:
+        """Answer the hello with a failure and close."""
+        await self._send({"success": False, "error": err.error()})
+        await self.ws.close(code=1008)
+        return False
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        """Send one frame (dropped once the socket is gone)."""
+        if not self._open:
+            return
+        async with self._send_lock:
+            try:
+                await self.ws.send_text(json.dumps(message, ensure_ascii=False))
+            except Exception:  # the client went away; its tasks are being cancelled
+                self._open = False
+
+    def _dispatch(self, raw: str) -> None:
+        """Route one client frame."""
+        try:
+            msg = json.loads(raw)
+        except json.JSONDecodeError:
+            self._spawn(self._send(p.warning("a frame was not valid JSON")))
+            return
+        kind = msg.get("type") if isinstance(msg, dict) else None
+        if kind == "rpcCall":
+            self._spawn(
+                self._rpc(msg.get("callId"), str(msg.get("endpoint")), msg.get("parameter"))
+            )
+        elif kind == "channelCreate":
+            self._open_channel(
+                msg.get("channelId"), str(msg.get("endpoint")), msg.get("creationParameter")
+            )
+        elif kind == "channelSend":
+            inner = msg.get("message")
+            channel = self._channels.get(msg.get("channelId"))
+            if channel is not None and isinstance(inner, dict) and inner.get("type") == "cancel":
+                channel.cancelled = True
+                self._cancel(channel)
+        elif kind == "keepAlive":
+            self._spawn(self._send({"type": "keepAliveAck"}))
+        elif kind not in ("channelAck", "keepAliveAck"):
+            self._spawn(self._send(p.warning(f"Anvyl does not handle {kind!r} messages")))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        """Run `coro` as a task owned by the session."""
+        task = asyncio.ensure_future(coro)
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    def _cancel(self, channel: _Channel) -> None:
+        """Cancel a channel's engine request, if it has one."""
+        if channel.request_id is not None:
+            self.state.engine.cancel(channel.request_id)
+
+    # ------------------------------------------------------------------ calls
+
+    async def _rpc(self, call_id: Any, endpoint: str, param: Any) -> None:
+        """Answer one `rpcCall`."""
+        handler = self._rpc_handlers().get(f"{self.namespace}.{endpoint}")
+        try:
+            if handler is None:
+                raise p.unsupported(self.namespace, endpoint, "call")
+            result = await handler(param)
+        except p.ProtocolError as err:
+            await self._send(p.rpc_error(call_id, err.error()))
+            return
+        except APIError as exc:
+            await self._send(p.rpc_error(call_id, {"title": exc.message}))
+            return
+        except Exception as exc:
+            log.exception("LM Studio call %s.%s failed", self.namespace, endpoint)
+            await self._send(
+                p.rpc_error(call_id, {"title": f"internal error: {type(exc).__name__}"})
+            )
+            return
+        await self._send(p.rpc_result(call_id, result))
+
+    def _rpc_handlers(self) -> dict[str, Callable[[Any], Awaitable[Any]]]:
+        """The supported calls by `namespace.endpoint`."""
+        return {
+            "llm.listLoaded": self._list_loaded,
+            "llm.getModelInfo": self._model_info,
+            "llm.getLoadConfig": self._load_config,
+            "llm.countTokens": self._count_tokens,
+            "llm.tokenize": self._tokenize,
+            "llm.applyPromptTemplate": self._apply_template,
+            "embedding.listLoaded": self._nothing_loaded,
+            "system.listDownloadedModels": self._list_downloaded,
+        }
+
+    async def _list_loaded(self, _: Any) -> list[dict[str, Any]]:
+        """The served model once it can serve."""
+        return [self._model().instance_info()] if self.state.engine.state == "ready" else []
+
+    async def _nothing_loaded(self, _: Any) -> list[dict[str, Any]]:
+        """No embedding models here."""
+        return []
+
+    async def _list_downloaded(self, _: Any) -> list[dict[str, Any]]:
+        """The served model is the one model on disk."""
+        return [self._model().llm_info()]
+
+    async def _model_info(self, param: Any) -> dict[str, Any] | None:
+        """The instance info of the served model, if the specifier names it."""
+        specifier = param.get("specifier") if isinstance(param, dict) else None
+        model = self._model()
+        if model.matches(specifier):
+            return model.instance_info()
+        if isinstance(param, dict) and param.get("throwIfNotFound"):
+            raise model.not_found(p.describe_specifier(specifier))
+        return None
+
+    async def _load_config(self, param: Any) -> dict[str, Any]:
+        """The served model's load config."""
+        self._check_specifier(param)
+        return self._model().load_config()
+
+    async def _tokenize(self, param: Any) -> dict[str, Any]:
+        """Token ids of a string."""
+        return {"tokens": await self._encode(param)}
+
+    async def _count_tokens(self, param: Any) -> dict[str, Any]:
+        """How many tokens a string takes."""
+        return {"tokenCount": len(await self._encode(param))}
+
+    async def _encode(self, param: Any) -> list[int]:
+        """Encode the call's `inputString` with the model's tokenizer."""
+        self._check_specifier(param)
+        text = param.get("inputString")
+        if not isinstance(text, str):
+            raise p.ProtocolError("inputString must be a string")
+        check_ready(self.state)
+        return await tokenize(self.state, lambda tok: tok.encode(text))
+
+    async def _apply_template(self, param: Any) -> dict[str, Any]:
+        """The chat template applied to a history, as text."""
+        self._check_specifier(param)
+        messages = p.chat_messages(param.get("history"))
+        check_ready(self.state)
+        loaded = self.state.engine.loaded
+        assert loaded is not None
+
+        def run() -> str:
+            with self.state.tokenizer_lock:
+                return str(
+                    loaded.tokenizer.apply_chat_template(
+                        messages, add_generation_prompt=True, tokenize=False
+                    )
+                )
+
+        return {"formatted": await run_in_threadpool(run)}
+
+    def _check_specifier(self, param: Any) -> None:
+        """Refuse a call about another model."""
+        specifier = param.get("specifier") if isinstance(param, dict) else None
+        model = self._model()
+        if not model.matches(specifier):
+            raise model.not_found(p.describe_specifier(specifier))
+
+    # ------------------------------------------------------------------ channels
+
+    def _open_channel(self, channel_id: Any, endpoint: str, param: Any) -> None:
+        """Start one channel's task."""
+        name = f"{self.namespace}.{endpoint}"
+        if channel_id in self._channels:
+            self._spawn(self._send(p.warning(f"channel {channel_id!r} is already open")))
+            return
+        channel = _Channel()
+        self._channels[channel_id] = channel
+        if name == "llm.predict":
+            body: Awaitable[None] = self._predict(channel_id, channel, param)
+        elif name == "llm.getOrLoad":
+            body = self._get_or_load(channel_id, param)
+        elif name == "llm.loadModel":
+            body = self._fail(
+                channel_id,
+                p.ProtocolError(
+                    f"Anvyl serves one model per server ({self.state.config.model_id!r});"
+                    " use client.llm.model(key) to get it",
+                    suggestion="Start other models with `anvyl model start`.",
+                ),
+            )
+        else:
+            body = self._fail(channel_id, p.unsupported(self.namespace, endpoint, "channel"))
+        channel.task = asyncio.ensure_future(self._run_channel(channel_id, body))
+
+    async def _run_channel(self, channel_id: Any, body: Awaitable[None]) -> None:
+        """Run a channel body; errors become `channelError`."""
+        try:
+            await body
+        except p.ProtocolError as err:
+            await self._send(p.channel_error(channel_id, err.error()))
+        except APIError as exc:
+            await self._send(p.channel_error(channel_id, {"title": exc.message}))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("LM Studio channel %s failed", channel_id)
+            await self._send(
+                p.channel_error(channel_id, {"title": f"internal error: {type(exc).__name__}"})
+            )
+        finally:
+            self._channels.pop(channel_id, None)
+
+    async def _fail(self, channel_id: Any, err: p.ProtocolError) -> None:
+        """A channel refused outright."""
+        raise err
+
+    async def _get_or_load(self, channel_id: Any, param: Any) -> None:
+        """Hand out the served model (waiting while it loads); refuse any other key."""
+        model = self._model()
+        identifier = param.get("identifier") if isinstance(param, dict) else None
+        if identifier != model.key:
+            raise model.not_found(identifier)
+        loading = self.state.engine.state == "loading"
+        if loading:
+            await self._send(p.channel_send(channel_id, {"type": "startLoading"}))
+        while self.state.engine.state == "loading":
+            await asyncio.sleep(READY_POLL_S)
+        check_ready(self.state)
+        await self._send(p.channel_send(channel_id, model.load_result(not loading)))
+        await self._send(p.channel_close(channel_id))
+
+    async def _predict(self, channel_id: Any, channel: _Channel, param: Any) -> None:
+        """Generate a reply: one `fragment` per decoded piece, then `success` with stats."""
+        if not isinstance(param, dict):
+            raise p.ProtocolError("predict needs a creation parameter")
+        model = self._model()
+        specifier = param.get("modelSpecifier")
+        if not model.matches(specifier):
+            raise model.not_found(p.describe_specifier(specifier))
+        config = p.prediction_config(param.get("predictionConfigStack"))
+        messages = p.chat_messages(param.get("history"))
+        check_ready(self.state)
+        if config.raw:
+            text = "".join(m["content"] for m in messages)
+            prompt = await tokenize(self.state, lambda tok: tok.encode(text))
+        else:
+            prompt = await tokenize(
+                self.state,
+                lambda tok: tok.apply_chat_template(messages, add_generation_prompt=True),
+            )
+        limit = max_new_tokens(
+            config.max_tokens,
+            len(prompt),
+            self.state.context_length(),
+            self.state.config.max_tokens_limit,
+        )
+        temperature = (
+            self.state.config.default_temperature
+            if config.temperature is None
+            else config.temperature
+        )
+        events = AsyncEvents()
+        gen = GenerationRequest(
+            prompt=prompt,
+            max_tokens=limit,
+            sink=events.sink,
+            sampling=SamplingParams(temperature=temperature, top_p=config.top_p or 1.0),
+            stop=config.stop,
+        )
+        if channel.cancelled:  # cancelled while the prompt was being built
+            finish = FinishEvent("cancelled", len(prompt), 0, 0.0, 0.0)
+        else:
+            self.state.engine.submit(gen)
+            channel.request_id = gen.id
+            if channel.cancelled:
+                self._cancel(channel)
+            try:
+                async for event in events:
+                    if not isinstance(event, FinishEvent):
+                        await self._send(p.channel_send(channel_id, p.fragment(event.text)))
+            finally:
+                self.state.engine.cancel(gen.id)
+            assert events.finish is not None
+            finish = events.finish
+        if finish.reason == "error" or (finish.reason == "cancelled" and not channel.cancelled):
+            title = finish.error or "the prediction was cancelled (the server is shutting down)"
+            await self._send(
+                p.channel_send(channel_id, {"type": "error", "error": {"title": title}})
+            )
+        else:
+            reason = p.stop_reason(finish, config.stop, user_stopped=channel.cancelled)
+            success = {
+                "type": "success",
+                "stats": p.stats(finish, reason),
+                "modelInfo": model.instance_info(),
+                "loadModelConfig": model.load_config(),
+                "predictionConfig": config.kv_fields(temperature, limit),
+            }
+            await self._send(p.channel_send(channel_id, success))
+        await self._send(p.channel_close(channel_id))
+
+    # ------------------------------------------------------------------ model
+
+    def _model(self) -> p.ServedModel:
+        """The served model as LM Studio describes it."""
+        info = self.state.model_info()
+        return p.ServedModel(
+            key=self.state.config.model_id,
+            arch=info.arch if info else "unknown",
+            context_length=info.context_length if info else 0,
+            size_bytes=weights_size(self.state.config.model_path),
+        )
+
+
+_sizes: dict[Path, int] = {}
+
+
+def weights_size(model_dir: Path) -> int:
+    """Bytes of the model's weight files (read once per directory)."""
+    size = _sizes.get(model_dir)
+    if size is None:
+        with contextlib.suppress(OSError):
+            size = sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors"))
+        _sizes[model_dir] = size = size or 0
+    return size
