@@ -24,6 +24,7 @@ from anvyl.modelserver.config import ServerConfig
 from anvyl.modelserver.engine import AsyncEvents, Engine, FinishEvent, GenerationRequest
 from anvyl.modelserver.errors import APIError, InvalidRequest, ModelNotFound, Unavailable
 from anvyl.modelserver.limits import max_new_tokens
+from anvyl.modelserver.lmstudio.protocol import stop_reason
 from anvyl.modelserver.loader import ModelInfo
 from anvyl.modelserver.protocol import (
     ChatCompletionRequest,
@@ -361,6 +362,7 @@ async def _generate(
     )
     state.engine.submit(gen)
     render = _Renderer(state, chat=chat, lmstudio=lmstudio, include_usage=body.include_usage())
+    render.stop = gen.stop
     if body.stream:
         return StreamingResponse(
             _stream(request, state, gen, events, render),
@@ -439,6 +441,7 @@ class _Renderer:
         self.id = new_id("chatcmpl" if chat else "cmpl")
         self.created = now()
         self.model = state.config.model_id
+        self.stop: tuple[str, ...] = ()
 
     def _head(self, obj: str) -> dict[str, Any]:
         """Fields every body starts with."""
@@ -492,7 +495,7 @@ class _Renderer:
             tokens_per_second=round(finish.tokens_per_second, 3),
             time_to_first_token=round(finish.time_to_first_token, 4),
             generation_time=round(finish.generation_time, 4),
-            stop_reason="eosFound" if finish.reason == "stop" else "maxPredictedTokensReached",
+            stop_reason=stop_reason(finish, self.stop, user_stopped=False),
         )
         return {
             "stats": stats.model_dump(),
