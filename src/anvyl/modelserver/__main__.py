@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from anvyl.modelserver.config import ConfigError, default_env, parse_config
 
@@ -99,7 +100,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.health_port,
         env.get(_REEXEC_MARK) or "none",
     )
-    return run(config)
+    code = run(config)
+    if argv is None:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Leave without running C++ static destructors.
+
+    MLX's worker threads are still joinable when the interpreter tears down, and destroying them
+    aborts the process ("terminate called without an active exception", exit 134) — seen about
+    one stop in three after a drain. Every request is finished and every listener closed here.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
