@@ -37,7 +37,9 @@ def open_dashboard(
     """
     try:
         from anvyl.dashboard.server import DashboardServer
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("fastapi", "starlette", "uvicorn", "pydantic"):
+            raise
         message = f"the dashboard needs FastAPI and uvicorn ({exc.name} is missing)"
         if cfg.optional:
             log.warning("%s; going on without it", message)

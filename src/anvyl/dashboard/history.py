@@ -22,9 +22,6 @@ from anvyl.services.models import DeploymentView
 
 log = logging.getLogger(__name__)
 
-# Each `Models.list()` look at a healthy server costs it two requests (/health, /metrics),
-# which its `anvyl_requests_total` counts; the chart shows the users' requests only.
-PROBE_REQUESTS_PER_SAMPLE = 2
 MAX_HEALTH_EVENTS = 100
 IDLE_AFTER_S = 300.0  # sampling pauses this long after the last page or event stream
 
@@ -102,7 +99,7 @@ class History:
 
 
 def _requests_rate(series: _Series, view: DeploymentView, now: float) -> float:
-    """Users' requests per minute since the previous sample (the probes' own subtracted)."""
+    """API requests per minute since the previous sample (`requests_total` counts only those)."""
     previous = series.last_requests
     if view.state != "ready":
         series.last_requests = None
@@ -110,8 +107,8 @@ def _requests_rate(series: _Series, view: DeploymentView, now: float) -> float:
     series.last_requests = (now, view.requests_total)
     if previous is None or now <= previous[0] or view.requests_total < previous[1]:
         return 0.0
-    delta = view.requests_total - previous[1] - PROBE_REQUESTS_PER_SAMPLE
-    return round(max(0, delta) * 60.0 / (now - previous[0]), 1)
+    delta = view.requests_total - previous[1]
+    return round(delta * 60.0 / (now - previous[0]), 1)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from anvyl.dashboard.protocol import (
 from anvyl.errors import AnvylError, FailedPrecondition
 from anvyl.runtime import LogStream
 from anvyl.services import HostMetrics, Services
-from anvyl.services.models import _probe_base, _read_key  # one definition of how to reach a model
+from anvyl.services.models import _probe_base  # the one definition of how to reach a model
 from anvyl.store.deployments import DeploymentRecord
 
 PAGES_DIR = Path(__file__).parent / "pages"
@@ -501,7 +501,7 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     except AnvylError as exc:
         return error_response(exc)
     headers = {"Content-Type": "application/json"}
-    key = await call(_read_key, record)
+    key = await call(dash.services.models._api_key, record)  # a public accessor is wanted
     if key:
         headers["Authorization"] = f"Bearer {key}"
     payload = {

@@ -4,10 +4,10 @@
 const Anvyl = (() => {
   /** Build an element: el("a", {href: "/x", class: "y"}, "text", child). Text is never HTML. */
   function el(tag, attrs = {}, ...children) {
-    const node = document.createElement(tag);
+    const node = tag === "svg" ? document.createElementNS("http://www.w3.org/2000/svg", tag) : document.createElement(tag);
     for (const [key, value] of Object.entries(attrs)) {
       if (value === null || value === undefined || value === false) continue;
-      if (key === "class") node.className = value;
+      if (key === "class") node.setAttribute("class", value);
       else if (key === "text") node.textContent = value;
       else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
       else node.setAttribute(key, value === true ? "" : String(value));

@@ -64,6 +64,7 @@
   }
 
   function appendLog(line) {
+    document.getElementById("log-empty").hidden = true;
     const atBottom = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 4;
     logBox.append(line + "\n");
     while (logBox.childNodes.length > MAX_LOG_LINES) logBox.firstChild.remove();
