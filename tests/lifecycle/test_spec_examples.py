@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import docker
+import httpx
 from fixtures_control_plane import ANVYL, Served
 from helpers import free_port, wait_for
 from lifecycle_harness import MODEL_ID, deployments, failed, model_containers, ok, start_model
@@ -41,10 +42,20 @@ def curl_chat(port: int) -> dict:
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        # The spec's body sets no max_tokens: the tiny model may ramble up to the server's
+        # limit (2048 tokens), slow on a busy 2-core runner. Usually it answers in a second.
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout)
+
+
+def short_chat(port: int) -> dict:
+    """A bounded chat request (8 tokens at most); the parsed reply."""
+    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}
+    reply = httpx.post(f"http://localhost:{port}/v1/chat/completions", json=body, timeout=120)
+    assert reply.status_code == 200, reply.text
+    return reply.json()
 
 
 def assert_answered(reply: dict) -> None:
@@ -82,6 +93,10 @@ def test_basic_model_deployment(
 
     # 4. Test the model (using curl)
     assert_answered(curl_chat(port))
+    # `model ps` counts API requests only (not its own health probes) and shows memory used.
+    (dep,) = deployments(models)
+    assert dep["requests_total"] == 1
+    wait_for(lambda: deployments(models)[0]["memory_used_bytes"] > 50 * 1024**2)
 
     # 5. Stop the model (by model id)
     stopped = ok(models.cli("model", "stop", MODEL_ID))
@@ -101,8 +116,8 @@ def test_multiple_model_deployment(models: Served) -> None:
     assert "llama-small" in ps.stdout and "llama-medium" in ps.stdout
     states = {d["name"]: (d["state"], d["port"]) for d in deployments(models)}
     assert states == {"llama-small": ("ready", small_port), "llama-medium": ("ready", medium_port)}
-    assert_answered(curl_chat(small_port))
-    assert_answered(curl_chat(medium_port))
+    assert_answered(short_chat(small_port))
+    assert_answered(short_chat(medium_port))
 
     # The model id now names two deployments: an error listing both, nothing stopped.
     failed(models.cli("model", "stop", MODEL_ID), "llama-small", "llama-medium")
@@ -111,7 +126,7 @@ def test_multiple_model_deployment(models: Served) -> None:
     # Stop specific models
     assert "Stopped llama-small" in ok(models.cli("model", "stop", "llama-small")).stdout
     assert [d["name"] for d in deployments(models)] == ["llama-medium"]
-    assert_answered(curl_chat(medium_port))
+    assert_answered(short_chat(medium_port))
     assert "Stopped llama-medium" in ok(models.cli("model", "stop", "llama-medium")).stdout
     assert deployments(models) == []
 
@@ -159,9 +174,10 @@ def test_production_deployment(
     )
     try:
         assert follow.stdout is not None
-        lines = [follow.stdout.readline(), follow.stdout.readline()]
-        assert "running STARTUP_SCRIPT" in lines[0], lines
-        assert "production-llama warming up" in lines[1], lines
+        # The container's stdout and stderr interleave in no fixed order.
+        lines = sorted(follow.stdout.readline().strip() for _ in range(2))
+        assert lines[0].startswith("anvyl-entrypoint: running STARTUP_SCRIPT"), lines
+        assert lines[1] == "production-llama warming up", lines
         assert follow.poll() is None  # still following
         follow.send_signal(signal.SIGINT)
         _, err = follow.communicate(timeout=15)

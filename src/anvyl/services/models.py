@@ -13,10 +13,11 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,12 @@ MAX_CTX = 1 << 20
 MAX_QUEUE = 100_000
 # The model server dequantizes to float32 on the CPU (fastest there); memory must allow for it.
 FLOAT32_BYTES = 4
+
+REQUESTS_METRIC = "anvyl_requests_total"
+API_PREFIXES = ("/v1/", "/api/")
+STATS_MAX_AGE_S = 2.0
+STATS_STALE_S = 30.0
+STATS_WAIT_S = 0.25
 
 PHASE_RESOLVING = "resolving"
 PHASE_IMAGE = "image"
@@ -132,6 +139,7 @@ class Models:
         self.container_labels = dict(container_labels or {})
         self.controller_id = controller_id(self.home)
         self._throughput = ThroughputTracker()
+        self._memory = MemorySampler()
 
     # -- catalog ---------------------------------------------------------------------------
 
@@ -461,6 +469,13 @@ class Models:
     def _secrets_dir(self, deployment_id: str) -> Path:
         return self.home / "secrets" / deployment_id
 
+    def _api_key(self, record: DeploymentRecord) -> str:
+        """The deployment's API key (to read its metrics), or "" when it has none."""
+        try:
+            return (self._secrets_dir(record.id) / "api-key").read_text().strip()
+        except OSError:
+            return ""
+
     def _wait_ready(self, driver: DockerDriver, record: DeploymentRecord, timeout: float) -> None:
         """Probe `/health` until 200; fail early, with the reason, if the container dies."""
         deadline = time.monotonic() + timeout
@@ -567,7 +582,7 @@ class Models:
             if info.state == "restarting":
                 return replace(view, state="restarting", state_reason=reason)
             return replace(view, state=table.STATE_EXITED, state_reason=reason)
-        health, metrics = _probe(record)
+        health, metrics = _probe(record, self._api_key(record))
         if health == 200:
             state, reason = table.STATE_READY, ""
             if record.state != table.STATE_READY:
@@ -588,7 +603,8 @@ class Models:
             state=state,
             state_reason=reason,
             uptime_s=max(0.0, time.time() - since) if since else 0.0,
-            memory_used_bytes=int(metrics.get("process_resident_memory_bytes", 0)),
+            memory_used_bytes=int(metrics.get("process_resident_memory_bytes", 0))
+            or self._memory.used(driver, info.id),
             requests_total=int(metrics.get("anvyl_requests_total", 0)),
             generated_tokens_total=generated,
             tokens_per_second=self._throughput.rate(record.id, generated, metrics),
@@ -640,6 +656,54 @@ def controller_id(home: Path) -> str:
         tmp.write_text(value + "\n")
         tmp.replace(path)
         return value
+
+
+class MemorySampler:
+    """Memory used by running containers, from the engine's stats, cached for a moment.
+
+    Within its 1 s sampling interval the engine answers a second stats call only at the next
+    tick, so `model ps` shows a sample up to STATS_STALE_S old while a new one is taken in the
+    background, and waits at most STATS_WAIT_S when it has none.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, int]] = {}
+        self._pending: dict[str, Future[int]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="anvyl-stats")
+
+    def used(self, driver: DockerDriver, container_id: str) -> int:
+        """Bytes in use (the engine's `usage` less inactive page cache, as `docker stats`)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(container_id)
+            age = now - cached[0] if cached is not None else float("inf")
+            future = self._pending.get(container_id)
+            if age >= STATS_MAX_AGE_S and (future is None or future.done()):
+                future = self._pool.submit(self._sample, driver, container_id)
+                self._pending[container_id] = future
+        if cached is not None and age < STATS_STALE_S:
+            return cached[1]  # fresh, or recent enough while a new sample is taken
+        try:
+            return future.result(timeout=STATS_WAIT_S) if future is not None else 0
+        except Exception:  # slow (a later call gets it) or unavailable
+            return 0
+
+    def _sample(self, driver: DockerDriver, container_id: str) -> int:
+        try:
+            stats = driver.client.api.stats(container_id, stream=False, one_shot=True)
+        except Exception:  # an engine older than API 1.41 has no one-shot stats
+            stats = driver.client.api.stats(container_id, stream=False)
+        memory = stats.get("memory_stats") or {}
+        detail = memory.get("stats") or {}
+        inactive = detail.get("total_inactive_file", detail.get("inactive_file", 0))
+        used = max(0, int(memory.get("usage", 0)) - int(inactive))
+        with self._lock:
+            self._cache[container_id] = (time.monotonic(), used)
+            if len(self._cache) > 1024:  # containers come and go: forget the oldest
+                oldest = min(self._cache, key=lambda k: self._cache[k][0])
+                del self._cache[oldest]
+        return used
 
 
 def default_image_provider(home: Path) -> ImageProvider:
@@ -709,11 +773,10 @@ def _log_tail(driver: DockerDriver, container_id: str) -> str:
     return f"\n--- last log lines ---\n{text}" if text else ""
 
 
-def _probe(record: DeploymentRecord) -> tuple[int, dict[str, float]]:
+def _probe(record: DeploymentRecord, key: str) -> tuple[int, dict[str, float]]:
     """GET /health and /metrics of a running server; (0, {}) when it does not answer."""
     base = _probe_base(record)
     headers = {}
-    key = _read_key(record)
     if key:
         headers["Authorization"] = f"Bearer {key}"
     try:
@@ -729,31 +792,26 @@ def _probe(record: DeploymentRecord) -> tuple[int, dict[str, float]]:
         return 0, {}
 
 
-def _read_key(record: DeploymentRecord) -> str:
-    path = config.anvyl_home() / "secrets" / record.id / "api-key"
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
-
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfaN]+)")
-
-
 def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text to {metric name: value summed over its labels} (comments skipped)."""
+    """Prometheus text to {sample name: value summed over its labels}.
+
+    `anvyl_requests_total` counts only the API (`/v1/*`, `/api/*`), not health checks and
+    metrics scrapes (Anvyl's own probes would otherwise dominate it).
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
     values: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE.match(line)
-        if not match:
-            continue
-        name, _, value = match.groups()
-        try:
-            values[name] = values.get(name, 0.0) + float(value)
-        except ValueError:
-            continue
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == REQUESTS_METRIC and not sample.labels.get(
+                    "endpoint", ""
+                ).startswith(API_PREFIXES):
+                    continue
+                values[sample.name] = values.get(sample.name, 0.0) + sample.value
+    except ValueError:  # a malformed exposition: keep what was read before it
+        log.debug("malformed /metrics text", exc_info=True)
+    values.setdefault(REQUESTS_METRIC, 0.0)
     return values
 
 
