@@ -238,3 +238,28 @@ def test_rest_stats_stop_reason(
     body |= {"temperature": 0} | extra
     reply = httpx.post(f"{server.url}/api/v0/chat/completions", json=body, timeout=60).json()
     assert reply["stats"]["stop_reason"] == reason
+
+
+def test_raw_frames_outside_the_protocol_get_answers(server: RunningServer) -> None:
+    """A bad hello is refused, junk frames get warnings, unknown channels a `channelError`."""
+    from httpx_ws import WebSocketUpgradeError, connect_ws
+
+    with connect_ws(f"{server.url}/llm") as ws:
+        ws.send_json({"hello": "there"})
+        assert ws.receive_json() == {
+            "success": False,
+            "error": {"title": "expected LM Studio's hello first"},
+        }
+    with connect_ws(f"{server.url}/llm") as ws:
+        ws.send_json({"authVersion": 1, "clientIdentifier": "x", "clientPasskey": "y"})
+        assert ws.receive_json() == {"success": True}
+        ws.send_text("not json")
+        assert ws.receive_json()["type"] == "communicationWarning"
+        ws.send_json({"type": "channelCreate", "endpoint": "generateImage", "channelId": 1})
+        reply = ws.receive_json()
+        assert reply["type"] == "channelError" and reply["channelId"] == 1
+        assert "'llm.generateImage'" in reply["error"]["title"]
+        ws.send_json({"type": "rpcCall", "endpoint": "listLoaded", "callId": 1})
+        assert ws.receive_json()["result"][0]["identifier"] == MODEL_ID
+    with pytest.raises(WebSocketUpgradeError), connect_ws(f"{server.url}/no-such-namespace") as ws:
+        ws.receive_json()

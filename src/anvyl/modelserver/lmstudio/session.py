@@ -68,12 +68,12 @@ class Session:
             if not await self._hello():
                 return
             while True:
-                self._dispatch(await self.ws.receive_text())
+                self._dispatch(await self._receive())
         except WebSocketDisconnect:
             pass
         finally:
             self._open = False
-            for channel in self._channels.values():
+            for channel in list(self._channels.values()):
                 self._cancel(channel)
                 if channel.task is not None:
                     channel.task.cancel()
@@ -84,7 +84,7 @@ class Session:
 
     async def _hello(self) -> bool:
         """Check the client's first frame; refuse it when the server has a key."""
-        raw = await self.ws.receive_text()
+        raw = await self._receive()
         try:
             hello = json.loads(raw)
         except json.JSONDecodeError:
@@ -110,6 +110,16 @@ class Session:
         await self._send({"success": False, "error": err.error()})
         await self.ws.close(code=1008)
         return False
+
+    async def _receive(self) -> str:
+        """The next frame's text (binary frames are decoded as UTF-8)."""
+        message = await self.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        text = message.get("text")
+        if text is None:
+            text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
+        return text
 
     async def _send(self, message: dict[str, Any]) -> None:
         """Send one frame (dropped once the socket is gone)."""
