@@ -20,6 +20,7 @@ command -v busybox >/dev/null 2>&1 || need_pkgs+=(busybox-static)
 command -v ps >/dev/null 2>&1 || need_pkgs+=(procps)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)  # the dashboard's browser tests
 # MLX on the CPU is ~30x faster with OpenBLAS than with the reference BLAS its wheel bundles.
 compgen -G "/usr/lib/*/openblas-pthread/libblas.so.3" >/dev/null || need_pkgs+=(libopenblas0-pthread)
 if ((${#need_pkgs[@]})); then
