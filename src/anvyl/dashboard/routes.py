@@ -35,7 +35,6 @@ from anvyl.dashboard.protocol import (
 from anvyl.errors import AnvylError, FailedPrecondition
 from anvyl.runtime import LogStream
 from anvyl.services import HostMetrics, Services
-from anvyl.services.models import _probe_base  # the one definition of how to reach a model
 from anvyl.store.deployments import DeploymentRecord
 
 PAGES_DIR = Path(__file__).parent / "pages"
@@ -501,9 +500,9 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     except AnvylError as exc:
         return error_response(exc)
     headers = {"Content-Type": "application/json"}
-    key = await call(dash.services.models._api_key, record)  # a public accessor is wanted
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
+    endpoint = await call(dash.services.models.endpoint, record)
+    if endpoint.api_key:
+        headers["Authorization"] = f"Bearer {endpoint.api_key}"
     payload = {
         "model": record.model_id,
         "messages": [m.model_dump() for m in body.messages],
@@ -513,13 +512,13 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     }
     client = httpx.AsyncClient(timeout=CHAT_TIMEOUT)
     upstream_request = client.build_request(
-        "POST", f"{_probe_base(record)}/v1/chat/completions", json=payload, headers=headers
+        "POST", f"{endpoint.base_url}/v1/chat/completions", json=payload, headers=headers
     )
     try:
         upstream = await client.send(upstream_request, stream=True)
     except httpx.HTTPError as exc:
         await client.aclose()
-        message = f"{record.name} does not answer at {_probe_base(record)} ({exc})"
+        message = f"{record.name} does not answer at {endpoint.base_url} ({exc})"
         return JSONResponse(error_body(message, 503, "UNAVAILABLE"), status_code=503)
     if upstream.status_code != 200:
         raw = await upstream.aread()

@@ -96,6 +96,14 @@ class StartOptions:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """How the control plane itself reaches a model server (not the URL users are shown)."""
+
+    base_url: str
+    api_key: str = ""
+
+
+@dataclass(frozen=True)
 class AvailableModel:
     """A model that can be started, and how many deployments serve it now."""
 
@@ -468,6 +476,10 @@ class Models:
 
     def _secrets_dir(self, deployment_id: str) -> Path:
         return self.home / "secrets" / deployment_id
+
+    def endpoint(self, record: DeploymentRecord) -> Endpoint:
+        """Where the control plane reaches a deployment's API, and the key it needs."""
+        return Endpoint(base_url=_probe_base(record), api_key=self._api_key(record))
 
     def _api_key(self, record: DeploymentRecord) -> str:
         """The deployment's API key (to read its metrics), or "" when it has none."""
