@@ -134,8 +134,9 @@ def test_missing_startup_script_is_skipped_with_a_warning(
         run_labels,
         environment={"STARTUP_SCRIPT": "/nowhere/startup.sh"},
     )
+    # stdout and stderr are separate streams in the engine's log: their order is not fixed.
     assert "does not exist; skipped" in out
-    assert out.strip().endswith("server started")
+    assert "server started" in out
 
 
 def test_startup_script_value_is_a_path_not_code(
