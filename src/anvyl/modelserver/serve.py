@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +99,14 @@ class ModelServer:
         if self.engine.state == "failed":
             log.error("the model failed to load: %s", self.engine.error)
             self.request_stop()
+        elif self.engine.state == "ready":
+            # One line even when quiet: what `docker logs` / `anvyl container logs` shows.
+            print(
+                f"anvyl-modelserver: {self.config.model_id} ready on "
+                f"{self.config.host}:{self.config.port} (health on port {self.config.health_port})",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def request_stop(self) -> None:
         """Begin the graceful stop (a second call forces it)."""
