@@ -81,6 +81,21 @@ def serve(
         help="Port of the web dashboard; 0 turns it off [default: 50052, skipped if taken]",
         show_default=False,
     ),
+    gateway_host: str | None = typer.Option(
+        None,
+        "--gateway-host",
+        help="Address of the OpenAI gateway [default: --host]",
+        show_default=False,
+    ),
+    gateway_port: int | None = typer.Option(
+        None,
+        "--gateway-port",
+        envvar="ANVYL_GATEWAY_PORT",
+        min=0,
+        max=65535,
+        help="Port of the OpenAI gateway; 0 turns it off [default: 50080, skipped if taken]",
+        show_default=False,
+    ),
 ) -> None:
     """Run the gRPC control plane (health, reflection; state in $ANVYL_HOME)."""
     from anvyl.cli import output
@@ -97,6 +112,8 @@ def serve(
         )
         if server.dashboard is not None:
             typer.echo(f"dashboard on {server.dashboard.url}", err=True)
+        if server.gateway is not None:
+            typer.echo(f"OpenAI gateway on {server.gateway.url}/v1", err=True)
 
     import os
 
@@ -114,8 +131,22 @@ def serve(
             port=DEFAULT_DASHBOARD_PORT if dashboard_port is None else dashboard_port,
             optional=dashboard_port is None,
         )
+    from anvyl.gateway import DEFAULT_GATEWAY_PORT, GatewayConfig
+
+    gateway = None
+    if gateway_port != 0:  # like the dashboard: the default port is skipped when taken
+        gateway = GatewayConfig(
+            host=gateway_host,
+            port=DEFAULT_GATEWAY_PORT if gateway_port is None else gateway_port,
+            optional=gateway_port is None,
+        )
     cfg = ServerConfig(
-        host=host, port=port, token=token, container_labels=labels, dashboard=dashboard
+        host=host,
+        port=port,
+        token=token,
+        container_labels=labels,
+        dashboard=dashboard,
+        gateway=gateway,
     )
     try:
         code = serve(cfg, ready=ready)

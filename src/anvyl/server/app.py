@@ -22,6 +22,8 @@ from anvyl.api import anvyl_pb2 as pb
 from anvyl.api import anvyl_pb2_grpc as rpc
 from anvyl.dashboard import DashboardConfig, open_dashboard
 from anvyl.errors import AnvylError, InvalidArgument
+from anvyl.gateway import GatewayConfig, Target, open_gateway
+from anvyl.gateway.replicas import deployment_targets
 from anvyl.runtime import DockerDriver, Engines, docker_host_from_env
 from anvyl.server.interceptors import AuthInterceptor, ErrorInterceptor
 from anvyl.server.servicers import ContainerServicer, HostServicer, ModelServicer
@@ -30,6 +32,7 @@ from anvyl.store import HostRecord, Store
 
 if TYPE_CHECKING:
     from anvyl.dashboard.server import DashboardServer
+    from anvyl.gateway.server import GatewayServer
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ class ServerConfig:
     container_labels: dict[str, str] = field(default_factory=dict)
     # The web dashboard beside the gRPC API; None: no dashboard.
     dashboard: DashboardConfig | None = None
+    # The model-aware OpenAI gateway; None: no gateway.
+    gateway: GatewayConfig | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -87,6 +92,7 @@ class AnvylServer:
             )
         self.cfg = cfg
         self.dashboard: DashboardServer | None = None
+        self.gateway: GatewayServer | None = None
         self.store = Store(cfg.db_path)
         self.engines = Engines()
         self.services: Services = build_services(
@@ -129,11 +135,28 @@ class AnvylServer:
             except AnvylError:
                 self.close()
                 raise
+        if cfg.gateway is not None:
+            gateway_host = cfg.gateway.host or cfg.host
+            try:
+                self.gateway = open_gateway(
+                    self.gateway_targets,
+                    cfg.gateway,
+                    host=gateway_host,
+                    token=cfg.token,
+                    loopback=is_loopback(gateway_host),
+                )
+            except AnvylError:
+                self.close()
+                raise
 
     @property
     def driver(self) -> DockerDriver:
         """The local engine's driver (shared with model operations)."""
         return self.engines.driver(self.local_host.id)
+
+    def gateway_targets(self) -> list[Target]:
+        """The replicas the gateway routes to."""
+        return deployment_targets(self.store, self.services.models.home)
 
     def start(self) -> None:
         """Start serving and mark every service SERVING."""
@@ -144,6 +167,8 @@ class AnvylServer:
         self.grpc_server.start()
         if self.dashboard is not None:
             self.dashboard.start()
+        if self.gateway is not None:
+            self.gateway.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("anvyl serve listening on %s", self.address)
@@ -158,6 +183,8 @@ class AnvylServer:
         """Release the dashboard, the engines and the database."""
         if self.dashboard is not None:
             self.dashboard.stop()
+        if self.gateway is not None:
+            self.gateway.stop()
         self.engines.close()
         self.store.close()
 

@@ -1,0 +1,317 @@
+"""The gateway's ASGI app: route each OpenAI request by its `model` to a healthy replica.
+
+Raw ASGI (no framework) and one pooled `httpx.AsyncClient`: the proxy adds well under a
+millisecond to a request. A replica that cannot be connected to (or that dies or is marked down
+before answering) is marked down and the request goes to another one; once the first byte of
+an answer has been sent on, the answer is passed through as it comes (streams unbuffered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import httpx
+
+from anvyl.gateway import protocol
+from anvyl.gateway.routing import Replica, RoutingTable
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+RETRY_AFTER_S = 2
+ROUTED_PREFIXES = ("/v1/", "/api/v0/")
+# Not forwarded either way (hop-by-hop), or set by the gateway itself.
+HOP_HEADERS = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+DROPPED_REQUEST_HEADERS = HOP_HEADERS | {b"host", b"authorization", b"content-length"}
+# Failures that mean the replica never answered: safe to send the request to another one.
+RETRIABLE = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.RemoteProtocolError,
+    httpx.ReadError,
+    httpx.WriteError,
+)
+
+
+class Gateway:
+    """The ASGI callable: auth, `/v1/models`, and the proxy."""
+
+    def __init__(
+        self, table: RoutingTable, client: httpx.AsyncClient, *, token: str | None = None
+    ) -> None:
+        self.table = table
+        self.client = client
+        self.token = token or None
+        self.started = time.time()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one HTTP request (other ASGI scopes are ignored)."""
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path == "/health":
+            await _respond(send, 200, b'{"status":"ok"}')
+            return
+        if path == "/v1/models" or path.startswith("/v1/models/"):
+            if method != "GET":
+                await _error(send, 405, f"{method} is not allowed on {path}")
+            elif not self._authorized(scope, self._all_client_keys()):
+                await _unauthorized(send)
+            else:
+                await self._models(send, path.removeprefix("/v1/models").strip("/"))
+            return
+        if not path.startswith(ROUTED_PREFIXES):
+            await _error(send, 404, f"no route for {path}; the gateway serves the OpenAI API")
+            return
+        body = await _read_body(receive)
+        if body is None:
+            await _error(send, 413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
+            return
+        model = protocol.requested_model(body)
+        if model is None:
+            await _error(
+                send, 400, "the request names no model: put its id in `model`", param="model"
+            )
+            return
+        keys = {r.target.client_key for r in self.table.models().get(model, ())}
+        if not self._authorized(scope, keys - {""}):
+            await _unauthorized(send)
+            return
+        await self._proxy(scope, receive, send, body, model)
+
+    # -- local answers ---------------------------------------------------------------------
+
+    async def _models(self, send: Send, model_id: str) -> None:
+        entries = []
+        for model, replicas in sorted(self.table.models().items()):
+            created = min((r.target.created_at for r in replicas), default=0.0) or self.started
+            healthy = sum(1 for r in replicas if r.healthy)
+            entries.append(protocol.model_entry(model, created, len(replicas), healthy))
+        if not model_id:
+            await _respond(send, 200, protocol.models_body(entries))
+            return
+        match = next((e for e in entries if e["id"] == model_id), None)
+        if match is None:
+            await _model_not_found(send, model_id, self.table)
+            return
+        await _respond(send, 200, _json(match))
+
+    def _all_client_keys(self) -> set[str]:
+        return {r.target.client_key for r in self.table.replicas() if r.target.client_key}
+
+    def _authorized(self, scope: Scope, client_keys: set[str]) -> bool:
+        """The server's token, or the model's own API key, when either is required."""
+        accepted = set(client_keys)
+        if self.token:
+            accepted.add(self.token)
+        if not accepted:
+            return True
+        given = _bearer(scope)
+        return given is not None and any(
+            hmac.compare_digest(given.encode(), key.encode()) for key in accepted
+        )
+
+    # -- the proxy -------------------------------------------------------------------------
+
+    async def _proxy(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes, model: str
+    ) -> None:
+        disconnected = asyncio.ensure_future(receive())
+        tried: list[Replica] = []
+        last_error = ""
+        try:
+            while True:
+                replica = self.table.pick(model, tried)
+                if replica is None:
+                    if not self.table.known(model):
+                        await _model_not_found(send, model, self.table)
+                    else:
+                        detail = f" (last error: {last_error})" if last_error else ""
+                        await _unavailable(send, model, detail)
+                    return
+                tried.append(replica)
+                replica.outstanding += 1
+                try:
+                    response = await self._open(scope, body, replica, disconnected)
+                    if response is None:
+                        if disconnected.done():
+                            return
+                        last_error = f"{replica.target.deployment or replica.target.key} failed"
+                        continue
+                    try:
+                        await _pass_through(send, response, replica, disconnected)
+                    finally:
+                        await response.aclose()
+                    return
+                finally:
+                    replica.outstanding -= 1
+        finally:
+            disconnected.cancel()
+
+    async def _open(
+        self, scope: Scope, body: bytes, replica: Replica, disconnected: asyncio.Future[Any]
+    ) -> httpx.Response | None:
+        """Send the request to `replica`; None when it failed before answering (marked down)."""
+        target = replica.target
+        headers = [(k, v) for k, v in scope["headers"] if k not in DROPPED_REQUEST_HEADERS]
+        if target.upstream_key:
+            headers.append((b"authorization", f"Bearer {target.upstream_key}".encode()))
+        path = scope.get("raw_path") or scope["path"].encode()
+        url = target.base_url + path.decode("latin-1")
+        if scope.get("query_string"):
+            url += "?" + scope["query_string"].decode("latin-1")
+        request = self.client.build_request(scope["method"], url, headers=headers, content=body)
+        sending = asyncio.ensure_future(self.client.send(request, stream=True))
+        down = asyncio.ensure_future(replica.down.wait())
+        try:
+            await asyncio.wait({sending, down, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            down.cancel()
+        if not sending.done():
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *RETRIABLE):
+                response = await sending
+                await response.aclose()
+            if not disconnected.done():
+                log.info("replica %s went down before answering; retrying", target.key)
+            return None
+        try:
+            return sending.result()
+        except RETRIABLE as exc:
+            log.info("replica %s failed (%s); marking it down", target.key, type(exc).__name__)
+            self.table.set_health(target.key, False)
+            return None
+
+
+async def _pass_through(
+    send: Send, response: httpx.Response, replica: Replica, disconnected: asyncio.Future[Any]
+) -> None:
+    """Copy status, headers and body chunks as they arrive; stop if the client goes away."""
+    headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in HOP_HEADERS]
+    deployment = replica.target.deployment or replica.target.key
+    headers.append((b"x-anvyl-deployment", deployment.encode()))
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    try:
+        async for chunk in response.aiter_raw():
+            if disconnected.done():
+                return  # the client left: closing the upstream stream frees the model's slot
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except httpx.HTTPError as exc:
+        # Too late to retry: the client has part of the answer. End it; the replica is
+        # probed again and marked down if it is really gone.
+        log.warning("replica %s failed mid-answer: %s", replica.target.key, exc)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None when it is larger than MAX_BODY_BYTES."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            return credentials.strip() if scheme.lower() == "bearer" else None
+    return None
+
+
+def _json(value: Any) -> bytes:
+    import json
+
+    return json.dumps(value).encode()
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _error(
+    send: Send,
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    await _respond(
+        send, status, protocol.error_body(message, status, code=code, param=param), extra
+    )
+
+
+async def _unauthorized(send: Send) -> None:
+    await _error(
+        send,
+        401,
+        "a valid API key is required: send `Authorization: Bearer <key>` with the server's "
+        "access token or the model's API key",
+        code="invalid_api_key",
+        extra=[(b"www-authenticate", b"Bearer")],
+    )
+
+
+async def _model_not_found(send: Send, model: str, table: RoutingTable) -> None:
+    running = ", ".join(sorted(table.models())) or "none"
+    await _error(
+        send,
+        404,
+        f"The model `{model}` does not exist or is not running (running models: {running})",
+        code="model_not_found",
+        param="model",
+    )
+
+
+async def _unavailable(send: Send, model: str, detail: str) -> None:
+    await _error(
+        send,
+        503,
+        f"no healthy replica of {model} right now; retry shortly{detail}",
+        code="no_healthy_replica",
+        extra=[(b"retry-after", str(RETRY_AFTER_S).encode())],
+    )

@@ -1,0 +1,57 @@
+"""What the gateway answers itself: OpenAI-shaped errors and the `/v1/models` listing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    502: "api_error",
+    503: "api_error",
+}
+
+
+def error_body(
+    message: str, status: int, *, code: str | None = None, param: str | None = None
+) -> bytes:
+    """An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`."""
+    error = {
+        "message": message,
+        "type": ERROR_TYPES.get(status, "api_error"),
+        "param": param,
+        "code": code,
+    }
+    return json.dumps({"error": error}).encode()
+
+
+def model_entry(model_id: str, created: float, replicas: int, healthy: int) -> dict[str, Any]:
+    """One model of `/v1/models`, with how many replicas serve it (extra fields are allowed)."""
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": int(created),
+        "owned_by": "anvyl",
+        "replicas": replicas,
+        "ready_replicas": healthy,
+    }
+
+
+def models_body(entries: Sequence[Mapping[str, Any]]) -> bytes:
+    """The `/v1/models` listing."""
+    return json.dumps({"object": "list", "data": list(entries)}).encode()
+
+
+def requested_model(body: bytes) -> str | None:
+    """The `model` field of a JSON request body, or None when there is none."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) and model else None

@@ -1,0 +1,180 @@
+"""The gateway's server: uvicorn in a thread with its own event loop, and the replica prober.
+
+Every `interval` seconds the prober reads the replicas from the control plane (a cheap store
+read, or the Swarm's tasks) and asks each one's `/health`; a replica is routed to only while it
+answers 200. A connection failure seen by the proxy marks a replica down at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Callable, Sequence
+
+import httpx
+import uvicorn
+
+from anvyl.errors import AlreadyExists, InvalidArgument
+from anvyl.gateway.app import Gateway
+from anvyl.gateway.routing import Replica, RoutingTable, Target
+
+log = logging.getLogger(__name__)
+
+TargetSource = Callable[[], Sequence[Target]]
+
+PROBE_TIMEOUT_S = 1.0
+CONNECT_TIMEOUT_S = 2.0
+READ_TIMEOUT_S = 600.0  # between two chunks; a long non-streamed answer sends nothing for a while
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+SHUTDOWN_GRACE_S = 2.0
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on `host:port` (IPv4 or IPv6); AlreadyExists when taken."""
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InvalidArgument(f"cannot resolve the gateway host {host!r}: {exc}") from exc
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise AlreadyExists(
+            f"the gateway cannot listen on {host}:{port} ({exc.strerror}): is the port in use? "
+            "Choose another with --gateway-port, or 0 to turn the gateway off"
+        ) from exc
+    sock.setblocking(False)
+    return sock
+
+
+class GatewayServer:
+    """The gateway bound to its port; `start()` serves it in a thread, `stop()` ends it.
+
+    Args:
+        source: Returns the replicas to route to (called in a worker thread).
+        host: Address to listen on.
+        port: TCP port; 0 picks a free one.
+        token: The control plane's access token (required off loopback).
+        interval: Seconds between two refreshes of the routing table.
+    """
+
+    def __init__(
+        self,
+        source: TargetSource,
+        *,
+        host: str,
+        port: int,
+        token: str | None,
+        interval: float = 1.0,
+        loopback: bool = True,
+    ) -> None:
+        if not loopback and not token:
+            raise InvalidArgument(
+                f"the gateway on {host} (not loopback) requires an access token: "
+                "pass --token or set ANVYL_TOKEN"
+            )
+        self.source = source
+        self.token = token
+        self.interval = interval
+        self.table = RoutingTable()
+        self.socket = bind_socket(host, port)
+        bound_host, self.port = self.socket.getsockname()[:2]
+        shown = host if host not in ("0.0.0.0", "::", "") else bound_host
+        shown = f"[{shown}]" if ":" in shown else shown
+        self.url = f"http://{shown}:{self.port}"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stopping = asyncio.Event()
+
+    def start(self) -> None:
+        """Serve in a background thread; returns once the first routing table is in place."""
+        self._thread = threading.Thread(target=self._run, name="anvyl-gateway", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT_S):
+            log.warning("the gateway took more than %.0f s to start", START_TIMEOUT_S)
+        log.info("gateway on %s", self.url)
+
+    def stop(self) -> None:
+        """Stop serving and probing, release the port (idempotent)."""
+        loop, server = self._loop, self._server
+        if server is not None:
+            server.should_exit = True
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._stopping.set)
+        if self._thread is not None:
+            self._thread.join(timeout=STOP_TIMEOUT_S)
+            self._thread = None
+        self.socket.close()
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+        timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S)
+        async with (
+            httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client,
+            httpx.AsyncClient(timeout=PROBE_TIMEOUT_S, trust_env=False) as probe_client,
+        ):
+            await self.refresh(probe_client)
+            self._server = uvicorn.Server(
+                uvicorn.Config(
+                    Gateway(self.table, client, token=self.token),
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                    timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+                    timeout_keep_alive=60,
+                )
+            )
+            prober = asyncio.create_task(self._refresh_forever(probe_client))
+            self._ready.set()
+            try:
+                await self._server.serve(sockets=[self.socket])
+            finally:
+                prober.cancel()
+                await asyncio.gather(prober, return_exceptions=True)
+
+    async def _refresh_forever(self, http: httpx.AsyncClient) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
+            if not self._stopping.is_set():
+                await self.refresh(http)
+
+    async def refresh(self, http: httpx.AsyncClient) -> None:
+        """Read the replicas from the control plane and probe each one's health."""
+        try:
+            targets = await asyncio.to_thread(self.source)
+        except Exception:  # keep routing with what we had; the next round tries again
+            log.warning(
+                "could not read the replicas; keeping the last routing table", exc_info=True
+            )
+        else:
+            self.table.update(targets)
+        replicas = self.table.replicas()
+        results = await asyncio.gather(*(_healthy(http, r) for r in replicas))
+        for replica, healthy in zip(replicas, results, strict=True):
+            self.table.set_health(replica.target.key, healthy)
+
+
+async def _healthy(http: httpx.AsyncClient, replica: Replica) -> bool:
+    """True when the replica's `/health` answers 200 now."""
+    try:
+        response = await http.get(f"{replica.target.base_url}/health")
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200

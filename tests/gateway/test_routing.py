@@ -1,0 +1,92 @@
+"""Unit tests of the routing table (pure bookkeeping) and the gateway's own answers."""
+
+from __future__ import annotations
+
+import json
+
+from anvyl.gateway import protocol
+from anvyl.gateway.routing import RoutingTable, Target
+
+
+def _target(key: str, model: str = "m", url: str = "http://127.0.0.1:1") -> Target:
+    return Target(key=key, model_id=model, base_url=url)
+
+
+def _table(*targets: Target, healthy: bool = True) -> RoutingTable:
+    table = RoutingTable()
+    table.update(targets)
+    for t in targets:
+        table.set_health(t.key, healthy)
+    return table
+
+
+def test_ties_are_taken_in_turn() -> None:
+    table = _table(_target("a"), _target("b"))
+    picked = {table.pick("m").target.key for _ in range(4)}  # type: ignore[union-attr]
+    assert picked == {"a", "b"}
+
+
+def test_least_outstanding_first() -> None:
+    table = _table(_target("a"), _target("b"), _target("c"))
+    busy = {r.target.key: r for r in table.replicas()}
+    busy["a"].outstanding = 2
+    busy["b"].outstanding = 1
+    busy["c"].outstanding = 3
+    assert table.pick("m").target.key == "b"  # type: ignore[union-attr]
+
+
+def test_unhealthy_and_excluded_are_skipped() -> None:
+    table = _table(_target("a"), _target("b"))
+    table.set_health("a", False)
+    b = table.pick("m")
+    assert b is not None and b.target.key == "b"
+    assert table.pick("m", exclude=[b]) is None
+    assert table.known("m") and not table.known("other")
+
+
+def test_marking_down_wakes_waiters_and_up_resets() -> None:
+    table = _table(_target("a"))
+    (a,) = table.replicas()
+    event = a.down
+    table.set_health("a", False)
+    assert event.is_set() and not a.healthy
+    table.set_health("a", True)
+    assert a.healthy and not a.down.is_set()
+
+
+def test_update_keeps_state_of_unchanged_and_drops_gone() -> None:
+    table = _table(_target("a"), _target("b"))
+    a, b = table.replicas()
+    a.outstanding = 5
+    table.update([_target("a"), _target("c", model="n")])
+    kept = {r.target.key: r for r in table.replicas()}
+    assert kept["a"] is a and a.healthy and a.outstanding == 5
+    assert not kept["c"].healthy  # unknown until probed
+    assert b.down.is_set()  # requests waiting on a removed replica go elsewhere
+    assert sorted(table.models()) == ["m", "n"]
+
+
+def test_a_moved_replica_is_probed_again() -> None:
+    table = _table(_target("a", url="http://10.0.0.1:1"))
+    table.update([_target("a", url="http://10.0.0.2:1")])
+    (a,) = table.replicas()
+    assert not a.healthy and a.target.base_url == "http://10.0.0.2:1"
+
+
+def test_error_body_has_openai_shape() -> None:
+    body = json.loads(protocol.error_body("nope", 404, code="model_not_found", param="model"))
+    assert body == {
+        "error": {
+            "message": "nope",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+    }
+
+
+def test_requested_model() -> None:
+    assert protocol.requested_model(b'{"model": "x", "messages": []}') == "x"
+    assert protocol.requested_model(b'{"model": 3}') is None
+    assert protocol.requested_model(b"[1]") is None
+    assert protocol.requested_model(b"not json") is None
