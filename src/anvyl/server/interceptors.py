@@ -3,8 +3,9 @@
 `ErrorInterceptor` is the one place where exceptions become statuses: an `AnvylError` aborts
 with its `grpc_code` and message (trailing metadata `anvyl-error` names the class, so a client
 can tell an engine that is UNAVAILABLE from a server it cannot reach); anything else is logged
-with its traceback and becomes INTERNAL. Unary replies carry `anvyl-engine-calls`, the number of
-Docker API calls the RPC made.
+with its traceback and becomes INTERNAL. A request whose bytes do not parse as the method's
+message is INVALID_ARGUMENT (gRPC itself would answer INTERNAL). Unary replies carry
+`anvyl-engine-calls`, the number of Docker API calls the RPC made.
 """
 
 from __future__ import annotations
@@ -27,6 +28,37 @@ ENGINE_CALLS_KEY = "anvyl-engine-calls"
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 
 Behavior = Callable[..., Any]
+
+
+class Undecodable:
+    """Stands for a request whose bytes did not parse as the method's message."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A deserializer that returns `Undecodable` instead of raising (grpc would say INTERNAL)."""
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # DecodeError, or anything a hostile payload provokes
+            return Undecodable(str(exc) or type(exc).__name__)
+
+    return parse
+
+
+def _refuse_undecodable(request: Any, context: grpc.ServicerContext) -> None:
+    """Abort with INVALID_ARGUMENT when the request did not parse."""
+    if isinstance(request, Undecodable):
+        context.set_trailing_metadata(((ERROR_KEY, "InvalidArgument"),))
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the request is not a valid message for this method: {request.reason}",
+        )
 
 
 def _rewrap(
@@ -71,9 +103,13 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        handler = handler._replace(  # type: ignore[attr-defined]
+            request_deserializer=_tolerant(handler.request_deserializer)
+        )
 
         def wrap_unary(behavior: Behavior) -> Behavior:
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
+                _refuse_undecodable(request, context)
                 with count_engine_calls() as calls:
                     try:
                         response = behavior(request, context)
@@ -88,6 +124,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
         def wrap_stream(behavior: Behavior) -> Behavior:
             def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                _refuse_undecodable(request, context)
                 try:
                     yield from behavior(request, context)
                 except Exception as exc:
