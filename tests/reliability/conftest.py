@@ -22,7 +22,9 @@ def model_home(tmp_path_factory: pytest.TempPathFactory, bundled_model: Path) ->
 
 
 @pytest.fixture(scope="module")
-def served(model_home: Path, modelserver_image: str, run_labels: dict[str, str]) -> Iterator[Served]:
+def served(
+    model_home: Path, modelserver_image: str, run_labels: dict[str, str]
+) -> Iterator[Served]:
     """One `anvyl serve` per module whose model containers carry the run's label."""
     server = serve_models(model_home, run_labels)
     yield server
