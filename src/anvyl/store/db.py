@@ -1,7 +1,13 @@
-"""The SQLite connection: WAL mode, foreign keys on, schema migrated on open."""
+"""The SQLite connection: WAL mode, foreign keys on, schema migrated on open.
+
+The database (and its WAL files) is private to its owner (0600); `ANVYL_HOME`, which also holds
+API keys, is 0700. Models inside it are bind-mounted into containers by the engine, so the
+containers' user never needs to traverse it.
+"""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -27,7 +33,15 @@ class Store:
         self, path: Path | str | None = None, *, migrations: Sequence[Migration] = MIGRATIONS
     ) -> None:
         self.path = Path(path) if path is not None else default_db_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if path is None:  # ANVYL_HOME: the database, API keys, the controller id
+                os.chmod(self.path.parent, 0o700)
+            _make_private(self.path)
+        except OSError as exc:  # a read-only or full file system, a missing permission
+            raise FailedPrecondition(
+                f"cannot open the database {self.path}: {exc.strerror or exc}"
+            ) from exc
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(
             self.path, check_same_thread=False, isolation_level=None, timeout=10.0
@@ -37,6 +51,8 @@ class Store:
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._migrate(migrations)
+        for suffix in ("-wal", "-shm"):  # SQLite copies the database's mode; older files may not
+            _make_private(self.path.with_name(self.path.name + suffix), create=False)
 
     @property
     def schema_version(self) -> int:
@@ -88,6 +104,17 @@ class Store:
                     conn.execute(statement)
                 # PRAGMA takes no parameters; the version is an int from our own table.
                 conn.execute(f"PRAGMA user_version = {int(migration.version)}")
+
+
+def _make_private(path: Path, *, create: bool = True) -> None:
+    """Create `path` as 0600 (or tighten it to 0600 when it exists)."""
+    if str(path) == ":memory:":
+        return
+    if path.exists():
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+    elif create:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _statements(script: str) -> list[str]:
