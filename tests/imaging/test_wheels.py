@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 
 from anvyl.imaging.base import BaseImage
-from anvyl.imaging.wheels import pinned_requirements, platform_tags
+from anvyl.imaging.wheels import pinned_requirements, platform_tags, runtime_requirements
 
 BOOKWORM = BaseImage(
     ref="anvyl/debian-base:bookworm",
