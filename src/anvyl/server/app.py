@@ -155,8 +155,9 @@ class AnvylServer:
         return self.engines.driver(self.local_host.id)
 
     def gateway_targets(self) -> list[Target]:
-        """The replicas the gateway routes to."""
-        return deployment_targets(self.store, self.services.models.home)
+        """The replicas the gateway routes to (containers from the store, Swarm tasks)."""
+        models = self.services.models
+        return deployment_targets(self.store, models.home) + models.swarm.targets()
 
     def start(self) -> None:
         """Start serving and mark every service SERVING."""

@@ -4,6 +4,11 @@ A deployment is one model-server container on one host. The store keeps what the
 for; the engine's labels say what really runs. Every listing reconciles the two: containers
 started before a control-plane restart are adopted, vanished ones are reported, and a start that
 fails removes everything it made.
+
+Test hook: with `ANVYL_TEST_PAUSE_AT=<step>` in the server's environment, a start pauses for good
+at that step (`before-create`: the row is stored, no container yet; `after-create`: the container
+runs but its id is not stored; `loading`: waiting for the model) after writing the file
+`$ANVYL_HOME/test-paused-<step>`, so a test can kill the server exactly there.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from anvyl.errors import (
 from anvyl.runtime import ContainerInfo, DockerDriver
 from anvyl.runtime import model_spec as spec
 from anvyl.services.hosts import Hosts
+from anvyl.services.swarm_deployments import SwarmDeployments, is_swarm
 from anvyl.store import HostRecord, Store
 from anvyl.store import deployments as table
 from anvyl.store.deployments import DeploymentRecord
@@ -73,6 +79,8 @@ PHASE_CREATING = "creating"
 PHASE_LOADING = "loading"
 PHASE_READY = "ready"
 
+TEST_PAUSE_ENV = "ANVYL_TEST_PAUSE_AT"
+
 
 @dataclass(frozen=True)
 class StartOptions:
@@ -93,6 +101,9 @@ class StartOptions:
     startup_script: str = ""
     dtype: str = ""
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S
+    # "", "no", "on-failure" or "on-failure:N"; the engine applies it once the model is ready.
+    restart: str = ""
+    replicas: int = 0  # Swarm only; 0 means 1
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,7 @@ class DeploymentView:
     tokens_per_second: float = 0.0
     requests_total: int = 0
     generated_tokens_total: int = 0
+    replicas: tuple[Any, ...] = ()  # Swarm deployments: a `runtime.swarm.ReplicaView` each
 
 
 class Models:
@@ -148,6 +160,9 @@ class Models:
         self.controller_id = controller_id(self.home)
         self._throughput = ThroughputTracker()
         self._memory = MemorySampler()
+        # Deployments this process is starting now: their `creating` rows are not orphans.
+        self._starting: set[str] = set()
+        self.swarm = SwarmDeployments(self)  # the second runtime, when the engine is a manager
 
     # -- catalog ---------------------------------------------------------------------------
 
@@ -197,6 +212,9 @@ class Models:
     def start(self, options: StartOptions, progress: Progress | None = None) -> DeploymentView:
         """Create, start and (unless detached) wait for a model container to be ready."""
         say = progress or (lambda _phase, _message: None)
+        on_swarm = self.swarm.start_if_active(options, say)
+        if on_swarm is not None:
+            return on_swarm
         say(PHASE_RESOLVING, f"resolving {options.model_id}")
         model = resolve_model(self.home, options.model_id)
         opts = self._validated(options, model)
@@ -222,7 +240,9 @@ class Models:
                 options=_stored_options(opts),
             ),
         )
+        self._starting.add(record.id)
         try:
+            _test_pause("before-create", self.home)
             say(PHASE_CREATING, f"creating container {name}")
             container_id = self._create_container(driver, record, model, opts)
             table.update_deployment(
@@ -232,10 +252,14 @@ class Models:
             if opts.detach:
                 return self._view(record, driver)
             say(PHASE_LOADING, f"loading weights of {model.id}")
+            _test_pause("loading", self.home)
             self._wait_ready(driver, record, opts.wait_timeout)
+            self._apply_restart_policy(driver, record)
         except BaseException:
             self._discard(driver, record)
             raise
+        finally:
+            self._starting.discard(record.id)
         now = time.time()
         table.update_deployment(self.store, record.id, state=table.STATE_READY, ready_at=now)
         record = replace(record, state=table.STATE_READY, ready_at=now)
@@ -259,6 +283,8 @@ class Models:
         if timeout is not None and not 0 <= timeout <= 3600:
             raise InvalidArgument(f"timeout must be between 0 and 3600 seconds, not {timeout}")
         record = self.find(ref, host_id=host_id)
+        if is_swarm(record):
+            return self.swarm.stop_record(record)
         driver, containers = self._host_containers(record.host_id)
         view = self._observe(record, driver, containers)
         if driver is None:
@@ -317,7 +343,22 @@ class Models:
                     table.update_deployment(self.store, known.id, container_id=info.id)
                 elif known is None:
                     self._adopt(host_id, info)
+            self._drop_dead_starts(host_id, containers)
         return table.list_deployments(self.store)
+
+    def _drop_dead_starts(self, host_id: str, containers: dict[str, ContainerInfo]) -> None:
+        """Forget `creating` rows of starts that died before their container was made."""
+        labelled = {c.labels.get(config.LABEL_DEPLOYMENT) for c in containers.values()}
+        for record in table.list_deployments(self.store):
+            if (
+                record.host_id == host_id
+                and record.state == table.STATE_CREATING
+                and not record.container_id
+                and record.id not in self._starting
+                and record.id not in labelled
+            ):
+                log.warning("forgetting deployment %s: its start never made a container", record.id)
+                self._forget(record)
 
     def hosts_with_engines(self) -> list[str]:
         """Ids of hosts the server holds an engine for."""
@@ -362,6 +403,7 @@ class Models:
                     f"startup script {options.startup_script!r} must be an absolute path to a "
                     "file on the server's machine"
                 )
+        spec.parse_restart_policy(options.restart)
         if not 1 <= options.wait_timeout <= 3600:
             raise InvalidArgument("wait timeout must be between 1 and 3600 seconds")
         if options.memory:
@@ -454,7 +496,8 @@ class Models:
             except Exception:
                 container.remove(force=True)
                 raise
-            return str(container.id)
+        _test_pause("after-create", self.home)
+        return str(container.id)
 
     def _write_api_key(self, record: DeploymentRecord, api_key: str) -> Path:
         """The key as a file only the container's user can read, mounted read-only."""
@@ -516,6 +559,16 @@ class Models:
                     )
                 time.sleep(0.1)
 
+    def _apply_restart_policy(self, driver: DockerDriver, record: DeploymentRecord) -> None:
+        """Hand the engine the deployment's restart policy (only once it has been ready)."""
+        policy = spec.parse_restart_policy(str(record.options.get("restart") or ""))
+        if policy is None or record.options.get("restart_applied"):
+            return
+        with driver.engine_errors():
+            driver.client.api.update_container(record.container_id, restart_policy=policy)
+        options = {**record.options, "restart_applied": True}
+        table.update_deployment(self.store, record.id, options=options)
+
     def _discard(self, driver: DockerDriver, record: DeploymentRecord) -> None:
         """Remove what a failed start made: the container (by label), the row, the secrets."""
         try:
@@ -575,6 +628,8 @@ class Models:
         containers: dict[str, ContainerInfo],
     ) -> DeploymentView:
         """The live state of one deployment (engine state, then the server's own health)."""
+        if is_swarm(record):
+            return self.swarm.observe(record, driver)
         view = self._view(record, driver)
         if driver is None:
             return replace(view, state="unknown", state_reason="host unreachable")
@@ -878,6 +933,7 @@ def _stored_options(opts: StartOptions) -> dict[str, Any]:
         "api_key": bool(opts.api_key),
         "startup_script": opts.startup_script,
         "force": opts.force,
+        "restart": opts.restart if opts.restart not in ("", "no") else "",
     }
     return {k: v for k, v in kept.items() if v}
 

@@ -1,0 +1,458 @@
+"""Deployments as Swarm services: the second runtime behind `Models` (start, observe, stop, scale).
+
+`Models` hands a deployment here when its host's engine is a Swarm manager (`SwarmDeployments.
+active`). The store row is the same as for a container (`options["runtime"] == "swarm"`,
+`container_id` holds the service id); the CLI, the protocol and the store do not see the
+difference. Every replica publishes the API port in host mode on its node and requires an API
+key (the user's, or one generated and delivered as a Swarm secret); the gateway holds the key.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from anvyl.catalog import resolve_model
+from anvyl.errors import AlreadyExists, AnvylError, FailedPrecondition, InvalidArgument, NotFound
+from anvyl.gateway.routing import Target
+from anvyl.runtime import DockerDriver, swarm
+from anvyl.runtime import model_spec as spec
+from anvyl.store import HostRecord
+from anvyl.store import deployments as table
+from anvyl.store.deployments import DeploymentRecord
+
+if TYPE_CHECKING:
+    from anvyl.services.models import DeploymentView, Models, StartOptions
+
+RUNTIME = "swarm"
+ACTIVE_CACHE_S = 5.0
+PROBE_TIMEOUT_S = 1.0
+MAX_REPLICAS = 64
+# A task still pending after this long with the scheduler's complaint is not going to run.
+UNSCHEDULABLE_AFTER_S = 5.0
+
+Say = Callable[[str, str], None]
+
+
+def is_swarm(record: DeploymentRecord) -> bool:
+    """True for a deployment run as a Swarm service."""
+    return record.options.get("runtime") == RUNTIME
+
+
+class SwarmDeployments:
+    """Model deployments as replicated Swarm services on the manager `Models` talks to."""
+
+    def __init__(self, models: Models) -> None:
+        self.models = models
+        self._active: dict[str, tuple[float, bool]] = {}
+
+    # -- which runtime ---------------------------------------------------------------------
+
+    def active(self, host_id: str) -> bool:
+        """True when the host's engine is a Swarm manager (cached for a few seconds)."""
+        now = time.monotonic()
+        cached = self._active.get(host_id)
+        if cached is not None and now - cached[0] < ACTIVE_CACHE_S:
+            return cached[1]
+        try:
+            value = swarm.is_manager(self.models.hosts.driver(host_id))
+        except AnvylError:
+            value = False
+        self._active[host_id] = (now, value)
+        return value
+
+    def manager(self) -> tuple[HostRecord, DockerDriver] | None:
+        """The registered host whose engine manages a Swarm, if any."""
+        for host in self.models.hosts.records():
+            if self.active(host.id):
+                return host, self.models.hosts.driver(host.id)
+        return None
+
+    # -- the hooks `Models` calls ---------------------------------------------------------
+
+    def start_if_active(self, options: StartOptions, say: Say) -> DeploymentView | None:
+        """Start as a service when the local engine manages a Swarm; None otherwise."""
+        local = [h for h in self.models.hosts.records() if h.local]
+        if local and self.active(local[0].id):
+            return self.start(local[0], options, options.replicas or 1, say)
+        if options.replicas > 1:
+            raise InvalidArgument(
+                "--replicas needs a Swarm: run `anvyl cluster init` (or point Anvyl at a Swarm "
+                "manager) first"
+            )
+        return None
+
+    def stop_record(self, record: DeploymentRecord) -> DeploymentView:
+        """Remove the service and forget the deployment; its last view, marked stopped."""
+        driver = self.models.hosts.driver(record.host_id)
+        view = self.observe(record, driver)
+        self.stop(record, driver)
+        self.models._forget(record)
+        return replace(view, state=table.STATE_STOPPED, state_reason="stopped by request")
+
+    # -- start -----------------------------------------------------------------------------
+
+    def start(
+        self, host: HostRecord, options: StartOptions, replicas: int, say: Say
+    ) -> DeploymentView:
+        """Create the service, wait (unless detached) until every replica answers /health."""
+        models = self.models
+        driver = models.hosts.driver(host.id)
+        say("resolving", f"resolving {options.model_id}")
+        model = resolve_model(models.home, options.model_id)
+        node_ref, options = options.host_id, replace(options, host_id="")
+        opts = models._validated(options, model)
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise InvalidArgument(f"invalid --replicas {replicas}: 1 to {MAX_REPLICAS}")
+        nodes = swarm.list_nodes(driver)
+        node = swarm.resolve_node(nodes, node_ref) if node_ref.strip() else None
+        self._check_fits(nodes, node, opts, replicas)
+        name = opts.name or spec.default_deployment_name(model.id)
+        self._check_free(driver, name, opts.port)
+
+        say("image", "checking the model-server image")
+        image = models.image_provider(driver, lambda line: say("image", line))
+        stored = _stored(opts, replicas, node)
+        record = table.insert_deployment(
+            models.store,
+            DeploymentRecord(
+                id=table.new_deployment_id(),
+                name=name,
+                model_id=model.id,
+                host_id=host.id,
+                port=opts.port,
+                bind="0.0.0.0",
+                image=image,
+                state=table.STATE_CREATING,
+                options=stored,
+            ),
+        )
+        try:
+            say("creating", f"creating service {name} ({replicas} replica(s))")
+            service_id = self._create_service(driver, record, model.path, opts, replicas, node)
+            table.update_deployment(
+                models.store, record.id, container_id=service_id, state=table.STATE_STARTING
+            )
+            record = replace(record, container_id=service_id, state=table.STATE_STARTING)
+            if opts.detach:
+                return self.observe(record, driver)
+            say("loading", f"loading weights of {model.id} on {replicas} node(s)")
+            self._wait_ready(driver, record, replicas, opts.wait_timeout)
+        except BaseException:
+            self._remove(driver, record)
+            models._forget(record)
+            raise
+        now = time.time()
+        table.update_deployment(models.store, record.id, state=table.STATE_READY, ready_at=now)
+        record = replace(record, state=table.STATE_READY, ready_at=now)
+        say("ready", f"{name} is ready ({replicas} replica(s))")
+        return self.observe(record, driver)
+
+    def _check_fits(
+        self,
+        nodes: list[swarm.NodeInfo],
+        node: swarm.NodeInfo | None,
+        opts: StartOptions,
+        replicas: int,
+    ) -> None:
+        """Refuse what the scheduler could never place, saying why."""
+        usable = [n for n in nodes if n.state == "ready" and n.availability == "active"]
+        if node is not None:
+            if node not in usable:
+                raise FailedPrecondition(
+                    f"node {node.hostname} is {node.state}/{node.availability}: it takes no models"
+                )
+            usable = [node]
+        if replicas > len(usable):
+            where = f"node {node.hostname}" if node else f"{len(usable)} usable node(s)"
+            raise FailedPrecondition(
+                f"{replicas} replicas need {replicas} distinct nodes, but there are only {where}"
+            )
+        if opts.memory:
+            need = spec.parse_memory(opts.memory)
+            fitting = [n for n in usable if n.memory_bytes >= need]
+            if len(fitting) < replicas:
+                sizes = ", ".join(
+                    f"{n.hostname} {spec.format_bytes(n.memory_bytes)}" for n in usable
+                )
+                raise FailedPrecondition(
+                    f"--memory {opts.memory} fits on {len(fitting)} node(s), {replicas} needed: "
+                    f"no node has that much memory ({sizes})"
+                )
+
+    def _check_free(self, driver: DockerDriver, name: str, port: int) -> None:
+        with driver.engine_errors():
+            services = driver.client.api.services()
+        for service in services:
+            if service["Spec"]["Name"] == name:
+                raise AlreadyExists(
+                    f"a service named {name!r} already exists; choose another --name"
+                )
+            for p in (service.get("Endpoint") or {}).get("Ports") or []:
+                if p.get("PublishedPort") == port:
+                    raise AlreadyExists(
+                        f"port {port} is already published by service {service['Spec']['Name']}; "
+                        "choose another with --port"
+                    )
+
+    def _create_service(
+        self,
+        driver: DockerDriver,
+        record: DeploymentRecord,
+        model_path: Path | str,
+        opts: StartOptions,
+        replicas: int,
+        node: swarm.NodeInfo | None,
+    ) -> str:
+        models = self.models
+        key = opts.api_key or secrets.token_urlsafe(24)
+        models._write_api_key(record, key)  # the gateway and `model ps` read it from here
+        labels = {**models.container_labels, "anvyl.controller": models.controller_id}
+        container = spec.ModelContainerSpec(
+            image=record.image,
+            name=record.name,
+            model_id=record.model_id,
+            model_path=str(Path(model_path).resolve()),
+            port=opts.port,
+            memory=opts.memory or None,
+            cpus=opts.cpus or None,
+            ctx=opts.ctx or None,
+            max_queue=opts.max_queue or None,
+            startup_script=opts.startup_script or None,
+            dtype=opts.dtype or None,
+            deployment_id=record.id,
+            extra_labels=labels,
+        )
+        with driver.engine_errors():
+            secret = driver.client.api.create_secret(
+                _secret_name(record), key.encode(), labels={**labels, "anvyl.managed": "true"}
+            )
+            service_spec = swarm.ModelServiceSpec(
+                container=container,
+                replicas=replicas,
+                node_id=node.id if node else "",
+                api_key_secret=(secret["ID"], _secret_name(record)),
+            )
+            created = driver.client.api.create_service(**service_spec.create_kwargs())
+        return str(created["ID"])
+
+    def _wait_ready(
+        self, driver: DockerDriver, record: DeploymentRecord, replicas: int, timeout: float
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        while True:
+            view = self.observe(record, driver)
+            ready = [r for r in view.replicas if r.ready]
+            if len(ready) >= replicas:
+                return
+            pending = [r for r in view.replicas if r.state == "pending" and r.error]
+            if pending and time.monotonic() - started > UNSCHEDULABLE_AFTER_S:
+                raise FailedPrecondition(
+                    f"the Swarm cannot place {record.name}: {pending[0].error}"
+                )
+            failed = [r for r in view.replicas if r.state in ("failed", "rejected")]
+            if failed and all(r.restarts >= 2 for r in failed):
+                raise FailedPrecondition(f"{record.name} keeps failing: {failed[0].error}")
+            if time.monotonic() > deadline:
+                raise FailedPrecondition(
+                    f"{record.name} did not become ready within {timeout:.0f} s "
+                    f"({len(ready)}/{replicas} replicas ready)"
+                )
+            time.sleep(0.25)
+
+    # -- observe ---------------------------------------------------------------------------
+
+    def observe(self, record: DeploymentRecord, driver: DockerDriver | None) -> DeploymentView:
+        """The deployment's state from its tasks, each running replica probed on its node."""
+        view = self.models._view(record, driver)
+        if driver is None:
+            return replace(view, state="unknown", state_reason="manager unreachable")
+        try:
+            replicas = self.replicas(record, driver)
+        except NotFound:
+            return replace(
+                view,
+                state=table.STATE_VANISHED,
+                state_reason="the service was removed outside Anvyl",
+            )
+        want = int(record.options.get("replicas", 1))
+        ready = [r for r in replicas if r.ready]
+        url = f"http://{ready[0].address}:{record.port}" if ready else view.url
+        if len(ready) >= want:
+            state, reason = table.STATE_READY, ""
+        elif ready:
+            state, reason = table.STATE_READY, f"{len(ready)}/{want} replicas ready"
+        elif record.state == table.STATE_CREATING:
+            state, reason = record.state, ""
+        else:
+            state = table.STATE_STARTING if record.state != table.STATE_READY else "unhealthy"
+            problems = [r.error for r in replicas if r.error]
+            reason = problems[0] if problems else f"0/{want} replicas ready"
+        since = record.ready_at or record.created_at
+        return replace(
+            view,
+            state=state,
+            state_reason=reason,
+            url=url,
+            container_name=record.name,
+            uptime_s=max(0.0, time.time() - since) if since and ready else 0.0,
+            replicas=tuple(replicas),
+        )
+
+    def replicas(self, record: DeploymentRecord, driver: DockerDriver) -> list[swarm.ReplicaView]:
+        """The current task of every slot (with its restarts), probed when running."""
+        nodes = {n.id: n for n in swarm.list_nodes(driver)}
+        tasks = swarm.list_tasks(driver, record.container_id)
+        if not tasks:
+            with driver.engine_errors():
+                driver.client.api.inspect_service(record.container_id)  # NotFound when gone
+        by_slot: dict[int, list[swarm.TaskInfo]] = {}
+        for task in tasks:  # newest first
+            by_slot.setdefault(task.slot, []).append(task)
+        current: list[tuple[swarm.TaskInfo, int]] = []
+        for _slot, history in sorted(by_slot.items()):
+            live = [t for t in history if t.desired_state == "running"]
+            if live:  # slots without one were scaled away
+                current.append((live[0], len(history) - 1))
+        views = []
+        for task, restarts in current:
+            node = nodes.get(task.node_id)
+            address = node.address if node else ""
+            if node is not None and node.state != "ready":
+                state = f"{task.state} (node {node.state})"
+            else:
+                state = task.state
+            views.append(
+                swarm.ReplicaView(
+                    slot=task.slot,
+                    task_id=task.id,
+                    node_id=task.node_id,
+                    node=node.hostname if node else "",
+                    address=address,
+                    state=state,
+                    since=task.since,
+                    restarts=restarts,
+                    error=task.error,
+                )
+            )
+        running = [v for v in views if v.state == "running" and v.address]
+        if running:
+            with ThreadPoolExecutor(max_workers=min(8, len(running))) as pool:
+                healthy = dict(
+                    zip(
+                        [v.task_id for v in running],
+                        pool.map(lambda v: _healthy(v.address, record.port), running),
+                        strict=True,
+                    )
+                )
+            views = [replace(v, ready=healthy.get(v.task_id, False)) for v in views]
+        return views
+
+    # -- stop and scale --------------------------------------------------------------------
+
+    def stop(self, record: DeploymentRecord, driver: DockerDriver) -> None:
+        """Remove the service (Swarm stops its tasks gracefully) and its secret."""
+        self._remove(driver, record)
+
+    def scale(self, record: DeploymentRecord, replicas: int) -> DeploymentView:
+        """Change the number of replicas (each on its own node)."""
+        if not 0 <= replicas <= MAX_REPLICAS:
+            raise InvalidArgument(f"invalid replica count {replicas}: 0 to {MAX_REPLICAS}")
+        driver = self.models.hosts.driver(record.host_id)
+        nodes = swarm.list_nodes(driver)
+        usable = [n for n in nodes if n.state == "ready" and n.availability == "active"]
+        if record.options.get("node_id"):
+            usable = [n for n in usable if n.id == record.options["node_id"]]
+        if replicas > len(usable):
+            raise FailedPrecondition(
+                f"{replicas} replicas need {replicas} distinct nodes; {len(usable)} can take one"
+            )
+        with driver.engine_errors():
+            service = driver.client.services.get(record.container_id)
+            service.scale(replicas)
+        options = {**record.options, "replicas": replicas}
+        table.update_deployment(self.models.store, record.id, options=options)
+        return self.observe(replace(record, options=options), driver)
+
+    def _remove(self, driver: DockerDriver, record: DeploymentRecord) -> None:
+        try:
+            with driver.engine_errors():
+                if record.container_id:
+                    try:
+                        driver.client.api.remove_service(record.container_id)
+                    except Exception as exc:  # already gone
+                        if getattr(exc, "status_code", 0) != 404:
+                            raise
+                for found in driver.client.api.secrets(filters={"name": _secret_name(record)}):
+                    driver.client.api.remove_secret(found["ID"])
+        except NotFound:
+            pass
+
+    # -- the gateway -----------------------------------------------------------------------
+
+    def targets(self) -> list[Target]:
+        """One gateway target per running task of every Swarm deployment."""
+        found = self.manager()
+        if found is None:
+            return []
+        _, driver = found
+        records = [r for r in table.list_deployments(self.models.store) if is_swarm(r)]
+        if not records:
+            return []
+        nodes = {n.id: n for n in swarm.list_nodes(driver)}
+        targets = []
+        for record in records:
+            if not record.container_id:
+                continue
+            key = self.models._api_key(record)
+            client_key = "" if record.options.get("api_key_generated") else key
+            for task in swarm.list_tasks(driver, record.container_id):
+                node = nodes.get(task.node_id)
+                if task.state != "running" or task.desired_state != "running" or node is None:
+                    continue
+                targets.append(
+                    Target(
+                        key=f"{record.id}/{task.id}",
+                        model_id=record.model_id,
+                        base_url=f"http://{node.address}:{record.port}",
+                        upstream_key=key,
+                        client_key=client_key,
+                        created_at=record.ready_at or record.created_at,
+                        deployment=f"{record.name}@{node.hostname}",
+                    )
+                )
+        return targets
+
+
+def _stored(opts: StartOptions, replicas: int, node: swarm.NodeInfo | None) -> dict[str, Any]:
+    from anvyl.services.models import _stored_options
+
+    stored = {**_stored_options(opts), "runtime": RUNTIME, "replicas": replicas}
+    stored["api_key"] = True
+    if not opts.api_key:
+        stored["api_key_generated"] = True
+    if node is not None:
+        stored["node_id"] = node.id
+        stored["node"] = node.hostname
+    return stored
+
+
+def _secret_name(record: DeploymentRecord) -> str:
+    return f"anvyl-api-key-{record.id}"
+
+
+def _healthy(address: str, port: int) -> bool:
+    try:
+        return (
+            httpx.get(f"http://{address}:{port}/health", timeout=PROBE_TIMEOUT_S).status_code == 200
+        )
+    except httpx.HTTPError:
+        return False
