@@ -90,6 +90,19 @@ def validate_container_name(name: str) -> str:
     return name
 
 
+def parse_restart_policy(value: str) -> dict[str, Any] | None:
+    """`on-failure[:N]` to the engine's restart policy (None for "" and "no"); N is 1 to 100."""
+    text = (value or "").strip()
+    if text in ("", "no"):
+        return None
+    name, _, count = text.partition(":")
+    if name != "on-failure" or (count and not (count.isdigit() and 1 <= int(count) <= 100)):
+        raise InvalidArgument(
+            f"invalid restart policy {value!r}: use no, on-failure or on-failure:N (N 1-100)"
+        )
+    return {"Name": "on-failure", "MaximumRetryCount": int(count) if count else 0}
+
+
 def default_deployment_name(model_id: str) -> str:
     """`model-<id>` made safe for the engine."""
     safe = re.sub(r"[^a-zA-Z0-9_.-]+", "-", model_id).strip("-.") or "model"

@@ -562,12 +562,9 @@ class Models:
     def _apply_restart_policy(self, driver: DockerDriver, record: DeploymentRecord) -> None:
         """Hand the engine the deployment's restart policy (only once it has been ready)."""
         policy = spec.parse_restart_policy(str(record.options.get("restart") or ""))
-        if policy is None or record.options.get("restart_applied"):
-            return
-        with driver.engine_errors():
-            driver.client.api.update_container(record.container_id, restart_policy=policy)
-        options = {**record.options, "restart_applied": True}
-        table.update_deployment(self.store, record.id, options=options)
+        if policy is not None:  # idempotent: a detached start gets it on its first ready look
+            with driver.engine_errors():
+                driver.client.api.update_container(record.container_id, restart_policy=policy)
 
     def _discard(self, driver: DockerDriver, record: DeploymentRecord) -> None:
         """Remove what a failed start made: the container (by label), the row, the secrets."""
@@ -643,16 +640,18 @@ class Models:
                 state_reason="the container was removed outside Anvyl",
             )
         view = replace(view, container_name=info.name)
+        restarts = _restart_note(driver, record, info.id)
         if info.state != "running":
             state = _inspect_state(driver, info.id) or {}
-            reason = _exit_reason(state) if state else info.status
+            reason = (_exit_reason(state) if state else info.status) + restarts
             if info.state == "restarting":
                 return replace(view, state="restarting", state_reason=reason)
             return replace(view, state=table.STATE_EXITED, state_reason=reason)
         health, metrics = _probe(record, self._api_key(record))
         if health == 200:
-            state, reason = table.STATE_READY, ""
+            state, reason = table.STATE_READY, restarts.removeprefix("; ")
             if record.state != table.STATE_READY:
+                self._apply_restart_policy(driver, record)
                 table.update_deployment(
                     self.store, record.id, state=table.STATE_READY, ready_at=time.time()
                 )
@@ -830,6 +829,27 @@ def _exit_reason(state: dict[str, Any]) -> str:
     return f"{status} with code {code}" + (f": {error}" if error else "")
 
 
+def _restart_note(driver: DockerDriver, record: DeploymentRecord, container_id: str) -> str:
+    """ "; restarted N times …" for a deployment with a restart policy whose engine restarted it."""
+    policy = spec.parse_restart_policy(str(record.options.get("restart") or ""))
+    if policy is None:
+        return ""
+    try:
+        with driver.engine_errors():
+            details = driver.client.api.inspect_container(container_id)
+    except AnvylError:
+        return ""
+    count = int(details.get("RestartCount") or 0)
+    if not count:
+        return ""
+    limit = policy["MaximumRetryCount"]
+    running = (details.get("State") or {}).get("Running", False)
+    note = f"; restarted {count} time{'s' if count > 1 else ''} after failures"
+    if limit and count >= limit and not running:
+        return f"{note}; crash loop: the engine gave up after {limit} restarts"
+    return note + (" (crash loop?)" if count > 1 else "")
+
+
 def _log_tail(driver: DockerDriver, container_id: str) -> str:
     try:
         with driver.engine_errors():
@@ -940,6 +960,15 @@ def _stored_options(opts: StartOptions) -> dict[str, Any]:
 
 def _round_up_mib(size: int) -> int:
     return -(-size // (1024 * 1024))
+
+
+def _test_pause(step: str, home: Path) -> None:
+    """The test hook: pause for good at `step` when ANVYL_TEST_PAUSE_AT names it (see above)."""
+    if os.environ.get(TEST_PAUSE_ENV) != step:
+        return
+    (home / f"test-paused-{step}").write_text(f"{os.getpid()}\n")
+    log.warning("test hook %s=%s: pausing here for good", TEST_PAUSE_ENV, step)
+    threading.Event().wait()
 
 
 def _fraction_progress(progress: Progress | None) -> Callable[[str, float], None] | None:
