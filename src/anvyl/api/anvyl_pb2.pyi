@@ -282,7 +282,7 @@ class RemoveModelRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ...) -> None: ...
 
 class StartModelRequest(_message.Message):
-    __slots__ = ("model_id", "name", "port", "host_id", "memory", "cpus", "ctx", "max_queue", "api_key", "bind", "force", "detach", "startup_script", "dtype", "wait_timeout_seconds")
+    __slots__ = ("model_id", "name", "port", "host_id", "memory", "cpus", "ctx", "max_queue", "api_key", "bind", "force", "detach", "startup_script", "dtype", "wait_timeout_seconds", "restart")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +298,7 @@ class StartModelRequest(_message.Message):
     STARTUP_SCRIPT_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     WAIT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RESTART_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     name: str
     port: int
@@ -313,7 +314,8 @@ class StartModelRequest(_message.Message):
     startup_script: str
     dtype: str
     wait_timeout_seconds: float
-    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., port: _Optional[int] = ..., host_id: _Optional[str] = ..., memory: _Optional[str] = ..., cpus: _Optional[float] = ..., ctx: _Optional[int] = ..., max_queue: _Optional[int] = ..., api_key: _Optional[str] = ..., bind: _Optional[str] = ..., force: _Optional[bool] = ..., detach: _Optional[bool] = ..., startup_script: _Optional[str] = ..., dtype: _Optional[str] = ..., wait_timeout_seconds: _Optional[float] = ...) -> None: ...
+    restart: str
+    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., port: _Optional[int] = ..., host_id: _Optional[str] = ..., memory: _Optional[str] = ..., cpus: _Optional[float] = ..., ctx: _Optional[int] = ..., max_queue: _Optional[int] = ..., api_key: _Optional[str] = ..., bind: _Optional[str] = ..., force: _Optional[bool] = ..., detach: _Optional[bool] = ..., startup_script: _Optional[str] = ..., dtype: _Optional[str] = ..., wait_timeout_seconds: _Optional[float] = ..., restart: _Optional[str] = ...) -> None: ...
 
 class StartModelEvent(_message.Message):
     __slots__ = ("phase", "message", "deployment")

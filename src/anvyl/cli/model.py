@@ -232,6 +232,9 @@ def start(
     force: bool = typer.Option(False, "--force", help="Start even below the estimated memory"),
     detach: bool = typer.Option(False, "--detach", "-d", help="Return once the container runs"),
     timeout: float = typer.Option(300.0, "--timeout", help="Seconds to wait for ready"),
+    restart: str = typer.Option(
+        "", "--restart", help="Once ready: no, on-failure or on-failure:N (N restarts at most)"
+    ),
     anvyl_host: AnvylHostOption = None,
     anvyl_port: AnvylPortOption = None,
 ) -> None:
@@ -261,6 +264,7 @@ def start(
         force=force,
         detach=detach,
         wait_timeout_seconds=timeout,
+        restart=restart,
     )
     deployment = None
     err = output.console(stderr=True)

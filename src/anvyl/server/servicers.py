@@ -235,6 +235,7 @@ class ModelServicer(rpc.ModelServiceServicer):
             startup_script=request.startup_script,
             dtype=request.dtype,
             wait_timeout=request.wait_timeout_seconds or DEFAULT_WAIT_TIMEOUT_S,
+            restart=request.restart,
         )
 
         def run(progress: Callable[[str, str], None]) -> pb.StartModelEvent:
