@@ -19,6 +19,17 @@ from anvyl.errors import FailedPrecondition
 from anvyl.store.migrations import MIGRATIONS, Migration
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
+# SQLite result codes that mean the file system, not the statement, is at fault.
+STORAGE_ERRORS = (
+    "SQLITE_FULL",
+    "SQLITE_READONLY",
+    "SQLITE_IOERR",
+    "SQLITE_CANTOPEN",
+    "SQLITE_CORRUPT",
+    "SQLITE_NOTADB",
+    "SQLITE_BUSY",
+    "SQLITE_PERM",
+)
 
 
 def default_db_path() -> Path:
@@ -69,19 +80,34 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE … COMMIT, ROLLBACK on error)."""
-        with self._lock:
+        with self._lock, self._storage_errors():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         """Run a read-only statement and return every row."""
-        with self._lock:
+        with self._lock, self._storage_errors():
             return self._conn.execute(sql, params).fetchall()
+
+    @contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """A full disk, a read-only or broken file: FailedPrecondition naming the database."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            name = getattr(exc, "sqlite_errorname", "") or ""
+            if not name.startswith(STORAGE_ERRORS):
+                raise  # constraint violations and SQL mistakes are the caller's
+            raise FailedPrecondition(
+                f"the state database {self.path} cannot be used: {exc} (is the disk full or "
+                "ANVYL_HOME read-only?); nothing was changed"
+            ) from exc
 
     def close(self) -> None:
         """Close the connection."""
