@@ -31,7 +31,7 @@ def test_grpc_and_tools_versions_are_the_same() -> None:
 def test_proto_package_and_services() -> None:
     assert pb.DESCRIPTOR.package == "anvyl.v1"
     services = pb.DESCRIPTOR.services_by_name
-    assert set(services) == {"HostService", "ContainerService", "ModelService"}
+    assert set(services) == {"HostService", "ContainerService", "ModelService", "ClusterService"}
     assert {m.name for m in services["ModelService"].methods} == {
         "ListModels",
         "ImportModel",

@@ -282,7 +282,7 @@ class RemoveModelRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ...) -> None: ...
 
 class StartModelRequest(_message.Message):
-    __slots__ = ("model_id", "name", "port", "host_id", "memory", "cpus", "ctx", "max_queue", "api_key", "bind", "force", "detach", "startup_script", "dtype", "wait_timeout_seconds", "restart")
+    __slots__ = ("model_id", "name", "port", "host_id", "memory", "cpus", "ctx", "max_queue", "api_key", "bind", "force", "detach", "startup_script", "dtype", "wait_timeout_seconds", "restart", "replicas")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
@@ -299,6 +299,7 @@ class StartModelRequest(_message.Message):
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     WAIT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RESTART_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     name: str
     port: int
@@ -315,7 +316,8 @@ class StartModelRequest(_message.Message):
     dtype: str
     wait_timeout_seconds: float
     restart: str
-    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., port: _Optional[int] = ..., host_id: _Optional[str] = ..., memory: _Optional[str] = ..., cpus: _Optional[float] = ..., ctx: _Optional[int] = ..., max_queue: _Optional[int] = ..., api_key: _Optional[str] = ..., bind: _Optional[str] = ..., force: _Optional[bool] = ..., detach: _Optional[bool] = ..., startup_script: _Optional[str] = ..., dtype: _Optional[str] = ..., wait_timeout_seconds: _Optional[float] = ..., restart: _Optional[str] = ...) -> None: ...
+    replicas: int
+    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., port: _Optional[int] = ..., host_id: _Optional[str] = ..., memory: _Optional[str] = ..., cpus: _Optional[float] = ..., ctx: _Optional[int] = ..., max_queue: _Optional[int] = ..., api_key: _Optional[str] = ..., bind: _Optional[str] = ..., force: _Optional[bool] = ..., detach: _Optional[bool] = ..., startup_script: _Optional[str] = ..., dtype: _Optional[str] = ..., wait_timeout_seconds: _Optional[float] = ..., restart: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
 
 class StartModelEvent(_message.Message):
     __slots__ = ("phase", "message", "deployment")
@@ -328,7 +330,7 @@ class StartModelEvent(_message.Message):
     def __init__(self, phase: _Optional[str] = ..., message: _Optional[str] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("id", "name", "model_id", "host_id", "container_id", "url", "state", "state_reason", "port", "bind", "image", "created_at", "uptime_seconds", "memory_used_bytes", "memory_limit_bytes", "tokens_per_second", "requests_total", "generated_tokens_total")
+    __slots__ = ("id", "name", "model_id", "host_id", "container_id", "url", "state", "state_reason", "port", "bind", "image", "created_at", "uptime_seconds", "memory_used_bytes", "memory_limit_bytes", "tokens_per_second", "requests_total", "generated_tokens_total", "replicas")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -347,6 +349,7 @@ class Deployment(_message.Message):
     TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     GENERATED_TOKENS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     model_id: str
@@ -365,7 +368,32 @@ class Deployment(_message.Message):
     tokens_per_second: float
     requests_total: int
     generated_tokens_total: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., model_id: _Optional[str] = ..., host_id: _Optional[str] = ..., container_id: _Optional[str] = ..., url: _Optional[str] = ..., state: _Optional[str] = ..., state_reason: _Optional[str] = ..., port: _Optional[int] = ..., bind: _Optional[str] = ..., image: _Optional[str] = ..., created_at: _Optional[float] = ..., uptime_seconds: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., requests_total: _Optional[int] = ..., generated_tokens_total: _Optional[int] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[Replica]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., model_id: _Optional[str] = ..., host_id: _Optional[str] = ..., container_id: _Optional[str] = ..., url: _Optional[str] = ..., state: _Optional[str] = ..., state_reason: _Optional[str] = ..., port: _Optional[int] = ..., bind: _Optional[str] = ..., image: _Optional[str] = ..., created_at: _Optional[float] = ..., uptime_seconds: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., requests_total: _Optional[int] = ..., generated_tokens_total: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ...) -> None: ...
+
+class Replica(_message.Message):
+    __slots__ = ("slot", "task_id", "node_id", "node", "address", "state", "since", "restarts", "ready", "task_error")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    TASK_ERROR_FIELD_NUMBER: _ClassVar[int]
+    slot: int
+    task_id: str
+    node_id: str
+    node: str
+    address: str
+    state: str
+    since: float
+    restarts: int
+    ready: bool
+    task_error: str
+    def __init__(self, slot: _Optional[int] = ..., task_id: _Optional[str] = ..., node_id: _Optional[str] = ..., node: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., since: _Optional[float] = ..., restarts: _Optional[int] = ..., ready: _Optional[bool] = ..., task_error: _Optional[str] = ...) -> None: ...
 
 class ListDeploymentsRequest(_message.Message):
     __slots__ = ("host_id",)
@@ -388,3 +416,94 @@ class StopModelRequest(_message.Message):
     host_id: str
     timeout_seconds: int
     def __init__(self, ref: _Optional[str] = ..., host_id: _Optional[str] = ..., timeout_seconds: _Optional[int] = ...) -> None: ...
+
+class InitClusterRequest(_message.Message):
+    __slots__ = ("advertise_addr", "listen_addr")
+    ADVERTISE_ADDR_FIELD_NUMBER: _ClassVar[int]
+    LISTEN_ADDR_FIELD_NUMBER: _ClassVar[int]
+    advertise_addr: str
+    listen_addr: str
+    def __init__(self, advertise_addr: _Optional[str] = ..., listen_addr: _Optional[str] = ...) -> None: ...
+
+class ClusterInfo(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
+class GetJoinTokenRequest(_message.Message):
+    __slots__ = ("role",)
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    def __init__(self, role: _Optional[str] = ...) -> None: ...
+
+class JoinToken(_message.Message):
+    __slots__ = ("token", "manager_address", "command")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    manager_address: str
+    command: str
+    def __init__(self, token: _Optional[str] = ..., manager_address: _Optional[str] = ..., command: _Optional[str] = ...) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Node(_message.Message):
+    __slots__ = ("id", "hostname", "address", "role", "availability", "state", "cpus", "memory_bytes", "engine_version", "labels", "leader", "models")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    hostname: str
+    address: str
+    role: str
+    availability: str
+    state: str
+    cpus: int
+    memory_bytes: int
+    engine_version: str
+    labels: _containers.ScalarMap[str, str]
+    leader: bool
+    models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., hostname: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., availability: _Optional[str] = ..., state: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., engine_version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., leader: _Optional[bool] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListNodesResponse(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[Node]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ...) -> None: ...
+
+class SetNodeAvailabilityRequest(_message.Message):
+    __slots__ = ("node", "availability")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    availability: str
+    def __init__(self, node: _Optional[str] = ..., availability: _Optional[str] = ...) -> None: ...
+
+class ScaleModelRequest(_message.Message):
+    __slots__ = ("ref", "replicas")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    replicas: int
+    def __init__(self, ref: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...

@@ -743,3 +743,255 @@ class ModelService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ClusterServiceStub:
+    """The Swarm behind the control plane, when its engine is a Swarm manager.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.InitCluster = channel.unary_unary(
+                '/anvyl.v1.ClusterService/InitCluster',
+                request_serializer=anvyl__pb2.InitClusterRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.ClusterInfo.FromString,
+                _registered_method=True)
+        self.GetJoinToken = channel.unary_unary(
+                '/anvyl.v1.ClusterService/GetJoinToken',
+                request_serializer=anvyl__pb2.GetJoinTokenRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.JoinToken.FromString,
+                _registered_method=True)
+        self.ListNodes = channel.unary_unary(
+                '/anvyl.v1.ClusterService/ListNodes',
+                request_serializer=anvyl__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.ListNodesResponse.FromString,
+                _registered_method=True)
+        self.SetNodeAvailability = channel.unary_unary(
+                '/anvyl.v1.ClusterService/SetNodeAvailability',
+                request_serializer=anvyl__pb2.SetNodeAvailabilityRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.Node.FromString,
+                _registered_method=True)
+        self.ScaleModel = channel.unary_unary(
+                '/anvyl.v1.ClusterService/ScaleModel',
+                request_serializer=anvyl__pb2.ScaleModelRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.Deployment.FromString,
+                _registered_method=True)
+
+
+class ClusterServiceServicer:
+    """The Swarm behind the control plane, when its engine is a Swarm manager.
+    """
+
+    def InitCluster(self, request, context):
+        """`docker swarm init` on the server's engine.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJoinToken(self, request, context):
+        """The command another engine runs to join.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNodes(self, request, context):
+        """Every node with its models.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetNodeAvailability(self, request, context):
+        """Set a node's availability (drain moves its models to other nodes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScaleModel(self, request, context):
+        """Change the number of replicas of a Swarm deployment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ClusterServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'InitCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.InitCluster,
+                    request_deserializer=anvyl__pb2.InitClusterRequest.FromString,
+                    response_serializer=anvyl__pb2.ClusterInfo.SerializeToString,
+            ),
+            'GetJoinToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJoinToken,
+                    request_deserializer=anvyl__pb2.GetJoinTokenRequest.FromString,
+                    response_serializer=anvyl__pb2.JoinToken.SerializeToString,
+            ),
+            'ListNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodes,
+                    request_deserializer=anvyl__pb2.ListNodesRequest.FromString,
+                    response_serializer=anvyl__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'SetNodeAvailability': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNodeAvailability,
+                    request_deserializer=anvyl__pb2.SetNodeAvailabilityRequest.FromString,
+                    response_serializer=anvyl__pb2.Node.SerializeToString,
+            ),
+            'ScaleModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScaleModel,
+                    request_deserializer=anvyl__pb2.ScaleModelRequest.FromString,
+                    response_serializer=anvyl__pb2.Deployment.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'anvyl.v1.ClusterService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('anvyl.v1.ClusterService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ClusterService:
+    """The Swarm behind the control plane, when its engine is a Swarm manager.
+    """
+
+    @staticmethod
+    def InitCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anvyl.v1.ClusterService/InitCluster',
+            anvyl__pb2.InitClusterRequest.SerializeToString,
+            anvyl__pb2.ClusterInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJoinToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anvyl.v1.ClusterService/GetJoinToken',
+            anvyl__pb2.GetJoinTokenRequest.SerializeToString,
+            anvyl__pb2.JoinToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anvyl.v1.ClusterService/ListNodes',
+            anvyl__pb2.ListNodesRequest.SerializeToString,
+            anvyl__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNodeAvailability(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anvyl.v1.ClusterService/SetNodeAvailability',
+            anvyl__pb2.SetNodeAvailabilityRequest.SerializeToString,
+            anvyl__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScaleModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anvyl.v1.ClusterService/ScaleModel',
+            anvyl__pb2.ScaleModelRequest.SerializeToString,
+            anvyl__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

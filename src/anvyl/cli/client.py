@@ -136,6 +136,13 @@ class Client:
 
         return rpc.ModelServiceStub(self.channel)
 
+    @cached_property
+    def cluster(self) -> rpc.ClusterServiceStub:
+        """anvyl.v1.ClusterService."""
+        from anvyl.api import anvyl_pb2_grpc as rpc
+
+        return rpc.ClusterServiceStub(self.channel)
+
     def close(self) -> None:
         """Close the channel if it was opened."""
         if "channel" in self.__dict__:

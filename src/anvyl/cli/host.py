@@ -17,10 +17,28 @@ def list_hosts(
     host: HostOption = None,
     port: PortOption = None,
 ) -> None:
-    """List hosts: id, name, address, status, CPUs, memory, engine version, running containers."""
+    """List hosts (every Swarm node when the engine manages a Swarm) with their resources."""
+    import grpc
+
     from anvyl.api import anvyl_pb2 as pb
+    from anvyl.cli.cluster import node_json, print_nodes
 
     client = connect(host, port)
+    with output.cli_errors(client.target):
+        try:
+            nodes = client.cluster.ListNodes(
+                pb.ListNodesRequest(), timeout=CALL_TIMEOUT_S, metadata=client.metadata
+            ).nodes
+        except grpc.RpcError as exc:  # not a Swarm manager: the registered engines
+            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            nodes = None
+    if nodes is not None:
+        if out is OutputFormat.json:
+            output.print_json({"hosts": [node_json(n) for n in nodes]})
+        else:
+            print_nodes(nodes)
+        return
     with output.cli_errors(client.target):
         reply = client.hosts.ListHosts(
             pb.ListHostsRequest(), timeout=CALL_TIMEOUT_S, metadata=client.metadata
@@ -101,3 +119,36 @@ def metrics(
             for c in m.containers
         ],
     )
+
+
+@app.command("drain")
+def drain(
+    node: str = typer.Argument(..., help="Swarm node id, unique id prefix or hostname"),
+    host: HostOption = None,
+    port: PortOption = None,
+) -> None:
+    """Move every model off a Swarm node (its replicas restart on other nodes)."""
+    _set_availability(node, "drain", host, port)
+
+
+@app.command("activate")
+def activate(
+    node: str = typer.Argument(..., help="Swarm node id, unique id prefix or hostname"),
+    host: HostOption = None,
+    port: PortOption = None,
+) -> None:
+    """Let a drained or paused Swarm node take models again."""
+    _set_availability(node, "active", host, port)
+
+
+def _set_availability(node: str, availability: str, host: str | None, port: int | None) -> None:
+    from anvyl.api import anvyl_pb2 as pb
+
+    client = connect(host, port)
+    with output.cli_errors(client.target):
+        reply = client.cluster.SetNodeAvailability(
+            pb.SetNodeAvailabilityRequest(node=node, availability=availability),
+            timeout=CALL_TIMEOUT_S,
+            metadata=client.metadata,
+        )
+    typer.echo(f"node {reply.hostname} ({reply.id[:12]}) is now {reply.availability}")

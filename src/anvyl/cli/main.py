@@ -21,7 +21,11 @@ app.add_typer(host.app, name="host")
 app.add_typer(container.app, name="container")
 
 # Groups that other parts of Anvyl provide; `anvyl` still works while one is absent.
-for _module, _name in (("anvyl.cli.model", "model"), ("anvyl.cli.image", "image")):
+for _module, _name in (
+    ("anvyl.cli.model", "model"),
+    ("anvyl.cli.image", "image"),
+    ("anvyl.cli.cluster", "cluster"),
+):
     try:
         _group = importlib.import_module(_module)
     except ModuleNotFoundError as _exc:

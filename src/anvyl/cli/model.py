@@ -18,6 +18,7 @@ from anvyl.cli.client import (
     PortOption,
     connect,
 )
+from anvyl.cli.cluster import print_replicas, replica_json
 from anvyl.cli.output import OutputFormat, OutputOption
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ def deployment_json(d: pb.Deployment) -> dict[str, Any]:
         "tokens_per_second": round(d.tokens_per_second, 2),
         "requests_total": d.requests_total,
         "created_at": output.iso_time(d.created_at),
+        "replicas": [replica_json(r) for r in d.replicas],
     }
 
 
@@ -235,6 +237,9 @@ def start(
     restart: str = typer.Option(
         "", "--restart", help="Once ready: no, on-failure or on-failure:N (N restarts at most)"
     ),
+    replicas: int = typer.Option(
+        1, "--replicas", min=1, help="Swarm only: replicas, each on its own node"
+    ),
     anvyl_host: AnvylHostOption = None,
     anvyl_port: AnvylPortOption = None,
 ) -> None:
@@ -265,6 +270,7 @@ def start(
         detach=detach,
         wait_timeout_seconds=timeout,
         restart=restart,
+        replicas=replicas,
     )
     deployment = None
     err = output.console(stderr=True)
@@ -336,6 +342,27 @@ def ps(
             for d in reply.deployments
         ],
     )
+    print_replicas(reply.deployments)
+
+
+@app.command("scale")
+def scale(
+    ref: str = typer.Argument(..., help="Deployment name or id"),
+    replicas: int = typer.Argument(..., min=0, help="Number of replicas (Swarm deployments)"),
+    anvyl_host: AnvylHostOption = None,
+    anvyl_port: AnvylPortOption = None,
+) -> None:
+    """Change how many replicas of a Swarm deployment run (each on its own node)."""
+    from anvyl.api import anvyl_pb2 as pb
+
+    client = connect(anvyl_host, anvyl_port)
+    with output.cli_errors(client.target):
+        d = client.cluster.ScaleModel(
+            pb.ScaleModelRequest(ref=ref, replicas=replicas),
+            timeout=CALL_TIMEOUT_S,
+            metadata=client.metadata,
+        )
+    typer.echo(f"{d.name} scaled to {replicas} replica(s)")
 
 
 @app.command("stop")

@@ -25,6 +25,7 @@ from anvyl.errors import AnvylError, InvalidArgument
 from anvyl.gateway import GatewayConfig, Target, open_gateway
 from anvyl.gateway.replicas import deployment_targets
 from anvyl.runtime import DockerDriver, Engines, docker_host_from_env
+from anvyl.server.cluster_servicer import ClusterServicer
 from anvyl.server.interceptors import AuthInterceptor, ErrorInterceptor
 from anvyl.server.servicers import ContainerServicer, HostServicer, ModelServicer
 from anvyl.services import Services, build_services
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAMES = tuple(
     pb.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("HostService", "ContainerService", "ModelService")
+    for name in ("HostService", "ContainerService", "ModelService", "ClusterService")
 )
 
 
@@ -115,6 +116,7 @@ class AnvylServer:
             ContainerServicer(self.services), self.grpc_server
         )
         rpc.add_ModelServiceServicer_to_server(ModelServicer(self.services), self.grpc_server)
+        rpc.add_ClusterServiceServicer_to_server(ClusterServicer(self.services), self.grpc_server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
         reflection.enable_server_reflection(

@@ -236,6 +236,7 @@ class ModelServicer(rpc.ModelServiceServicer):
             dtype=request.dtype,
             wait_timeout=request.wait_timeout_seconds or DEFAULT_WAIT_TIMEOUT_S,
             restart=request.restart,
+            replicas=request.replicas,
         )
 
         def run(progress: Callable[[str, str], None]) -> pb.StartModelEvent:
@@ -309,6 +310,21 @@ def deployment_to_pb(view: DeploymentView) -> pb.Deployment:
         tokens_per_second=view.tokens_per_second,
         requests_total=view.requests_total,
         generated_tokens_total=view.generated_tokens_total,
+        replicas=[
+            pb.Replica(
+                slot=x.slot,
+                task_id=x.task_id,
+                node_id=x.node_id,
+                node=x.node,
+                address=x.address,
+                state=x.state,
+                since=x.since,
+                restarts=x.restarts,
+                ready=x.ready,
+                task_error=x.error,
+            )
+            for x in view.replicas
+        ],
     )
 
 

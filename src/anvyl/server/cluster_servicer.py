@@ -1,0 +1,82 @@
+"""anvyl.v1.ClusterService: the Swarm behind the control plane (thin, like the other servicers)."""
+
+from __future__ import annotations
+
+import grpc
+
+from anvyl.api import anvyl_pb2 as pb
+from anvyl.api import anvyl_pb2_grpc as rpc
+from anvyl.runtime.swarm import NodeInfo
+from anvyl.services import Services
+from anvyl.services.cluster import Cluster, NodeView
+
+
+def node_to_pb(node: NodeInfo, models: tuple[str, ...] = ()) -> pb.Node:
+    """NodeInfo → pb.Node."""
+    return pb.Node(
+        id=node.id,
+        hostname=node.hostname,
+        address=node.address,
+        role=node.role,
+        availability=node.availability,
+        state=node.state,
+        cpus=node.cpus,
+        memory_bytes=node.memory_bytes,
+        engine_version=node.engine_version,
+        labels=node.labels,
+        leader=node.leader,
+        models=list(models),
+    )
+
+
+class ClusterServicer(rpc.ClusterServiceServicer):
+    """anvyl.v1.ClusterService."""
+
+    def __init__(self, services: Services) -> None:
+        self.models = services.models
+        self.cluster = Cluster(services.models)
+
+    def InitCluster(
+        self, request: pb.InitClusterRequest, context: grpc.ServicerContext
+    ) -> pb.ClusterInfo:
+        """`docker swarm init` on the server's engine."""
+        return pb.ClusterInfo(
+            node_id=self.cluster.init(request.advertise_addr, request.listen_addr)
+        )
+
+    def GetJoinToken(
+        self, request: pb.GetJoinTokenRequest, context: grpc.ServicerContext
+    ) -> pb.JoinToken:
+        """The join token and command."""
+        info = self.cluster.join_info(request.role)
+        return pb.JoinToken(
+            token=info.token, manager_address=info.manager_address, command=info.command
+        )
+
+    def ListNodes(
+        self, request: pb.ListNodesRequest, context: grpc.ServicerContext
+    ) -> pb.ListNodesResponse:
+        """Every node with its models."""
+        views: list[NodeView] = self.cluster.nodes()
+        return pb.ListNodesResponse(nodes=[node_to_pb(v.node, v.models) for v in views])
+
+    def SetNodeAvailability(
+        self, request: pb.SetNodeAvailabilityRequest, context: grpc.ServicerContext
+    ) -> pb.Node:
+        """Drain, pause or activate a node."""
+        return node_to_pb(self.cluster.set_availability(request.node, request.availability))
+
+    def ScaleModel(
+        self, request: pb.ScaleModelRequest, context: grpc.ServicerContext
+    ) -> pb.Deployment:
+        """Change the replica count of a Swarm deployment."""
+        from anvyl.errors import FailedPrecondition
+        from anvyl.server.servicers import deployment_to_pb
+        from anvyl.services.swarm_deployments import is_swarm
+
+        record = self.models.find(request.ref)
+        if not is_swarm(record):
+            raise FailedPrecondition(
+                f"{record.name} is a plain container; only Swarm deployments scale"
+            )
+        return deployment_to_pb(self.models.swarm.scale(record, request.replicas))
