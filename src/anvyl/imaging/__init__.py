@@ -10,22 +10,28 @@ matches the `anvyl.build.hash` label of the existing image.
 
 from anvyl.imaging.base import DEBIAN_BASE_IMAGE, DEBIAN_BOOTSTRAP, DEFAULT_BASE_IMAGE
 from anvyl.imaging.builder import (
+    LABEL_BASE_IMAGE,
     LABEL_BUILD_HASH,
+    LABEL_SOURCE_HASH,
     LABEL_VERSION,
     build_image,
     default_tag,
     ensure_image,
 )
+from anvyl.imaging.context import source_hash
 from anvyl.imaging.errors import ImageBuildError
 
 __all__ = [
     "DEBIAN_BASE_IMAGE",
     "DEBIAN_BOOTSTRAP",
     "DEFAULT_BASE_IMAGE",
+    "LABEL_BASE_IMAGE",
     "LABEL_BUILD_HASH",
+    "LABEL_SOURCE_HASH",
     "LABEL_VERSION",
     "ImageBuildError",
     "build_image",
     "default_tag",
     "ensure_image",
+    "source_hash",
 ]

@@ -17,13 +17,14 @@ import anvyl
 from anvyl.config import IMAGE_REPOSITORY
 from anvyl.errors import InvalidArgument
 from anvyl.imaging.base import DEBIAN_BOOTSTRAP, DEFAULT_BASE_IMAGE, resolve_base_image
-from anvyl.imaging.context import assemble_context
+from anvyl.imaging.context import assemble_context, source_hash
 from anvyl.imaging.errors import ImageBuildError
 from anvyl.imaging.wheels import ensure_wheels
 
 LABEL_VERSION = "anvyl.version"
 LABEL_BUILD_HASH = "anvyl.build.hash"
 LABEL_BASE_IMAGE = "anvyl.base.image"
+LABEL_SOURCE_HASH = "anvyl.source.hash"
 BUILD_TIMEOUT_S = 3600  # one silent build step (a big pip install) must not time the stream out
 
 Progress = Callable[[str], None]
@@ -96,6 +97,7 @@ def build_image(
                 LABEL_VERSION: context.version,
                 LABEL_BUILD_HASH: context.content_hash,
                 LABEL_BASE_IMAGE: base_image,
+                LABEL_SOURCE_HASH: source_hash(),
             }
             _run_build(
                 client,

@@ -107,6 +107,22 @@ def entrypoint_text() -> bytes:
     return resources.files("anvyl.imaging").joinpath("files/entrypoint.sh").read_bytes()
 
 
+def source_hash() -> str:
+    """A hash of Anvyl's own inputs to the image (package sources, Dockerfile, entrypoint).
+
+    Cheap (no wheels, no base image), so the control plane can tell before every start whether
+    the image on an engine runs the same Anvyl code as itself.
+    """
+    root = package_dir()
+    digest = hashlib.sha256()
+    digest.update(_sha256_bytes(dockerfile_text()).encode())
+    digest.update(_sha256_bytes(entrypoint_text()).encode())
+    for file in package_files(root):
+        digest.update(f"{file.relative_to(root).as_posix()} ".encode())
+        digest.update(_sha256_bytes(file.read_bytes()).encode())
+    return digest.hexdigest()
+
+
 def assemble_context(
     dest: Path, *, base: BaseImage, wheels: WheelSet, ca_bundle: Path | None
 ) -> BuildContext:

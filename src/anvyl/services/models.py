@@ -773,21 +773,32 @@ class MemorySampler:
 
 
 def default_image_provider(home: Path) -> ImageProvider:
-    """Use `anvyl/modelserver:<version>` when the engine has it; build it otherwise."""
+    """The engine's `anvyl/modelserver:<version>` when it runs this Anvyl's code; else build it.
+
+    The check is a hash of Anvyl's own sources against the image's label (milliseconds), so an
+    upgraded Anvyl never starts models on an image of its older self. A rebuild keeps the base
+    the image was built on; a first build takes `ANVYL_BASE_IMAGE`, else the builder's default.
+    """
 
     def provide(driver: DockerDriver, say: Callable[[str], None]) -> str:
+        import docker.errors
+
         from anvyl import imaging
 
         tag = imaging.default_tag()
         with driver.engine_errors():
             try:
-                driver.client.images.get(tag)
-                return tag
-            except Exception as exc:  # ImageNotFound: build it below
-                if type(exc).__name__ != "ImageNotFound":
-                    raise
-        say(f"the image {tag} is missing: building it (once; takes a few minutes)")
+                labels = driver.client.images.get(tag).labels or {}
+            except docker.errors.ImageNotFound:
+                labels = None
+        if labels is not None and labels.get(imaging.LABEL_SOURCE_HASH) == imaging.source_hash():
+            return tag
         base = os.environ.get("ANVYL_BASE_IMAGE") or None
+        if labels is None:
+            say(f"the image {tag} is missing: building it (once; takes a few minutes)")
+        else:
+            say(f"the image {tag} was built from other Anvyl sources: updating it")
+            base = labels.get(imaging.LABEL_BASE_IMAGE) or base
         with driver.engine_errors():
             return imaging.ensure_image(
                 driver.client, cache_dir=home / "cache", base_image=base, progress=say
