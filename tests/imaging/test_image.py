@@ -150,4 +150,4 @@ def test_startup_script_value_is_a_path_not_code(
         environment={"STARTUP_SCRIPT": "; echo injected"},
     )
     assert "injected\n" not in out.replace("; echo injected", "")
-    assert out.strip().endswith("server started")
+    assert "server started" in out
