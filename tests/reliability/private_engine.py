@@ -3,12 +3,14 @@
 Its own `--data-root`, `--exec-root`, `--pidfile`, unix socket, config file and bridge, no
 iptables rules (the shared engine's chains stay untouched; published ports go through the
 userland proxy) and address pools away from the shared engine's, so the other tests' containers
-live on while this one goes down. Everything it made is removed on exit, even on failure.
+live on while this one goes down. Live restore is on: the engine's containers outlive it.
+Everything it made is removed on exit, even on failure.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import shutil
 import signal
@@ -97,6 +99,9 @@ def private_engine(root: Path) -> Iterator[PrivateEngine]:
         "--iptables=false",
         "--ip-masq=false",
         "--default-address-pool", f"base=10.{octet}.0.0/16,size=24",
+        # Without live-restore, a restart with address pools deletes the interface named
+        # docker0 (moby's removeDefaultBridgeInterface): the *shared* engine's bridge.
+        "--live-restore",
         "--containerd-namespace", f"anvt-{tag}",
         "--containerd-plugins-namespace", f"anvt-{tag}-plugins",
     ]  # fmt: skip
@@ -113,13 +118,31 @@ def private_engine(root: Path) -> Iterator[PrivateEngine]:
                 cleanup = docker.DockerClient(base_url=engine.url, timeout=30)
                 for container in cleanup.containers.list(all=True):
                     container.remove(force=True, v=True)
+                # Its networks' bridges live in this namespace: remove them with the engine.
+                for network in cleanup.networks.list():
+                    if network.name not in ("bridge", "host", "none"):
+                        network.remove()
                 cleanup.close()
         for client in engine.clients:
             client.close()
         engine.stop()
         subprocess.run(["ip", "link", "del", bridge], check=False)
+        for leftover in _bridges_in(f"10.{octet}."):  # networks the engine could not remove
+            subprocess.run(["ip", "link", "del", leftover], check=False)
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(exec_root, ignore_errors=True)
+
+
+def _bridges_in(prefix: str) -> list[str]:
+    """Docker network bridges (`br-*`) with an IPv4 address starting with `prefix`."""
+    out = subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True, check=False)
+    links = json.loads(out.stdout or "[]")
+    return [
+        link["ifname"]
+        for link in links
+        if link.get("ifname", "").startswith("br-")
+        and any(a.get("local", "").startswith(prefix) for a in link.get("addr_info", []))
+    ]
 
 
 def copy_image(source: docker.DockerClient, target: docker.DockerClient, tag: str) -> None:

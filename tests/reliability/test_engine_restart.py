@@ -2,7 +2,7 @@
 
 The control plane is not restarted: while the engine is down it reports the host unreachable and
 the model's state unknown; once the engine is back it reconnects by itself and reports the true
-state (the engine stopped the container on its way down: exited), and the model can be stopped.
+state (live restore keeps the container running, so ready again), and the model can be stopped.
 """
 
 from __future__ import annotations

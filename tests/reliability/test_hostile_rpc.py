@@ -221,6 +221,7 @@ start_fields = {
     "startup_script": text,
     "dtype": text,
     "wait_timeout_seconds": double,
+    "restart": st.one_of(text, st.sampled_from(["on-failure:0", "on-failure:-1", "always"])),
 }
 
 
