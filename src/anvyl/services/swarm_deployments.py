@@ -275,7 +275,10 @@ class SwarmDeployments:
         view = self.models._view(record, driver)
         if driver is None:
             return replace(view, state="unknown", state_reason="manager unreachable")
+        if not record.container_id:
+            return view  # being created
         try:
+            want = _desired_replicas(driver, record.container_id)
             replicas = self.replicas(record, driver)
         except NotFound:
             return replace(
@@ -283,7 +286,6 @@ class SwarmDeployments:
                 state=table.STATE_VANISHED,
                 state_reason="the service was removed outside Anvyl",
             )
-        want = int(record.options.get("replicas", 1))
         ready = [r for r in replicas if r.ready]
         url = f"http://{ready[0].address}:{record.port}" if ready else view.url
         if len(ready) >= want:
@@ -311,9 +313,6 @@ class SwarmDeployments:
         """The current task of every slot (with its restarts), probed when running."""
         nodes = {n.id: n for n in swarm.list_nodes(driver)}
         tasks = swarm.list_tasks(driver, record.container_id)
-        if not tasks:
-            with driver.engine_errors():
-                driver.client.api.inspect_service(record.container_id)  # NotFound when gone
         by_slot: dict[int, list[swarm.TaskInfo]] = {}
         for task in tasks:  # newest first
             by_slot.setdefault(task.slot, []).append(task)
@@ -378,9 +377,7 @@ class SwarmDeployments:
         with driver.engine_errors():
             service = driver.client.services.get(record.container_id)
             service.scale(replicas)
-        options = {**record.options, "replicas": replicas}
-        table.update_deployment(self.models.store, record.id, options=options)
-        return self.observe(replace(record, options=options), driver)
+        return self.observe(record, driver)
 
     def _remove(self, driver: DockerDriver, record: DeploymentRecord) -> None:
         try:
@@ -443,6 +440,17 @@ def _stored(opts: StartOptions, replicas: int, node: swarm.NodeInfo | None) -> d
         stored["node_id"] = node.id
         stored["node"] = node.hostname
     return stored
+
+
+def _desired_replicas(driver: DockerDriver, service_id: str) -> int:
+    """The replica count the service asks for now (the engine is the truth; `scale` changes it)."""
+    if not service_id:
+        raise NotFound("the service is not created yet")
+    with driver.engine_errors():
+        attrs = driver.client.api.inspect_service(service_id)
+    return int(
+        ((attrs.get("Spec") or {}).get("Mode") or {}).get("Replicated", {}).get("Replicas", 1)
+    )
 
 
 def _secret_name(record: DeploymentRecord) -> str:

@@ -1,0 +1,252 @@
+"""Models on a real 3-node Swarm through `anvyl serve` and its CLI, and the gateway in front.
+
+The module's lab runs three engines in network namespaces; `anvyl serve` talks to node 1 (the
+manager), so deployments become Swarm services. The tests run in order (one lab, one server):
+placement, refusal, two replicas behind the gateway, drain, a killed node, scale.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import openai
+import pytest
+from fixtures_control_plane import Served, start_serve
+from helpers import free_port, wait_for
+from lab import SwarmLab
+
+pytestmark = [pytest.mark.docker, pytest.mark.model]
+
+MODEL_ID = "smollm2-135m-instruct-mlx"
+START_TIMEOUT_S = 300.0
+MOVE_TIMEOUT_S = 180.0
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@dataclass
+class Cluster:
+    """The lab, the server on its manager and the gateway's URL."""
+
+    lab: SwarmLab
+    served: Served
+    gateway: str
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run the CLI against the server."""
+        return self.served.cli(*args, timeout=timeout)
+
+    def ok(self, *args: str, timeout: float = 60) -> str:
+        """Run the CLI, assert success, return stdout."""
+        result = self.cli(*args, timeout=timeout)
+        assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    def deployment(self, name: str) -> dict[str, Any]:
+        """One deployment of `model ps -o json`."""
+        for d in json.loads(self.ok("model", "ps", "-o", "json"))["deployments"]:
+            if d["name"] == name:
+                return d
+        raise AssertionError(f"no deployment {name}")
+
+    def ready_nodes(self, name: str) -> list[str]:
+        """Hostnames of the deployment's ready replicas."""
+        return sorted(r["node"] for r in self.deployment(name)["replicas"] if r["ready"])
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    swarm: SwarmLab,
+    docker_client: docker.DockerClient,
+    modelserver_image: str,
+    bundled_model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    run_labels: dict[str, str],
+) -> Iterator[Cluster]:
+    """The model-server image on every node and `anvyl serve` on the manager's engine."""
+    swarm.load_image(docker_client, modelserver_image)
+    home = tmp_path_factory.mktemp("anvyl-home")
+    (home / "models").mkdir()
+    (home / "models" / bundled_model.name).symlink_to(bundled_model.resolve())
+    port = free_port()
+    labels = ",".join(f"{k}={v}" for k, v in run_labels.items())
+    served = start_serve(
+        home,
+        args=["--gateway-port", str(port), "--dashboard-port", "0"],
+        env={"DOCKER_HOST": swarm.manager.url, "ANVYL_LABELS": labels},
+    )
+    try:
+        yield Cluster(swarm, served, f"http://127.0.0.1:{port}")
+    finally:
+        served.stop()
+
+
+def test_host_list_shows_every_node(cluster: Cluster) -> None:
+    hosts = json.loads(cluster.ok("host", "list", "-o", "json"))["hosts"]
+    assert sorted(h["hostname"] for h in hosts) == sorted(n.hostname for n in cluster.lab.nodes)
+    by_name = {h["hostname"]: h for h in hosts}
+    for node in cluster.lab.nodes:
+        h = by_name[node.hostname]
+        assert h["address"] == node.address and h["state"] == "ready"
+        assert h["availability"] == "active" and h["cpus"] > 0 and h["memory_bytes"] > 0
+        assert h["engine_version"]
+        assert h["labels"] == {}
+    assert by_name[cluster.lab.manager.hostname]["role"] == "manager"
+    table = cluster.ok("host", "list")
+    assert all(n.hostname in table for n in cluster.lab.nodes)
+    token = cluster.ok("cluster", "join-token")
+    assert token.startswith("docker swarm join --token SWMTKN-")
+    assert cluster.lab.manager.address in token
+
+
+def test_host_id_pins_the_model(cluster: Cluster) -> None:
+    node = cluster.lab.nodes[2]
+    port = str(free_port())
+    cluster.ok("model", "start", MODEL_ID, "--name", "pinned", "--port", port,
+               "--memory", "1g", "--host-id", node.hostname, timeout=START_TIMEOUT_S)  # fmt: skip
+    try:
+        d = cluster.deployment("pinned")
+        assert d["state"] == "ready"
+        assert [(r["node"], r["ready"]) for r in d["replicas"]] == [(node.hostname, True)]
+        # Host-mode ports bind every interface: without the generated key, the model refuses.
+        direct = httpx.get(f"http://{node.address}:{port}/v1/models", timeout=10)
+        assert direct.status_code == 401
+    finally:
+        cluster.ok("model", "stop", "pinned", timeout=60)
+    assert "pinned" not in cluster.ok("model", "ps")
+
+
+def test_a_model_that_fits_nowhere_is_refused(cluster: Cluster) -> None:
+    result = cluster.cli("model", "start", MODEL_ID, "--name", "huge", "--port",
+                         str(free_port()), "--memory", "900g")  # fmt: skip
+    assert result.returncode != 0
+    assert "no node has that much memory" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "huge" not in cluster.ok("model", "ps")
+    too_many = cluster.cli("model", "start", MODEL_ID, "--name", "many", "--replicas", "4",
+                           "--port", str(free_port()))  # fmt: skip
+    assert too_many.returncode != 0 and "distinct nodes" in too_many.stderr
+
+
+@pytest.fixture(scope="module")
+def two(cluster: Cluster) -> str:
+    """A deployment with two replicas (started once for the tests below)."""
+    cluster.ok("model", "start", MODEL_ID, "--name", "duo", "--replicas", "2", "--port",
+               str(free_port()), "--memory", "1g", timeout=START_TIMEOUT_S)  # fmt: skip
+    return "duo"
+
+
+def _client(cluster: Cluster) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{cluster.gateway}/v1", api_key="unused", max_retries=0, timeout=120
+    )
+
+
+def test_two_replicas_on_distinct_nodes_behind_the_gateway(cluster: Cluster, two: str) -> None:
+    nodes = cluster.ready_nodes(two)
+    assert len(nodes) == 2 and len(set(nodes)) == 2
+    ps = cluster.ok("model", "ps")
+    assert "replicas" in ps and all(n in ps for n in nodes)
+    wait_for(lambda: _gateway_ready(cluster) == 2, timeout=30, what="the gateway sees both")
+    client = _client(cluster)
+    served_by = set()
+    for _ in range(4):
+        raw = client.chat.completions.with_raw_response.create(
+            model=MODEL_ID, messages=QUESTION, max_tokens=1
+        )
+        assert raw.parse().choices
+        served_by.add(raw.headers["x-anvyl-deployment"])
+    assert served_by == {f"{two}@{n}" for n in nodes}
+    stream = client.chat.completions.create(
+        model=MODEL_ID, messages=QUESTION, max_tokens=3, stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+def _two_ready_without(cluster: Cluster, name: str, hostname: str) -> list[str] | None:
+    """The two ready replicas' nodes once none is on `hostname`; None before."""
+    nodes = cluster.ready_nodes(name)
+    return nodes if len(nodes) == 2 and hostname not in nodes else None
+
+
+def _gateway_ready(cluster: Cluster) -> int:
+    listing = httpx.get(f"{cluster.gateway}/v1/models", timeout=5).json()["data"]
+    return sum(m["ready_replicas"] for m in listing if m["id"] == MODEL_ID)
+
+
+def test_drain_moves_the_model_off(cluster: Cluster, two: str) -> None:
+    before = cluster.ready_nodes(two)
+    drained = before[0]
+    cluster.ok("host", "drain", drained)
+    try:
+        after = wait_for(
+            lambda: _two_ready_without(cluster, two, drained),
+            timeout=MOVE_TIMEOUT_S,
+            what="the replica to move off the drained node",
+        )
+        assert set(after) == {n.hostname for n in cluster.lab.nodes} - {drained}
+        hosts = json.loads(cluster.ok("host", "list", "-o", "json"))["hosts"]
+        assert {h["hostname"]: h["availability"] for h in hosts}[drained] == "drain"
+    finally:
+        cluster.ok("host", "activate", drained)
+
+
+@dataclass
+class Traffic:
+    """Requests sent one after another through the gateway until stopped."""
+
+    client: openai.OpenAI
+    ok: int = 0
+    failed: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        """Send until stopped, counting successes and failures."""
+        while not self.stop.is_set():
+            try:
+                reply = self.client.chat.completions.create(
+                    model=MODEL_ID, messages=QUESTION, max_tokens=1
+                )
+                assert reply.choices
+                self.ok += 1
+            except Exception as exc:  # counted, not raised: the test judges the count
+                self.failed.append(repr(exc))
+
+
+def test_a_killed_node_is_failed_over(cluster: Cluster, two: str) -> None:
+    nodes = cluster.ready_nodes(two)
+    # Kill a worker holding a replica (the manager holds the Swarm's state).
+    victim = next(n for n in cluster.lab.nodes[1:] if n.hostname in nodes)
+    traffic = Traffic(_client(cluster))
+    sender = threading.Thread(target=traffic.run)
+    sender.start()
+    try:
+        wait_for(lambda: traffic.ok >= 2, timeout=60, what="traffic flowing")
+        cluster.lab.kill_node(victim)
+        moved = wait_for(
+            lambda: _two_ready_without(cluster, two, victim.hostname),
+            timeout=MOVE_TIMEOUT_S,
+            what="the replica rescheduled on a live node",
+        )
+        seen = traffic.ok
+        wait_for(lambda: traffic.ok >= seen + 2, timeout=60, what="traffic after the move")
+    finally:
+        traffic.stop.set()
+        sender.join(timeout=150)
+    assert victim.hostname not in moved
+    assert traffic.failed == [], traffic.failed
+    assert traffic.ok >= 4
+
+
+def test_scale(cluster: Cluster, two: str) -> None:
+    cluster.ok("model", "scale", two, "1")
+    wait_for(lambda: len(cluster.deployment(two)["replicas"]) == 1, timeout=60, what="one replica")
+    cluster.ok("model", "stop", two, timeout=60)
+    assert json.loads(cluster.ok("model", "ps", "-o", "json"))["deployments"] == []
