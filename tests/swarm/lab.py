@@ -247,14 +247,13 @@ class SwarmLab:
 
     def down(self) -> None:
         """Stop every engine, remove namespaces, links and files (idempotent, never raises)."""
-        for node in reversed(self.nodes):
-            pid = _read_pid(node.pidfile)
-            if pid and _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-                deadline = time.monotonic() + STOP_TIMEOUT_S
-                while _alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.1)
+        pids = [p for p in (_read_pid(n.pidfile) for n in self.nodes) if p and _alive(p)]
+        for pid in pids:  # all at once: each engine's shutdown waits on its containers
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
         for node in self.nodes:
             for pid in _netns_pids(node.netns):  # shims and containers left behind
                 with contextlib.suppress(ProcessLookupError):
