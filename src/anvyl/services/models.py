@@ -522,6 +522,8 @@ class Models:
 
     def endpoint(self, record: DeploymentRecord) -> Endpoint:
         """Where the control plane reaches a deployment's API, and the key it needs."""
+        if is_swarm(record):  # a ready replica on its node
+            return Endpoint(base_url=self.swarm.base_url(record), api_key=self._api_key(record))
         return Endpoint(base_url=_probe_base(record), api_key=self._api_key(record))
 
     def _api_key(self, record: DeploymentRecord) -> str:

@@ -355,6 +355,15 @@ class SwarmDeployments:
             views = [replace(v, ready=healthy.get(v.task_id, False)) for v in views]
         return views
 
+    def base_url(self, record: DeploymentRecord) -> str:
+        """`http://node:port` of a ready replica (of any running one when none is ready)."""
+        driver = self.models.hosts.driver(record.host_id)
+        replicas = [r for r in self.replicas(record, driver) if r.address]
+        if not replicas:
+            raise FailedPrecondition(f"{record.name} has no running replica")
+        best = next((r for r in replicas if r.ready), replicas[0])
+        return f"http://{best.address}:{record.port}"
+
     # -- stop and scale --------------------------------------------------------------------
 
     def stop(self, record: DeploymentRecord, driver: DockerDriver) -> None:
