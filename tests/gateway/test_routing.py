@@ -68,9 +68,20 @@ def test_update_keeps_state_of_unchanged_and_drops_gone() -> None:
 
 def test_a_moved_replica_is_probed_again() -> None:
     table = _table(_target("a", url="http://10.0.0.1:1"))
+    (old,) = table.replicas()
+    old.outstanding = 1
     table.update([_target("a", url="http://10.0.0.2:1")])
     (a,) = table.replicas()
     assert not a.healthy and a.target.base_url == "http://10.0.0.2:1"
+    assert a.outstanding == 0 and old.down.is_set()  # in-flight ones retry or finish on `old`
+
+
+def test_a_renamed_replica_keeps_its_state() -> None:
+    table = _table(_target("a"))
+    (old,) = table.replicas()
+    table.update([Target(key="a", model_id="m", base_url="http://127.0.0.1:1", created_at=5.0)])
+    (a,) = table.replicas()
+    assert a is old and a.healthy and a.target.created_at == 5.0
 
 
 def test_error_body_has_openai_shape() -> None:

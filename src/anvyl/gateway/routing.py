@@ -34,6 +34,11 @@ class Target:
     created_at: float = 0.0
     deployment: str = ""
 
+    @property
+    def route(self) -> tuple[str, str, str]:
+        """What decides where and how requests go; a change means a new replica."""
+        return (self.model_id, self.base_url, self.upstream_key)
+
 
 @dataclass(eq=False)
 class Replica:
@@ -69,12 +74,13 @@ class RoutingTable:
         fresh: dict[str, Replica] = {}
         for target in targets:
             old = self._replicas.get(target.key)
-            if old is not None and old.target == target:
+            if old is not None and old.target.route == target.route:
+                old.target = target  # names, keys for clients, times: no need to re-probe
                 fresh[target.key] = old
-            elif old is not None:  # moved or changed: health is unknown again
-                fresh[target.key] = Replica(target, outstanding=old.outstanding)
-            else:
+            else:  # new, or moved/changed: health unknown until probed
                 fresh[target.key] = Replica(target)
+                if old is not None:
+                    old.mark_down()  # its in-flight requests still count on the old object
         for key, old in self._replicas.items():
             if key not in fresh:
                 old.mark_down()  # stopped: requests still waiting on it go elsewhere
