@@ -356,6 +356,7 @@ class Models:
                 and not record.container_id
                 and record.id not in self._starting
                 and record.id not in labelled
+                and not is_swarm(record)  # services have no container; their start tracks them
             ):
                 log.warning("forgetting deployment %s: its start never made a container", record.id)
                 self._forget(record)
