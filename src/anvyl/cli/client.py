@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 ADDR_ENV = "ANVYL_ADDR"
 TOKEN_ENV = "ANVYL_TOKEN"
+# A PEM file of the CA (or the server's own certificate) to trust: the channel then uses TLS.
+TLS_CA_ENV = "ANVYL_TLS_CA"
 CALL_TIMEOUT_S = 60.0
 CONTEXT_SETTINGS = {"help_option_names": ["--help"]}
 
@@ -108,6 +110,11 @@ class Client:
         """The (lazily connected) channel."""
         import grpc
 
+        ca = os.environ.get(TLS_CA_ENV)
+        if ca:
+            with open(ca, "rb") as f:
+                credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+            return grpc.secure_channel(self.target.address, credentials)
         return grpc.insecure_channel(self.target.address)
 
     @property

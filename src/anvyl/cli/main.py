@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import typer
 
@@ -64,6 +65,12 @@ def serve(
         envvar=TOKEN_ENV,
         help="Access token clients must send; required off loopback",
         show_default=False,
+    ),
+    tls_cert: Path | None = typer.Option(
+        None, "--tls-cert", envvar="ANVYL_TLS_CERT", help="PEM certificate: serve gRPC over TLS"
+    ),
+    tls_key: Path | None = typer.Option(
+        None, "--tls-key", envvar="ANVYL_TLS_KEY", help="PEM private key of --tls-cert"
     ),
     label: list[str] = typer.Option(
         [],
@@ -151,6 +158,8 @@ def serve(
         container_labels=labels,
         dashboard=dashboard,
         gateway=gateway,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     try:
         code = serve(cfg, ready=ready)

@@ -61,6 +61,9 @@ class ServerConfig:
     dashboard: DashboardConfig | None = None
     # The model-aware OpenAI gateway; None: no gateway.
     gateway: GatewayConfig | None = None
+    # TLS for the gRPC API (PEM files); both or neither.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -72,6 +75,21 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def server_credentials(cert: Path | None, key: Path | None) -> grpc.ServerCredentials | None:
+    """TLS credentials from a PEM certificate (chain) and key; None without either."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise InvalidArgument("--tls-cert and --tls-key go together: give both or neither")
+    try:
+        pair = (Path(key).read_bytes(), Path(cert).read_bytes())
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {exc.filename}: {exc.strerror}") from exc
+    if b"PRIVATE KEY" not in pair[0] or b"CERTIFICATE" not in pair[1]:
+        raise InvalidArgument("--tls-key must be a PEM private key, --tls-cert a PEM certificate")
+    return grpc.ssl_server_credentials([pair])
 
 
 def bind_address(host: str, port: int) -> str:
@@ -90,6 +108,12 @@ class AnvylServer:
             raise InvalidArgument(
                 f"binding {cfg.host} (not loopback) requires an access token: "
                 "pass --token or set ANVYL_TOKEN"
+            )
+        credentials = server_credentials(cfg.tls_cert, cfg.tls_key)
+        if cfg.token and credentials is None and not is_loopback(cfg.host):
+            log.warning(
+                "the access token travels in cleartext on %s: pass --tls-cert and --tls-key",
+                cfg.host,
             )
         self.cfg = cfg
         self.dashboard: DashboardServer | None = None
@@ -124,7 +148,10 @@ class AnvylServer:
         )
         address = bind_address(cfg.host, cfg.port)
         try:
-            self.port = self.grpc_server.add_insecure_port(address)
+            if credentials is None:
+                self.port = self.grpc_server.add_insecure_port(address)
+            else:
+                self.port = self.grpc_server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             self.close()
             raise InvalidArgument(f"cannot listen on {address}: is the port in use?") from exc
