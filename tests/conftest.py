@@ -48,6 +48,14 @@ def _remove_labelled(client: docker.DockerClient) -> None:
     for container in client.containers.list(all=True, filters=flt):
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True, v=True)
+    swarm = (client.info().get("Swarm") or {}).get("ControlAvailable")
+    if swarm:  # on a Swarm manager, deployments are services (with secrets)
+        for service in client.services.list(filters=flt):
+            with contextlib.suppress(docker.errors.APIError):
+                service.remove()
+        for secret in client.secrets.list(filters=flt):
+            with contextlib.suppress(docker.errors.APIError):
+                secret.remove()
     for network in client.networks.list(filters=flt):
         with contextlib.suppress(docker.errors.APIError):
             network.remove()
