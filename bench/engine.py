@@ -1,16 +1,22 @@
-"""Benchmark: Anvyl's model server against mlx_lm.server (and llama.cpp's when installed).
+"""Benchmark: Anvyl's model server against mlx_lm.server and llama.cpp's server, in one run.
 
-Same model directory, same machine, same run. For each server: decode tokens/s of one stream,
-aggregate tokens/s of N concurrent streams, time to first token, and peak RSS of the server's
-process tree. Prints a table and saves JSON under bench/results/.
+Same model, same machine, same run. For each server: decode tokens/s at 1, 4, 8 and 16
+concurrent streams (aggregate and per stream), time to first token of a ~500-token prompt, the
+stall that prompt causes in four streams already decoding (their longest gap between tokens), the
+time to first token of a follow-up turn that resends that prompt as history (prefix reuse), and
+peak RSS of the server's process tree. Prints a table and saves JSON under bench/results/.
 
-    .venv/bin/python bench/engine.py [--model DIR] [--max-tokens 128] [--streams 1,8]
+    .venv/bin/python bench/engine.py [--model DIR] [--max-tokens 128] [--streams 1,4,8,16]
+    .venv/bin/python bench/engine.py --setup-llama      # build llama.cpp's server (~8 min, once)
 
 Requests are greedy text completions of a counting prompt (it does not hit an end token, so
 every stream generates exactly max_tokens); every request gets a prompt not sent before, so no
 server can answer from a prompt cache. OpenBLAS is preloaded for every server (it does not change
-the speed of quantized weights). `--with-mlx-lm-fp32` adds mlx_lm.server on a float32 copy of the
-model: the same weights Anvyl serves by default, to compare the engines alone.
+the speed of quantized weights). llama.cpp runs from its own virtual environment outside the
+repository (`~/.cache/anvyl-bench/llama-venv`, built from source by `--setup-llama`, never a
+project dependency) on the GGUF the bundled model was imported from. `--anvyl-variant
+NAME:K=V,...` adds Anvyl runs with extra environment (levers switched off or on) to compare in
+the same run; `--with-mlx-lm-fp32` adds mlx_lm.server on a float32 copy of the model.
 """
 
 from __future__ import annotations
@@ -38,6 +44,12 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
+LLAMA_VENV = Path.home() / ".cache" / "anvyl-bench" / "llama-venv"
+# 0.3.36 built here segfaults in llama_decode on this CPU (AMX in a VM); 0.3.16 without AMX works.
+LLAMA_PACKAGE = "llama-cpp-python[server]==0.3.16"
+LLAMA_CMAKE_ARGS = "-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+LONG_PROMPT_NUMBERS = 62  # about 500 tokens with this tokenizer (the usage count is reported)
+STALL_STREAMS = 4
 
 
 @dataclass
@@ -48,6 +60,9 @@ class StreamResult:
     ttft: float
     decode_time: float
     total_time: float
+    prompt_tokens: int = 0
+    arrivals: list[float] = field(default_factory=list, repr=False)
+    text: str = ""
 
 
 @dataclass
@@ -64,12 +79,26 @@ class RunResult:
 
 
 @dataclass
+class PromptResult:
+    """Long-prompt numbers: TTFT alone, stall of running streams, follow-up TTFT."""
+
+    prompt_tokens: int = 0
+    ttft_long: float = 0.0
+    stall_max_gap: float = 0.0
+    stall_median_gap: float = 0.0
+    ttft_long_under_load: float = 0.0
+    followup_prompt_tokens: int = 0
+    ttft_followup: float = 0.0
+
+
+@dataclass
 class ServerResult:
     """Everything measured for one server."""
 
     name: str
     command: list[str]
     runs: list[RunResult] = field(default_factory=list)
+    prompt: PromptResult | None = None
     peak_rss_mib: float = 0.0
     skipped: str | None = None
 
@@ -102,6 +131,12 @@ def next_prompt() -> str:
     return ", ".join(str(n) for n in range(start, start + 6)) + ","
 
 
+def long_prompt() -> str:
+    """A ~500-token counting prompt never sent before in this run."""
+    start = 100_000 + 1000 * next(_prompt_counter)
+    return ", ".join(str(n) for n in range(start, start + LONG_PROMPT_NUMBERS)) + ","
+
+
 def stream_once(base: str, model: str, prompt: str, max_tokens: int) -> StreamResult:
     """One streamed completion; times from the request to the first and last tokens."""
     body = {
@@ -115,7 +150,9 @@ def stream_once(base: str, model: str, prompt: str, max_tokens: int) -> StreamRe
     t0 = time.perf_counter()
     first = last = 0.0
     chunks = 0
-    usage_tokens = None
+    usage: dict[str, int] = {}
+    arrivals: list[float] = []
+    text = []
     with (
         httpx.Client(timeout=600) as client,
         client.stream("POST", f"{base}/v1/completions", json=body) as r,
@@ -126,15 +163,25 @@ def stream_once(base: str, model: str, prompt: str, max_tokens: int) -> StreamRe
                 continue
             data = json.loads(line[6:])
             if data.get("usage"):
-                usage_tokens = data["usage"].get("completion_tokens")
+                usage = data["usage"]
             choices = data.get("choices") or []
             if choices and choices[0].get("text"):
                 now = time.perf_counter()
                 first = first or now
                 last = now
                 chunks += 1
-    tokens = usage_tokens or chunks
-    return StreamResult(tokens, first - t0, last - first, last - t0)
+                arrivals.append(now)
+                text.append(choices[0]["text"])
+    tokens = usage.get("completion_tokens") or chunks
+    return StreamResult(
+        tokens,
+        first - t0,
+        last - first,
+        last - t0,
+        usage.get("prompt_tokens", 0),
+        arrivals,
+        "".join(text),
+    )
 
 
 def run_streams(base: str, model: str, n: int, max_tokens: int) -> RunResult:
@@ -165,6 +212,40 @@ def run_streams(base: str, model: str, n: int, max_tokens: int) -> RunResult:
         ttft_mean=round(statistics.mean(r.ttft for r in done), 3),
         ttft_max=round(max(r.ttft for r in done), 3),
     )
+
+
+def measure_prompts(base: str, model: str, max_tokens: int) -> PromptResult:
+    """TTFT of a long prompt alone, its stall on running streams, and a follow-up turn."""
+    out = PromptResult()
+    first = long_prompt()
+    alone = stream_once(base, model, first, 16)
+    out.prompt_tokens = alone.prompt_tokens
+    out.ttft_long = round(alone.ttft, 3)
+    # Multi-turn: the next request resends the first prompt and its answer as history.
+    followup = first + alone.text + " and then,"
+    again = stream_once(base, model, followup, 4)
+    out.followup_prompt_tokens = again.prompt_tokens
+    out.ttft_followup = round(again.ttft, 3)
+    # Stall: streams already decoding, then a long prompt arrives.
+    running: list[StreamResult | None] = [None] * STALL_STREAMS
+    prompts = [next_prompt() for _ in range(STALL_STREAMS)]
+
+    def worker(i: int) -> None:
+        running[i] = stream_once(base, model, prompts[i], max_tokens)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(STALL_STREAMS)]
+    for t in threads:
+        t.start()
+    time.sleep(2.0)
+    late = stream_once(base, model, long_prompt(), 4)
+    for t in threads:
+        t.join()
+    out.ttft_long_under_load = round(late.ttft, 3)
+    gaps = [b - a for r in running if r is not None for a, b in itertools.pairwise(r.arrivals)]
+    if gaps:
+        out.stall_max_gap = round(max(gaps), 3)
+        out.stall_median_gap = round(statistics.median(gaps), 4)
+    return out
 
 
 class RssSampler:
@@ -198,8 +279,9 @@ class RssSampler:
 @contextlib.contextmanager
 def running(spec: ServerSpec, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Start a server, wait until a completion succeeds, stop it afterwards."""
+    command = [part.replace("{port}", str(port)) for part in spec.command]
     with log.open("wb") as out:
-        proc = subprocess.Popen(spec.command, stdout=out, stderr=subprocess.STDOUT, env=spec.env)
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=spec.env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
@@ -227,22 +309,67 @@ def running(spec: ServerSpec, port: int, log: Path) -> Iterator[subprocess.Popen
             proc.wait()
 
 
-def bench_server(
-    spec: ServerSpec, port: int, streams: list[int], max_tokens: int, workdir: Path
-) -> ServerResult:
-    """Measure one server at every concurrency."""
-    result = ServerResult(spec.name, spec.command)
-    log = workdir / f"{spec.name.replace(' ', '_')}.log"
-    print(f"== {spec.name}: starting", flush=True)
-    with running(spec, port, log) as proc, RssSampler(proc.pid) as rss:
-        base = f"http://127.0.0.1:{port}"
-        run_streams(base, spec.model_name, max(streams), 16)  # warm every batch shape
+def bench_servers(
+    specs: list[ServerSpec],
+    streams: list[int],
+    max_tokens: int,
+    workdir: Path,
+    rounds: int,
+    prompt_rounds: int,
+) -> list[ServerResult]:
+    """Start every server, then measure them in alternating rounds and keep the medians.
+
+    The machine is shared: background load drifts over minutes, so measuring one server after
+    the other would compare loads as much as servers. Interleaving rounds (order reversed every
+    other round) spreads the drift over all of them; the median round is reported.
+    """
+    results = [ServerResult(spec.name, spec.command) for spec in specs]
+    with contextlib.ExitStack() as stack:
+        live: list[tuple[ServerSpec, str, RssSampler, ServerResult]] = []
+        for spec, result in zip(specs, results, strict=True):
+            print(f"== {spec.name}: starting", flush=True)
+            port = free_port()
+            log = workdir / f"{spec.name.replace(' ', '_').replace(':', '_')}.log"
+            try:
+                proc = stack.enter_context(running(spec, port, log))
+            except RuntimeError as exc:
+                result.skipped = f"failed: {exc}"[:500]
+                print(f"   {result.skipped}", flush=True)
+                continue
+            rss = stack.enter_context(RssSampler(proc.pid))
+            live.append((spec, f"http://127.0.0.1:{port}", rss, result))
+        for spec, base, _, _ in live:
+            run_streams(base, spec.model_name, max(streams), 16)  # warm every batch shape
         for n in streams:
-            run = run_streams(base, spec.model_name, n, max_tokens)
-            print(f"   {n} streams: {run}", flush=True)
-            result.runs.append(run)
-    result.peak_rss_mib = round(rss.peak / 2**20, 1)
-    return result
+            samples: dict[str, list[RunResult]] = {spec.name: [] for spec, *_ in live}
+            for r in range(rounds):
+                for spec, base, _, _ in live if r % 2 == 0 else live[::-1]:
+                    run = run_streams(base, spec.model_name, n, max_tokens)
+                    print(f"   {spec.name}: {n} streams, round {r + 1}: {run}", flush=True)
+                    samples[spec.name].append(run)
+            for spec, _, _, result in live:
+                runs = sorted(samples[spec.name], key=lambda x: x.aggregate_tps)
+                result.runs.append(runs[len(runs) // 2])
+        for spec, base, _, result in live:
+            measured = [measure_prompts(base, spec.model_name, max_tokens)]
+            measured += [
+                measure_prompts(base, spec.model_name, max_tokens) for _ in range(prompt_rounds - 1)
+            ]
+            result.prompt = _median_prompt(measured)
+            print(f"   {spec.name}: {result.prompt}", flush=True)
+        for _, _, rss, result in live:
+            rss.__exit__()
+            result.peak_rss_mib = round(rss.peak / 2**20, 1)
+    return results
+
+
+def _median_prompt(measured: list[PromptResult]) -> PromptResult:
+    """The field-wise median of several prompt measurements."""
+    out = PromptResult()
+    for name in asdict(out):
+        values = [getattr(m, name) for m in measured]
+        setattr(out, name, type(values[0])(statistics.median(values)))
+    return out
 
 
 def find_gguf(model_dir: Path, workdir: Path) -> Path | None:
@@ -262,6 +389,59 @@ def find_gguf(model_dir: Path, workdir: Path) -> Path | None:
     return None
 
 
+def llama_python(venv: Path) -> Path | None:
+    """The venv's Python when llama.cpp's server is importable in it."""
+    py = venv / "bin" / "python"
+    if not py.is_file():
+        return None
+    probe = subprocess.run(
+        [str(py), "-c", "import llama_cpp.server"], capture_output=True, check=False
+    )
+    return py if probe.returncode == 0 else None
+
+
+def setup_llama(venv: Path) -> Path:
+    """Build llama-cpp-python's server from source into `venv` (about 8 minutes, once)."""
+    py = llama_python(venv)
+    if py is not None:
+        print(f"llama.cpp server already built in {venv}")
+        return py
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    print(f"building {LLAMA_PACKAGE} from source into {venv} (about 8 minutes)", flush=True)
+    env = os.environ | {
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 1),
+        "CMAKE_ARGS": LLAMA_CMAKE_ARGS,
+    }
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--no-binary", "llama-cpp-python", LLAMA_PACKAGE],
+        check=True,
+        env=env,
+    )
+    py = llama_python(venv)
+    if py is None:
+        raise RuntimeError(f"llama_cpp.server is not importable in {venv} after the build")
+    return py
+
+
+def weights_mib(model: Path, dtype: str = "auto") -> float:
+    """Size of the weights as Anvyl loads them (the RSS target is this plus 300 MB)."""
+    code = (
+        "import sys; from pathlib import Path; from mlx.utils import tree_flatten;"
+        "from anvyl.modelserver.loader import load_model_dir;"
+        "m = load_model_dir(Path(sys.argv[1]), sys.argv[2]).model;"
+        "print(sum(v.nbytes for _, v in tree_flatten(m.parameters())))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(model), dtype],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=base_env(),
+    )
+    return round(int(out.stdout.strip().splitlines()[-1]) / 2**20, 1)
+
+
 def base_env() -> dict[str, str]:
     """The environment every server runs with (OpenBLAS preloaded when present, for all)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANVYL_")}
@@ -279,26 +459,88 @@ def default_model() -> Path:
     return ensure_bundled_model(cache / "home")
 
 
+def profile(model: Path, dtype: str, batches: list[int]) -> int:
+    """Profile a decode step in a child process that has OpenBLAS preloaded like the server."""
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
+        "from _engine_helpers import profile_step;"
+        "profile_step(Path(sys.argv[2]), sys.argv[3], [int(b) for b in sys.argv[4].split(',')])"
+    )
+    env = base_env()
+    env.update({k: v for k, v in os.environ.items() if k.startswith("ANVYL_")})
+    argv = [str(Path(__file__).parent), str(model), dtype, ",".join(map(str, batches))]
+    return subprocess.run([sys.executable, "-c", code, *argv], env=env, check=False).returncode
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str], list[str]]:
+    """`NAME:K=V,K=V[,--flag=value]` → name, extra environment, extra server flags."""
+    name, _, rest = text.partition(":")
+    env: dict[str, str] = {}
+    flags: list[str] = []
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        if key.startswith("--"):
+            flags += [key, value]
+        else:
+            env[key] = value
+    return name, env, flags
+
+
 def main() -> int:
     """Run the benchmark, print the table, save the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, help="MLX model directory (default: the bundled one)")
     ap.add_argument("--gguf", type=Path, help="GGUF for llama.cpp (default: the model's source)")
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--streams", default="1,8")
+    ap.add_argument("--streams", default="1,4,8,16")
+    ap.add_argument("--rounds", type=int, default=1, help="alternating rounds per concurrency")
+    ap.add_argument("--prompt-rounds", type=int, default=1, help="rounds of the prompt tests")
     ap.add_argument(
         "--with-quantized",
         action="store_true",
         help="also run Anvyl with --dtype quantized (the weights as stored)",
     )
+    ap.add_argument(
+        "--anvyl-variant",
+        action="append",
+        default=[],
+        metavar="NAME:K=V,...",
+        help="also run Anvyl with this extra environment (and --flags), to compare levers",
+    )
+    ap.add_argument("--skip-anvyl", action="store_true", help="only the variants and the others")
     ap.add_argument("--skip-mlx-lm", action="store_true")
+    ap.add_argument("--skip-llama", action="store_true")
     ap.add_argument(
         "--with-mlx-lm-fp32",
         action="store_true",
         help="also run mlx_lm.server on a float32 (dequantized) copy of the model",
     )
+    ap.add_argument("--llama-venv", type=Path, default=LLAMA_VENV)
+    ap.add_argument(
+        "--llama-threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 1) // 2),
+        help="llama.cpp threads (its own default, half the CPUs: on 2 shared cores 1 thread"
+        " decoded 58 tok/s and 2 threads 4)",
+    )
+    ap.add_argument(
+        "--profile",
+        metavar="BATCHES",
+        help="profile one decode step in this process at these batch sizes (e.g. 1,8) and exit",
+    )
+    ap.add_argument("--dtype", default="auto", help="weight dtype for --profile")
+    ap.add_argument(
+        "--setup-llama",
+        action="store_true",
+        help=f"build {LLAMA_PACKAGE} from source into --llama-venv (once) and exit",
+    )
     args = ap.parse_args()
+    if args.setup_llama:
+        setup_llama(args.llama_venv)
+        return 0
     model = (args.model or default_model()).resolve()
+    if args.profile:
+        return profile(model, args.dtype, [int(b) for b in args.profile.split(",")])
     streams = [int(s) for s in args.streams.split(",")]
     py = sys.executable
     workdir = Path(tempfile.mkdtemp(prefix="anvyl-bench-"))
@@ -306,7 +548,6 @@ def main() -> int:
     hf_cache.mkdir()
 
     specs: list[ServerSpec] = []
-    port = free_port()
     anvyl_cmd = [
         py,
         "-m",
@@ -316,13 +557,19 @@ def main() -> int:
         "--model-id",
         "bench",
         "--port",
-        str(port),
+        "{port}",
         "--health-port",
         "0",
         "--max-queue",
         "256",
     ]
-    specs.append(ServerSpec("anvyl", anvyl_cmd, base_env(), "bench"))
+    if not args.skip_anvyl:
+        specs.append(ServerSpec("anvyl", anvyl_cmd, base_env(), "bench"))
+    for variant in args.anvyl_variant:
+        name, extra_env, flags = parse_variant(variant)
+        specs.append(
+            ServerSpec(f"anvyl:{name}", [*anvyl_cmd, *flags], base_env() | extra_env, "bench")
+        )
     if args.with_quantized:
         specs.append(
             ServerSpec(
@@ -334,7 +581,7 @@ def main() -> int:
         specs.append(
             ServerSpec(
                 "mlx_lm.server",
-                [py, "-m", "mlx_lm.server", "--model", str(model), "--port", str(port)],
+                [py, "-m", "mlx_lm.server", "--model", str(model), "--port", "{port}"],
                 mlx_env,
                 "default_model",
             )
@@ -362,51 +609,55 @@ def main() -> int:
             specs.append(
                 ServerSpec(
                     "mlx_lm.server fp32",
-                    [py, "-m", "mlx_lm.server", "--model", str(fp32), "--port", str(port)],
+                    [py, "-m", "mlx_lm.server", "--model", str(fp32), "--port", "{port}"],
                     mlx_env,
                     "default_model",
                 )
             )
     results: list[ServerResult] = []
-    try:
-        import llama_cpp  # noqa: F401
-
+    if not args.skip_llama:
+        llama_py = llama_python(args.llama_venv)
         gguf = args.gguf or find_gguf(model, workdir)
-    except ImportError:
-        gguf = None
-        results.append(
-            ServerResult(
-                "llama.cpp",
-                [],
-                skipped="llama_cpp is not importable"
-                " (pip install 'llama-cpp-python[server]' to include it)",
+        if llama_py is None or gguf is None:
+            why = (
+                f"llama.cpp's server is not built in {args.llama_venv} (run --setup-llama)"
+                if llama_py is None
+                else "no GGUF for this model (pass --gguf)"
             )
-        )
-        print("== llama.cpp: skipped (llama_cpp is not importable)", flush=True)
-    if gguf is not None:
-        specs.append(
-            ServerSpec(
-                "llama.cpp",
-                [
-                    py,
-                    "-m",
-                    "llama_cpp.server",
-                    "--model",
-                    str(gguf),
-                    "--port",
-                    str(port),
-                    "--n_ctx",
-                    "4096",
-                ],
-                base_env(),
-                "bench",
+            results.append(ServerResult("llama.cpp", [], skipped=why))
+            print(f"== llama.cpp: skipped ({why})", flush=True)
+        else:
+            specs.append(
+                ServerSpec(
+                    "llama.cpp",
+                    [
+                        str(llama_py),
+                        "-m",
+                        "llama_cpp.server",
+                        "--model",
+                        str(gguf),
+                        "--model_alias",
+                        "bench",
+                        "--port",
+                        "{port}",
+                        "--n_ctx",
+                        "4096",
+                        "--n_threads",
+                        str(args.llama_threads),
+                        "--n_threads_batch",
+                        str(args.llama_threads),
+                    ],
+                    base_env(),
+                    "bench",
+                )
             )
-        )
 
-    for spec in specs:
-        results.append(bench_server(spec, port, streams, args.max_tokens, workdir))
+    results += bench_servers(
+        specs, streams, args.max_tokens, workdir, args.rounds, args.prompt_rounds
+    )
 
-    print_table(results, streams)
+    weights = weights_mib(model)
+    print_table(results, streams, weights)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"engine-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(
@@ -414,7 +665,12 @@ def main() -> int:
             {
                 "model": str(model),
                 "max_tokens": args.max_tokens,
-                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                "anvyl_weights_mib": weights,
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "load_average": os.getloadavg(),
+                },
                 "results": [asdict(r) for r in results],
             },
             indent=2,
@@ -424,29 +680,48 @@ def main() -> int:
     return 0
 
 
-def print_table(results: list[ServerResult], streams: list[int]) -> None:
-    """The comparison table, with ratios against mlx_lm.server."""
-    ref = next((r for r in results if r.name == "mlx_lm.server" and r.runs), None)
+def print_table(results: list[ServerResult], streams: list[int], weights: float) -> None:
+    """The comparison tables, with ratios against llama.cpp and mlx_lm.server."""
+    llama = next((r for r in results if r.name == "llama.cpp" and r.runs), None)
+    mlx = next((r for r in results if r.name == "mlx_lm.server" and r.runs), None)
+
+    def ratio(ref: ServerResult | None, run: RunResult) -> str:
+        base = next((x for x in ref.runs if x.streams == run.streams), None) if ref else None
+        if base is None or not base.aggregate_tps:
+            return ""
+        return f"{run.aggregate_tps / base.aggregate_tps:.2f}x"
+
     print()
-    head = f"{'server':<20}{'streams':>8}{'agg tok/s':>11}{'tok/s/stream':>14}{'TTFT s':>9}"
-    head += f"{'peak RSS MiB':>14}{'vs mlx_lm':>11}"
+    head = f"{'server':<24}{'streams':>8}{'agg tok/s':>11}{'tok/s/stream':>14}{'TTFT s':>8}"
+    head += f"{'vs llama.cpp':>14}{'vs mlx_lm':>11}"
     print(head)
     print("-" * len(head))
     for r in results:
-        if r.skipped:
-            print(f"{r.name:<20}  skipped: {r.skipped}")
+        if r.skipped and not r.runs:
+            print(f"{r.name:<24}  skipped: {r.skipped}")
             continue
         for run in r.runs:
-            ratio = ""
-            if ref is not None:
-                base = next((x for x in ref.runs if x.streams == run.streams), None)
-                if base and base.aggregate_tps:
-                    ratio = f"{run.aggregate_tps / base.aggregate_tps:.2f}x"
             print(
-                f"{r.name:<20}{run.streams:>8}{run.aggregate_tps:>11.1f}"
-                f"{run.decode_tps_per_stream:>14.1f}{run.ttft_mean:>9.2f}"
-                f"{r.peak_rss_mib:>14.0f}{ratio:>11}"
+                f"{r.name:<24}{run.streams:>8}{run.aggregate_tps:>11.1f}"
+                f"{run.decode_tps_per_stream:>14.1f}{run.ttft_mean:>8.2f}"
+                f"{ratio(llama, run):>14}{ratio(mlx, run):>11}"
             )
+    print()
+    head = f"{'server':<24}{'prompt tok':>11}{'TTFT long':>10}{'under load':>11}"
+    head += f"{'stall max':>10}{'gap med':>9}{'follow-up':>10}{'peak RSS MiB':>13}"
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        p = r.prompt
+        if p is None:
+            continue
+        print(
+            f"{r.name:<24}{p.prompt_tokens:>11}{p.ttft_long:>10.2f}{p.ttft_long_under_load:>11.2f}"
+            f"{p.stall_max_gap:>10.2f}{p.stall_median_gap:>9.3f}{p.ttft_followup:>10.2f}"
+            f"{r.peak_rss_mib:>13.0f}"
+        )
+    target = weights + 300e6 / 2**20
+    print(f"\nAnvyl weights as loaded: {weights:.0f} MiB (RSS target: {target:.0f} MiB)")
 
 
 if __name__ == "__main__":
