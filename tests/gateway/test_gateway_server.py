@@ -90,18 +90,24 @@ def test_no_healthy_replica_is_503_with_retry_after(gateway: GatewayServer, sour
     assert response.json()["error"]["code"] == "no_healthy_replica"
 
 
-def test_refused_connection_is_retried_then_marked_down(
-    gateway: GatewayServer, source: Source
-) -> None:
+def test_refused_connection_is_retried_then_marked_down(source: Source) -> None:
     source.targets = [_dead("a"), _dead("b")]
-    wait_for(lambda: len(gateway.table.replicas()) == 2, timeout=10, what="two replicas")
-    # Pretend the probe saw them healthy: each request must try both, then answer 503.
-    for replica in gateway.table.replicas():
-        replica.mark_up()
-    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT)
-    assert response.status_code == 503
-    assert "failed" in response.json()["error"]["message"]
-    assert not any(r.healthy for r in gateway.table.replicas())
+    # One refresh at start, then none for the test's length: nothing undoes what follows.
+    cfg = GatewayConfig(port=0, interval=3600)
+    server = open_gateway(source, cfg, host="127.0.0.1", token=None, loopback=True)
+    assert server is not None
+    server.start()
+    try:
+        assert len(server.table.replicas()) == 2
+        # Pretend the probe saw them healthy: each request must try both, then answer 503.
+        for replica in server.table.replicas():
+            replica.mark_up()
+        response = httpx.post(f"{server.url}/v1/chat/completions", json=CHAT)
+        assert response.status_code == 503
+        assert "failed" in response.json()["error"]["message"]
+        assert not any(r.healthy for r in server.table.replicas())
+    finally:
+        server.stop()
 
 
 def test_token_and_model_keys(source: Source) -> None:

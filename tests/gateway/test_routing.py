@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from anvyl.gateway import protocol
@@ -44,14 +45,20 @@ def test_unhealthy_and_excluded_are_skipped() -> None:
     assert table.known("m") and not table.known("other")
 
 
-def test_marking_down_wakes_waiters_and_up_resets() -> None:
-    table = _table(_target("a"))
-    (a,) = table.replicas()
-    event = a.down
-    table.set_health("a", False)
-    assert event.is_set() and not a.healthy
-    table.set_health("a", True)
-    assert a.healthy and not a.down.is_set()
+def test_marking_down_cancels_requests_waiting_for_it() -> None:
+    async def scenario() -> None:
+        table = _table(_target("a"))
+        (a,) = table.replicas()
+        waiter = asyncio.ensure_future(asyncio.sleep(10))
+        a.waiting.add(waiter)
+        table.set_health("a", False)
+        await asyncio.sleep(0)
+        assert waiter.cancelled() and waiter in a.given_up and not a.waiting
+        assert not a.healthy and table.pick("m") is None
+        table.set_health("a", True)
+        assert a.healthy and table.pick("m") is a
+
+    asyncio.run(scenario())
 
 
 def test_update_keeps_state_of_unchanged_and_drops_gone() -> None:
@@ -62,7 +69,7 @@ def test_update_keeps_state_of_unchanged_and_drops_gone() -> None:
     kept = {r.target.key: r for r in table.replicas()}
     assert kept["a"] is a and a.healthy and a.outstanding == 5
     assert not kept["c"].healthy  # unknown until probed
-    assert b.down.is_set()  # requests waiting on a removed replica go elsewhere
+    assert not b.healthy  # requests waiting on a removed replica go elsewhere
     assert sorted(table.models()) == ["m", "n"]
 
 
@@ -73,7 +80,7 @@ def test_a_moved_replica_is_probed_again() -> None:
     table.update([_target("a", url="http://10.0.0.2:1")])
     (a,) = table.replicas()
     assert not a.healthy and a.target.base_url == "http://10.0.0.2:1"
-    assert a.outstanding == 0 and old.down.is_set()  # in-flight ones retry or finish on `old`
+    assert a.outstanding == 0 and not old.healthy  # in-flight ones retry or finish on `old`
 
 
 def test_a_renamed_replica_keeps_its_state() -> None:

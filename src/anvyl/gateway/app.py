@@ -9,7 +9,6 @@ an answer has been sent on, the answer is passed through as it comes (streams un
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import time
@@ -140,41 +139,33 @@ class Gateway:
     async def _proxy(
         self, scope: Scope, receive: Receive, send: Send, body: bytes, model: str
     ) -> None:
-        disconnected = asyncio.ensure_future(receive())
         tried: list[Replica] = []
         last_error = ""
-        try:
-            while True:
-                replica = self.table.pick(model, tried)
-                if replica is None:
-                    if not self.table.known(model):
-                        await _model_not_found(send, model, self.table)
-                    else:
-                        detail = f" (last error: {last_error})" if last_error else ""
-                        await _unavailable(send, model, detail)
-                    return
-                tried.append(replica)
-                replica.outstanding += 1
+        while True:
+            replica = self.table.pick(model, tried)
+            if replica is None:
+                if not self.table.known(model):
+                    await _model_not_found(send, model, self.table)
+                else:
+                    detail = f" (last error: {last_error})" if last_error else ""
+                    await _unavailable(send, model, detail)
+                return
+            tried.append(replica)
+            replica.outstanding += 1
+            try:
+                response = await self._open(scope, body, replica)
+                if response is None:
+                    last_error = f"{replica.target.deployment or replica.target.key} failed"
+                    continue
                 try:
-                    response = await self._open(scope, body, replica, disconnected)
-                    if response is None:
-                        if disconnected.done():
-                            return
-                        last_error = f"{replica.target.deployment or replica.target.key} failed"
-                        continue
-                    try:
-                        await _pass_through(send, response, replica, disconnected)
-                    finally:
-                        await response.aclose()
-                    return
+                    await _pass_through(receive, send, response, replica)
                 finally:
-                    replica.outstanding -= 1
-        finally:
-            disconnected.cancel()
+                    await response.aclose()
+                return
+            finally:
+                replica.outstanding -= 1
 
-    async def _open(
-        self, scope: Scope, body: bytes, replica: Replica, disconnected: asyncio.Future[Any]
-    ) -> httpx.Response | None:
+    async def _open(self, scope: Scope, body: bytes, replica: Replica) -> httpx.Response | None:
         """Send the request to `replica`; None when it failed before answering (marked down)."""
         target = replica.target
         headers = [(k, v) for k, v in scope["headers"] if k not in DROPPED_REQUEST_HEADERS]
@@ -185,45 +176,50 @@ class Gateway:
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
         request = self.client.build_request(scope["method"], url, headers=headers, content=body)
-        sending = asyncio.ensure_future(self.client.send(request, stream=True))
-        down = asyncio.ensure_future(replica.down.wait())
+        task = asyncio.current_task()
+        assert task is not None
+        replica.waiting.add(task)  # `mark_down` cancels it: the replica will not answer
         try:
-            await asyncio.wait({sending, down, disconnected}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            down.cancel()
-        if not sending.done():
-            sending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, *RETRIABLE):
-                response = await sending
-                await response.aclose()
-            if not disconnected.done():
-                log.info("replica %s went down before answering; retrying", target.key)
+            return await self.client.send(request, stream=True)
+        except asyncio.CancelledError:
+            if task not in replica.given_up:
+                raise  # the server is shutting down
+            replica.given_up.discard(task)
+            task.uncancel()
+            log.info("replica %s went down before answering; retrying", target.key)
             return None
-        try:
-            return sending.result()
         except RETRIABLE as exc:
             log.info("replica %s failed (%s); marking it down", target.key, type(exc).__name__)
+            replica.waiting.discard(task)  # marking it down must not cancel this very request
             self.table.set_health(target.key, False)
             return None
+        finally:
+            replica.waiting.discard(task)
 
 
 async def _pass_through(
-    send: Send, response: httpx.Response, replica: Replica, disconnected: asyncio.Future[Any]
+    receive: Receive, send: Send, response: httpx.Response, replica: Replica
 ) -> None:
-    """Copy status, headers and body chunks as they arrive; stop if the client goes away."""
+    """Copy status, headers and body chunks as they arrive; stop a stream if the client leaves."""
     headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in HOP_HEADERS]
     deployment = replica.target.deployment or replica.target.key
     headers.append((b"x-anvyl-deployment", deployment.encode()))
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    streaming = response.headers.get("content-type", "").startswith("text/event-stream")
+    # Only a stream can run long enough for a client to leave: watch for it there.
+    disconnected = asyncio.ensure_future(receive()) if streaming else None
     try:
         async for chunk in response.aiter_raw():
-            if disconnected.done():
+            if disconnected is not None and disconnected.done():
                 return  # the client left: closing the upstream stream frees the model's slot
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except httpx.HTTPError as exc:
         # Too late to retry: the client has part of the answer. End it; the replica is
         # probed again and marked down if it is really gone.
         log.warning("replica %s failed mid-answer: %s", replica.target.key, exc)
+    finally:
+        if disconnected is not None:
+            disconnected.cancel()
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

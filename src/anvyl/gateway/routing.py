@@ -10,6 +10,7 @@ import asyncio
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -47,18 +48,21 @@ class Replica:
     target: Target
     healthy: bool = False
     outstanding: int = 0
-    # Set while the replica is marked down: requests still waiting for their first byte give up.
-    down: asyncio.Event = field(default_factory=asyncio.Event)
+    # Requests waiting for this replica's first byte, and those cancelled by `mark_down`.
+    waiting: set[asyncio.Task[Any]] = field(default_factory=set)
+    given_up: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def mark_down(self) -> None:
-        """No new requests; waiting ones are retried elsewhere."""
+        """No new requests; those still waiting for a first byte are cancelled (and retried)."""
         self.healthy = False
-        self.down.set()
+        for task in self.waiting:
+            self.given_up.add(task)
+            task.cancel()
+        self.waiting.clear()
 
     def mark_up(self) -> None:
         """Take requests again."""
         self.healthy = True
-        self.down = asyncio.Event()
 
 
 class RoutingTable:

@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Sequence
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 import uvicorn
@@ -126,8 +127,12 @@ class GatewayServer:
         self._stopping = asyncio.Event()
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
         timeout = httpx.Timeout(CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S)
+        # Never keep cookies a replica sets: they would leak to the next client.
+        no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
         async with (
-            httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client,
+            httpx.AsyncClient(
+                timeout=timeout, limits=limits, trust_env=False, cookies=no_cookies
+            ) as client,
             httpx.AsyncClient(timeout=PROBE_TIMEOUT_S, trust_env=False) as probe_client,
         ):
             await self.refresh(probe_client)
