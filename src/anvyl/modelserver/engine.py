@@ -29,6 +29,7 @@ from anvyl.modelserver.loader import LoadedModel, ModelLoader
 from anvyl.modelserver.metrics import Metrics
 from anvyl.modelserver.sampling import SamplingParams, make_logits_processors, make_sampler
 from anvyl.modelserver.stopping import StopMatcher
+from anvyl.modelserver.threads import BlasThreads, blas
 
 log = logging.getLogger("anvyl.modelserver")
 
@@ -110,6 +111,7 @@ class Engine:
         self.max_queue = max_queue
         self.metrics = metrics or Metrics()
         self._prefill_step = prefill_step
+        self._blas: BlasThreads | None = None
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._lock = threading.Lock()
         self._waiting_count = 0
@@ -206,6 +208,8 @@ class Engine:
             self.loaded = self._loader()
             self._generator = self._new_generator()
             self._warm_up()
+            if getattr(self.loaded.model, "parameters", None) is not None:
+                self._blas = blas()
         except BaseException as exc:  # reported through state and health
             log.exception("loading the model failed")
             with self._lock:
@@ -323,6 +327,9 @@ class Engine:
 
     def _step(self) -> None:
         """One generator step: a decode step for the batch and a prefill chunk if any."""
+        decoding = any(seq.tokens for seq in self._active.values())
+        if self._blas is not None:
+            self._blas.use(prefill_only=not decoding)
         _, responses = self._generator.next()
         if not responses:
             return

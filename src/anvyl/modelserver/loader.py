@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from anvyl.modelserver.threads import configure_threads
+
 log = logging.getLogger("anvyl.modelserver")
 
 DEFAULT_CONTEXT_LENGTH = 4096
@@ -111,7 +113,10 @@ def load_model_dir(model_dir: Path, dtype: str = "auto", ctx: int | None = None)
     if served != "quantized":
         dequantize(model)
         model.set_dtype(getattr(mx, served))
+    if not on_gpu:
+        configure_threads()
     mx.eval(model.parameters())
+    mx.clear_cache()  # the buffers of the weights as stored, freed above, back to the system
     if ctx is not None:
         info = ModelInfo(info.arch, info.quantization, min(ctx, info.context_length))
     vocab = _vocab_size(model, tokenizer)

@@ -1,0 +1,64 @@
+"""The engine's speed levers: thread counts, transposed weights, prefix reuse, prefill chunks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from anvyl.modelserver.sampling import SamplingParams
+from anvyl.modelserver.threads import (
+    blas_threads,
+    cgroup_cpu_limit,
+    prefill_threads,
+    usable_cpus,
+)
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+# ------------------------------------------------------------------ threads (pure)
+
+
+def test_cgroup_v2_quota(tmp_path: Path) -> None:
+    """`cpu.max` of cgroup v2: a quota in CPUs, or none."""
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_limit(tmp_path) == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_limit(tmp_path) is None
+
+
+def test_cgroup_v1_quota(tmp_path: Path) -> None:
+    """`cpu.cfs_quota_us` over `cpu.cfs_period_us` of cgroup v1; -1 means none."""
+    cpu = tmp_path / "cpu"
+    cpu.mkdir()
+    (cpu / "cpu.cfs_period_us").write_text("100000\n")
+    (cpu / "cpu.cfs_quota_us").write_text("200000\n")
+    assert cgroup_cpu_limit(tmp_path) == 2.0
+    (cpu / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_limit(tmp_path) is None
+
+
+def test_usable_cpus_bounded_by_quota(tmp_path: Path) -> None:
+    """A fractional quota rounds up; never more than the affinity mask allows."""
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert usable_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cpus(tmp_path) == len(os.sched_getaffinity(0))
+
+
+def test_blas_threads_leave_a_core_for_mlx() -> None:
+    """One BLAS thread per usable CPU but one, at least one, capped; the env overrides."""
+    assert blas_threads(1, {}) == 1
+    assert blas_threads(2, {}) == 1
+    assert blas_threads(4, {}) == 3
+    assert blas_threads(64, {}) == 8
+    assert blas_threads(2, {"ANVYL_BLAS_THREADS": "2"}) == 2
+    assert blas_threads(2, {"ANVYL_BLAS_THREADS": "zero"}) == 1
+
+
+def test_prefill_alone_uses_every_cpu() -> None:
+    """A lone prefill is compute-bound: all usable CPUs, capped; the env fixes it too."""
+    assert prefill_threads(1, {}) == 1
+    assert prefill_threads(2, {}) == 2
+    assert prefill_threads(64, {}) == 8
+    assert prefill_threads(2, {"ANVYL_BLAS_THREADS": "1"}) == 1
