@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from anvyl.modelserver.loader import LoadedModel, load_model_dir
 from anvyl.modelserver.sampling import SamplingParams
 from anvyl.modelserver.threads import (
     blas_threads,
@@ -62,3 +65,36 @@ def test_prefill_alone_uses_every_cpu() -> None:
     assert prefill_threads(2, {}) == 2
     assert prefill_threads(64, {}) == 8
     assert prefill_threads(2, {"ANVYL_BLAS_THREADS": "1"}) == 1
+
+
+# ------------------------------------------------------------------ real model
+
+
+@pytest.fixture(scope="module")
+def loaded(bundled_model: Path) -> LoadedModel:
+    """The bundled model as the server loads it on the CPU (float32, transposed)."""
+    return load_model_dir(bundled_model)
+
+
+@pytest.mark.model
+def test_transposed_layers_match_linear(bundled_model: Path, loaded: LoadedModel) -> None:
+    """Transposed layers give the logits of mlx-lm's own layers, with no extra weights."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from anvyl.modelserver.layout import TransposedEmbedding, TransposedLinear
+
+    os.environ["ANVYL_TRANSPOSE_WEIGHTS"] = "0"
+    try:
+        plain = load_model_dir(bundled_model)
+    finally:
+        del os.environ["ANVYL_TRANSPOSE_WEIGHTS"]
+    assert isinstance(loaded.model.model.embed_tokens, TransposedEmbedding)
+    assert isinstance(loaded.model.model.layers[0].mlp.up_proj, TransposedLinear)
+    size = sum(v.nbytes for _, v in tree_flatten(loaded.model.parameters()))
+    assert size == sum(v.nbytes for _, v in tree_flatten(plain.model.parameters()))
+    tokens = mx.array([[1, 504, 3458, 282, 4649, 314, 2114, 47]])
+    a = loaded.model(tokens)
+    b = plain.model(tokens)
+    assert mx.allclose(a, b, atol=1e-4).item()
+    assert (a.argmax(-1) == b.argmax(-1)).all().item()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,8 @@ def load_model_dir(model_dir: Path, dtype: str = "auto", ctx: int | None = None)
     import mlx.core as mx
     from mlx_lm.utils import load
 
+    from anvyl.modelserver.layout import transpose_weights
+
     info = read_model_info(model_dir)
     model, tokenizer = load(str(model_dir), lazy=True)
     on_gpu = mx.default_device() == mx.gpu
@@ -115,6 +118,8 @@ def load_model_dir(model_dir: Path, dtype: str = "auto", ctx: int | None = None)
         model.set_dtype(getattr(mx, served))
     if not on_gpu:
         configure_threads()
+        if served == "float32" and os.environ.get("ANVYL_TRANSPOSE_WEIGHTS", "1") != "0":
+            transpose_weights(model)
     mx.eval(model.parameters())
     mx.clear_cache()  # the buffers of the weights as stored, freed above, back to the system
     if ctx is not None:
