@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from anvyl.modelserver.engine import GenerationRequest
 from anvyl.modelserver.loader import LoadedModel, load_model_dir
 from anvyl.modelserver.sampling import SamplingParams
 from anvyl.modelserver.threads import (
@@ -98,3 +99,32 @@ def test_transposed_layers_match_linear(bundled_model: Path, loaded: LoadedModel
     b = plain.model(tokens)
     assert mx.allclose(a, b, atol=1e-4).item()
     assert (a.argmax(-1) == b.argmax(-1)).all().item()
+
+
+# ------------------------------------------------------------------ prefill chunks (fake)
+
+
+def test_prefill_chunks_shrink_while_streams_decode() -> None:
+    """Nothing decoding: full prefill chunks; streams decoding: the short busy chunks."""
+    from test_engine import Collector, FakeEngine
+
+    e = FakeEngine(script="x" * 40, prefill_step=512, busy_prefill_step=64)
+    seen: list[int] = []
+    e.start()
+    assert e.wait_ready(10)
+    assert e.fake is not None
+    inner = e.fake.next
+
+    def next_() -> tuple[list, list]:
+        seen.append(e.fake.prefill_step_size)  # type: ignore[union-attr]
+        return inner()
+
+    e.fake.next = next_  # type: ignore[method-assign]
+    try:
+        c = Collector()
+        e.submit(GenerationRequest(prompt=[65], max_tokens=30, sink=c, sampling=GREEDY))
+        assert c.done.wait(10)
+    finally:
+        e.shutdown()
+    assert seen[0] == 512
+    assert 64 in seen[1:]

@@ -9,6 +9,10 @@ Scheduling sits on mlx-lm's `BatchGenerator`: a request waits in a bounded queue
 `max_batch` slots is free, then is inserted into the running batch, where its prompt is
 prefilled in chunks between decode steps of the sequences already running. Detokenizing, stop
 strings and timing happen here, so every front end sees the same text and the same numbers.
+
+Prefill chunks are `prefill_step` tokens while nothing decodes (fastest time to first token) and
+`busy_prefill_step` while other streams decode, so that a long prompt arriving costs the running
+streams a few short pauses instead of one stall of its whole prefill.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import queue
 import threading
 import time
@@ -36,6 +41,7 @@ log = logging.getLogger("anvyl.modelserver")
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 EngineState = Literal["loading", "ready", "failed", "stopped"]
 DEFAULT_PREFILL_STEP = 512
+DEFAULT_BUSY_PREFILL_STEP = 128
 
 
 @dataclass(frozen=True)
@@ -105,12 +111,15 @@ class Engine:
         max_queue: int = 64,
         metrics: Metrics | None = None,
         prefill_step: int = DEFAULT_PREFILL_STEP,
+        busy_prefill_step: int = DEFAULT_BUSY_PREFILL_STEP,
     ) -> None:
         self._loader = loader
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.metrics = metrics or Metrics()
         self._prefill_step = prefill_step
+        busy_prefill_step = _env_int("ANVYL_BUSY_PREFILL_STEP", busy_prefill_step)
+        self._busy_prefill_step = min(busy_prefill_step, prefill_step)
         self._blas: BlasThreads | None = None
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._lock = threading.Lock()
@@ -328,6 +337,9 @@ class Engine:
     def _step(self) -> None:
         """One generator step: a decode step for the batch and a prefill chunk if any."""
         decoding = any(seq.tokens for seq in self._active.values())
+        self._generator.prefill_step_size = (
+            self._busy_prefill_step if decoding else self._prefill_step
+        )
         if self._blas is not None:
             self._blas.use(prefill_only=not decoding)
         _, responses = self._generator.next()
@@ -445,6 +457,12 @@ class Engine:
             request.sink(event)
         except Exception:  # the consumer is gone
             log.debug("dropping an event for %s", request.id, exc_info=True)
+
+
+def _env_int(name: str, default: int) -> int:
+    """An integer tuning knob from the environment (benchmarks switch levers with these)."""
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else default
 
 
 class AsyncEvents:
