@@ -99,9 +99,10 @@ class FakeGenerator:
                 del self.seqs[uid]
         return [], out
 
-    def remove(self, uids: list[int]) -> None:
+    def remove(self, uids: list[int], return_prompt_caches: bool = False) -> dict[int, Any]:
         for uid in uids:
             self.seqs.pop(uid, None)
+        return {}
 
 
 class FakeEngine(Engine):

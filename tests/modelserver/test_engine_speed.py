@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from anvyl.modelserver.engine import GenerationRequest
+from anvyl.modelserver.engine import Engine, Event, FinishEvent, GenerationRequest, TextEvent
 from anvyl.modelserver.loader import LoadedModel, load_model_dir
+from anvyl.modelserver.prefix_cache import PrefixCache
 from anvyl.modelserver.sampling import SamplingParams
 from anvyl.modelserver.threads import (
     blas_threads,
@@ -101,6 +104,62 @@ def test_transposed_layers_match_linear(bundled_model: Path, loaded: LoadedModel
     assert (a.argmax(-1) == b.argmax(-1)).all().item()
 
 
+@pytest.mark.model
+def test_prefix_cache_reuse_is_exact(loaded: LoadedModel) -> None:
+    """A follow-up turn reuses the first turn's cache and generates the same greedy ids."""
+    history = loaded.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+    )
+    cold = Engine(lambda: loaded, prefix_cache_bytes=0)
+    warm = Engine(lambda: loaded)
+    for e in (cold, warm):
+        e.start()
+        assert e.wait_ready(300)
+    try:
+        first = _generate(warm, history, 12)
+        followup = [*history, *first.ids, 198, 504, 3458]
+        assert warm.prefix_cache is not None
+        assert len(warm.prefix_cache) >= 1
+        hits = warm.prefix_cache.hits
+        reused = _generate(warm, followup, 12)
+        assert warm.prefix_cache.hits == hits + 1
+        assert warm.prefix_cache.reused_tokens >= len(history)
+        fresh = _generate(cold, followup, 12)
+        assert reused.ids == fresh.ids
+        assert reused.text == fresh.text
+        assert reused.finish.prompt_tokens == len(followup)
+    finally:
+        cold.shutdown()
+        warm.shutdown()
+
+
+@pytest.mark.model
+def test_prefix_cache_respects_its_bound(loaded: LoadedModel) -> None:
+    """Entries beyond the byte bound are evicted, and a cache larger than it is not kept."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import make_prompt_cache
+
+    def cache_of(tokens: list[int]) -> list:
+        cache = make_prompt_cache(loaded.model)
+        loaded.model(mx.array([tokens]), cache=cache)
+        return cache
+
+    sample = cache_of(list(range(100, 132)))
+    per_token = sum(c.keys[..., :1, :].nbytes + c.values[..., :1, :].nbytes for c in sample)
+    bound = per_token * 80  # room for two 32-token entries, not three
+    pc = PrefixCache(max_bytes=bound)
+    for start in (1000, 2000, 3000):
+        tokens = list(range(start, start + 32))
+        pc.store(tokens, cache_of(tokens))
+        assert pc.nbytes <= bound
+    assert len(pc) == 2
+    big = list(range(5000, 5100))
+    pc.store(big, cache_of(big))
+    assert pc.fetch([*big, 7])[0] is None
+    assert pc.fetch([*range(3000, 3032), 7])[1] == 32
+
+
 # ------------------------------------------------------------------ prefill chunks (fake)
 
 
@@ -128,3 +187,38 @@ def test_prefill_chunks_shrink_while_streams_decode() -> None:
         e.shutdown()
     assert seen[0] == 512
     assert 64 in seen[1:]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+@dataclass
+class Generated:
+    """What one greedy request produced."""
+
+    ids: list[int]
+    text: str
+    finish: FinishEvent
+
+
+def _generate(engine: Engine, prompt: list[int], max_tokens: int) -> Generated:
+    """Run one greedy request to its end; the ids come from the engine's detokenizer."""
+    done = threading.Event()
+    events: list[Event] = []
+
+    def sink(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, FinishEvent):
+            done.set()
+
+    assert engine.loaded is not None
+    tokenizer = engine.loaded.tokenizer
+    engine.submit(
+        GenerationRequest(prompt=list(prompt), max_tokens=max_tokens, sink=sink, sampling=GREEDY)
+    )
+    assert done.wait(300)
+    finish = events[-1]
+    assert isinstance(finish, FinishEvent)
+    text = "".join(e.text for e in events if isinstance(e, TextEvent))
+    ids = [int(t) for t in tokenizer.encode(text)] if text else []
+    return Generated(ids, text, finish)

@@ -12,7 +12,9 @@ strings and timing happen here, so every front end sees the same text and the sa
 
 Prefill chunks are `prefill_step` tokens while nothing decodes (fastest time to first token) and
 `busy_prefill_step` while other streams decode, so that a long prompt arriving costs the running
-streams a few short pauses instead of one stall of its whole prefill.
+streams a few short pauses instead of one stall of its whole prefill. A finished sequence's KV
+cache is kept in a bounded `PrefixCache`, and a request whose prompt starts with kept tokens
+(multi-turn chat resends its history) prefills only the rest.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any, Literal
 from anvyl.modelserver.errors import QueueFull, Unavailable
 from anvyl.modelserver.loader import LoadedModel, ModelLoader
 from anvyl.modelserver.metrics import Metrics
+from anvyl.modelserver.prefix_cache import DEFAULT_MAX_BYTES, PrefixCache
 from anvyl.modelserver.sampling import SamplingParams, make_logits_processors, make_sampler
 from anvyl.modelserver.stopping import StopMatcher
 from anvyl.modelserver.threads import BlasThreads, blas
@@ -95,6 +98,7 @@ class _Sequence:
     uid: int
     detokenizer: Any
     stopper: StopMatcher
+    reused: int = 0
     tokens: int = 0
     first_token_at: float = 0.0
     last_token_at: float = 0.0
@@ -112,6 +116,7 @@ class Engine:
         metrics: Metrics | None = None,
         prefill_step: int = DEFAULT_PREFILL_STEP,
         busy_prefill_step: int = DEFAULT_BUSY_PREFILL_STEP,
+        prefix_cache_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self._loader = loader
         self.max_batch = max_batch
@@ -120,6 +125,10 @@ class Engine:
         self._prefill_step = prefill_step
         busy_prefill_step = _env_int("ANVYL_BUSY_PREFILL_STEP", busy_prefill_step)
         self._busy_prefill_step = min(busy_prefill_step, prefill_step)
+        self._prefix_cache_bytes = _env_int("ANVYL_PREFIX_CACHE_MB", -1) * 2**20
+        if self._prefix_cache_bytes < 0:
+            self._prefix_cache_bytes = prefix_cache_bytes
+        self.prefix_cache: PrefixCache | None = None
         self._blas: BlasThreads | None = None
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._lock = threading.Lock()
@@ -219,6 +228,8 @@ class Engine:
             self._warm_up()
             if getattr(self.loaded.model, "parameters", None) is not None:
                 self._blas = blas()
+            if self._prefix_cache_bytes > 0:
+                self.prefix_cache = PrefixCache(self._prefix_cache_bytes)
         except BaseException as exc:  # reported through state and health
             log.exception("loading the model failed")
             with self._lock:
@@ -314,17 +325,25 @@ class Engine:
             assert self.loaded is not None
             sampler = make_sampler(request.sampling)
             processors = make_logits_processors(request.sampling, self.loaded.info.context_length)
+            cache, reused = None, 0
+            if self.prefix_cache is not None:
+                cache, reused = self.prefix_cache.fetch(request.prompt)
+            extra: dict[str, Any] = {}
+            if cache is not None:
+                extra = {"caches": [cache], "all_tokens": [list(request.prompt[:reused])]}
             (uid,) = self._generator.insert(
-                [request.prompt],
+                [request.prompt[reused:]],
                 max_tokens=[request.max_tokens],
                 samplers=[sampler],
                 logits_processors=[processors],
+                **extra,
             )
             self._active[uid] = _Sequence(
                 request=request,
                 uid=uid,
                 detokenizer=self.loaded.tokenizer.detokenizer,
                 stopper=StopMatcher(request.stop),
+                reused=reused,
             )
             self._uid_of[request.id] = uid
             self.metrics.prompt_tokens.inc(len(request.prompt))
@@ -375,11 +394,33 @@ class Engine:
             if matched:
                 if r.finish_reason is None:
                     to_remove.append(r.uid)
+                else:
+                    self._keep_prefix(r)
                 self._finish(seq, "stop")
             elif r.finish_reason is not None:
+                self._keep_prefix(r)
                 self._finish(seq, "stop" if r.finish_reason == "stop" else "length")
         if to_remove:
-            self._generator.remove(to_remove)
+            if self.prefix_cache is None:
+                self._generator.remove(to_remove)
+            else:
+                kept = self._generator.remove(to_remove, return_prompt_caches=True)
+                for cache, tokens in kept.values():
+                    self._keep_cache(tokens, cache)
+
+    def _keep_prefix(self, response: Any) -> None:
+        """Offer the KV cache of a sequence the generator finished to the prefix cache."""
+        tokens = getattr(response, "all_tokens", None)
+        self._keep_cache(tokens, getattr(response, "prompt_cache", None))
+
+    def _keep_cache(self, tokens: list[int] | None, cache: Any) -> None:
+        """Offer `cache`, holding `tokens`, to the prefix cache."""
+        if self.prefix_cache is None or not tokens or not cache:
+            return
+        try:
+            self.prefix_cache.store(tokens, cache)
+        except Exception:  # a cache we cannot keep is only a lost speed-up
+            log.debug("not keeping a prefix cache", exc_info=True)
 
     def _finish(self, seq: _Sequence, reason: FinishReason, error: str | None = None) -> None:
         """Send the final event of `seq` and free its slot."""
