@@ -334,6 +334,8 @@ class Models:
             for info in containers.values():
                 if info.id in by_container:
                     continue
+                if "com.docker.swarm.service.id" in info.labels:
+                    continue  # a Swarm task: its service is the deployment, not the container
                 if info.labels.get(LABEL_CONTROLLER, self.controller_id) != self.controller_id:
                     continue  # another Anvyl installation's model on a shared engine
                 dep_id = info.labels.get(config.LABEL_DEPLOYMENT, "")
