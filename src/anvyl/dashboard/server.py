@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 
 import uvicorn
@@ -18,7 +17,8 @@ from anvyl.dashboard.jobs import StartJobs
 from anvyl.dashboard.protocol import anvyl_error_body, error_body, http_status
 from anvyl.dashboard.routes import STATIC_DIR, DashboardState, router
 from anvyl.dashboard.settings import DashboardConfig
-from anvyl.errors import AlreadyExists, AnvylError, InvalidArgument
+from anvyl.errors import AnvylError, InvalidArgument
+from anvyl.server.listen import bind_socket, socket_url
 from anvyl.services import Services
 
 log = logging.getLogger(__name__)
@@ -49,29 +49,6 @@ def create_app(dash: DashboardState, *, loopback: bool) -> FastAPI:
     return app
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on `host:port` (IPv4 or IPv6); AlreadyExists when taken."""
-    host = host.strip("[]")
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise InvalidArgument(f"cannot resolve the dashboard host {host!r}: {exc}") from exc
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise AlreadyExists(
-            f"the dashboard cannot listen on {host}:{port} ({exc.strerror}): is the port in use? "
-            "Choose another with --dashboard-port, or 0 to turn the dashboard off"
-        ) from exc
-    sock.setblocking(False)
-    return sock
-
-
 class DashboardServer:
     """The dashboard bound to its port; `start()` serves it in a thread, `stop()` ends it."""
 
@@ -94,11 +71,11 @@ class DashboardServer:
             closing=self.closing,
         )
         self.app = create_app(state, loopback=loopback)
-        self.socket = bind_socket(host, cfg.port)
-        bound_host, self.port = self.socket.getsockname()[:2]
-        shown = host if host not in ("0.0.0.0", "::", "") else bound_host
-        shown = f"[{shown}]" if ":" in shown else shown
-        self.url = f"http://{shown}:{self.port}"
+        self.socket = bind_socket(
+            host, cfg.port, what="the dashboard", option="--dashboard-port", backlog=128
+        )
+        self.port = self.socket.getsockname()[1]
+        self.url = socket_url(host, self.socket)
         self.server = uvicorn.Server(
             uvicorn.Config(
                 self.app,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import threading
 from collections.abc import Callable, Sequence
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -18,9 +17,10 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 import httpx
 import uvicorn
 
-from anvyl.errors import AlreadyExists, InvalidArgument
+from anvyl.errors import InvalidArgument
 from anvyl.gateway.app import Gateway
 from anvyl.gateway.routing import Replica, RoutingTable, Target
+from anvyl.server.listen import bind_socket, socket_url
 
 log = logging.getLogger(__name__)
 
@@ -32,30 +32,6 @@ READ_TIMEOUT_S = 600.0  # between two chunks; a long non-streamed answer sends n
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 SHUTDOWN_GRACE_S = 2.0
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on `host:port` (IPv4 or IPv6); AlreadyExists when taken."""
-    host = host.strip("[]")
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise InvalidArgument(f"cannot resolve the gateway host {host!r}: {exc}") from exc
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(address)
-        sock.listen(1024)
-    except OSError as exc:
-        sock.close()
-        raise AlreadyExists(
-            f"the gateway cannot listen on {host}:{port} ({exc.strerror}): is the port in use? "
-            "Choose another with --gateway-port, or 0 to turn the gateway off"
-        ) from exc
-    sock.setblocking(False)
-    return sock
 
 
 class GatewayServer:
@@ -88,11 +64,9 @@ class GatewayServer:
         self.token = token
         self.interval = interval
         self.table = RoutingTable()
-        self.socket = bind_socket(host, port)
-        bound_host, self.port = self.socket.getsockname()[:2]
-        shown = host if host not in ("0.0.0.0", "::", "") else bound_host
-        shown = f"[{shown}]" if ":" in shown else shown
-        self.url = f"http://{shown}:{self.port}"
+        self.socket = bind_socket(host, port, what="the gateway", option="--gateway-port")
+        self.port = self.socket.getsockname()[1]
+        self.url = socket_url(host, self.socket)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
