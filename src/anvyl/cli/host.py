@@ -29,8 +29,13 @@ def list_hosts(
             nodes = client.cluster.ListNodes(
                 pb.ListNodesRequest(), timeout=CALL_TIMEOUT_S, metadata=client.metadata
             ).nodes
-        except grpc.RpcError as exc:  # not a Swarm manager: the registered engines
-            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+        except grpc.RpcError as exc:
+            # Not a Swarm manager, or the engine is down: list the registered engines, which
+            # says which are unreachable and why. No server at all is still an error.
+            fallback = exc.code() == grpc.StatusCode.FAILED_PRECONDITION or (
+                exc.code() == grpc.StatusCode.UNAVAILABLE and not output.server_unreachable(exc)
+            )
+            if not fallback:
                 raise
             nodes = None
     if nodes is not None:
