@@ -27,6 +27,7 @@ import itertools
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -191,7 +192,10 @@ def run_streams(base: str, model: str, n: int, max_tokens: int) -> RunResult:
     prompts = [next_prompt() for _ in range(n)]
 
     def worker(i: int) -> None:
-        results[i] = stream_once(base, model, prompts[i], max_tokens)
+        try:
+            results[i] = stream_once(base, model, prompts[i], max_tokens)
+        except httpx.HTTPError as exc:  # counted as a failed stream, reported below
+            print(f"   stream {i} failed: {exc}", flush=True)
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
@@ -201,6 +205,8 @@ def run_streams(base: str, model: str, n: int, max_tokens: int) -> RunResult:
         t.join()
     wall = time.perf_counter() - t0
     done = [r for r in results if r is not None]
+    if len(done) < n:
+        raise RuntimeError(f"{n - len(done)} of {n} streams failed")
     tokens = sum(r.tokens for r in done)
     per_stream = [(r.tokens - 1) / r.decode_time for r in done if r.decode_time > 0]
     return RunResult(
@@ -343,13 +349,19 @@ def bench_servers(
         for n in streams:
             samples: dict[str, list[RunResult]] = {spec.name: [] for spec, *_ in live}
             for r in range(rounds):
-                for spec, base, _, _ in live if r % 2 == 0 else live[::-1]:
-                    run = run_streams(base, spec.model_name, n, max_tokens)
+                for spec, base, _, result in live if r % 2 == 0 else live[::-1]:
+                    try:
+                        run = run_streams(base, spec.model_name, n, max_tokens)
+                    except RuntimeError as exc:
+                        result.skipped = f"{n} streams: {exc}"
+                        print(f"   {spec.name}: {result.skipped}", flush=True)
+                        continue
                     print(f"   {spec.name}: {n} streams, round {r + 1}: {run}", flush=True)
                     samples[spec.name].append(run)
             for spec, _, _, result in live:
                 runs = sorted(samples[spec.name], key=lambda x: x.aggregate_tps)
-                result.runs.append(runs[len(runs) // 2])
+                if runs:
+                    result.runs.append(runs[len(runs) // 2])
         for spec, base, _, result in live:
             measured = [measure_prompts(base, spec.model_name, max_tokens)]
             measured += [
@@ -535,6 +547,7 @@ def main() -> int:
         help=f"build {LLAMA_PACKAGE} from source into --llama-venv (once) and exit",
     )
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     if args.setup_llama:
         setup_llama(args.llama_venv)
         return 0
@@ -646,6 +659,9 @@ def main() -> int:
                         str(args.llama_threads),
                         "--n_threads_batch",
                         str(args.llama_threads),
+                        # By default a new request interrupts the one streaming: queue instead.
+                        "--interrupt_requests",
+                        "False",
                     ],
                     base_env(),
                     "bench",
