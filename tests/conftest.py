@@ -111,3 +111,35 @@ def modelserver_image(docker_client: docker.DockerClient, run_labels: dict[str, 
         base_image=DEBIAN_BOOTSTRAP,
         container_labels=run_labels,
     )
+
+
+@pytest.fixture(scope="session")
+def _engine_or_none() -> Iterator[docker.DockerClient | None]:
+    """A client of the shared engine when one answers (unit tests run without one)."""
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except docker.errors.DockerException:
+        yield None
+        return
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _engine_stays_out_of_swarm(_engine_or_none: docker.DockerClient | None) -> Iterator[None]:
+    """Fail the test that turns the shared engine into a Swarm manager, and undo it.
+
+    On a Swarm manager every later `model start` becomes a Swarm service: one stray
+    `swarm init` breaks the rest of the run in confusing ways.
+    """
+    client = _engine_or_none
+    before = _swarm_state(client) if client is not None else "unknown"
+    yield
+    if before == "inactive" and _swarm_state(client) != "inactive":
+        client.swarm.leave(force=True)
+        pytest.fail("this test made the shared Docker engine join a Swarm (undone)")
+
+
+def _swarm_state(client: docker.DockerClient) -> str:
+    return str((client.info().get("Swarm") or {}).get("LocalNodeState") or "inactive")
