@@ -171,4 +171,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    # Skip interpreter teardown: under heavy load a daemon thread still inside MLX at exit has
+    # aborted it ("terminate called without an active exception") after the ids were printed.
+    os._exit(code)
