@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sqlite3
+import ssl
 import stat
 import subprocess
 import uuid
@@ -280,6 +281,39 @@ def test_tls_and_token(tmp_path: Path) -> None:
         cli = {"ANVYL_ADDR": f"localhost:{port}", "ANVYL_TLS_CA": str(cert)}
         ok(server.cli("model", "list", env={**cli, "ANVYL_TOKEN": token}))
         assert server.cli("model", "list", env={**cli, "ANVYL_TOKEN": "wrong"}).returncode != 0
+    finally:
+        server.stop()
+
+
+def test_tls_covers_the_dashboard_and_the_gateway(tmp_path: Path) -> None:
+    """With --tls-cert/--tls-key the HTTP doors speak HTTPS with the same certificate."""
+    cert, key = self_signed(tmp_path)
+    token = f"t-{uuid.uuid4().hex}"
+    port, dash, gate = free_port(), free_port(), free_port()
+    proc = subprocess.Popen(
+        [ANVYL, "serve", "--host", "127.0.0.1", "--port", str(port), "--token", token,
+         "--tls-cert", str(cert), "--tls-key", str(key),
+         "--dashboard-port", str(dash), "--gateway-port", str(gate)],
+        env={**os.environ, "ANVYL_HOME": str(tmp_path / "home")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    server = Served(proc=proc, port=port, home=tmp_path / "home")
+    bearer = {"Authorization": f"Bearer {token}"}
+    try:
+        trusted = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(verify=trusted, timeout=5, headers=bearer) as https:
+
+            def answers() -> bool:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                return https.get(f"https://localhost:{gate}/v1/models").status_code == 200
+
+            wait_for(answers, timeout=30, what="the gateway over TLS")
+            assert https.get(f"https://localhost:{dash}/api/models").status_code == 200
+        for door in (dash, gate):  # plain HTTP gets no answer
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(f"http://127.0.0.1:{door}/", timeout=5)
     finally:
         server.stop()
 

@@ -19,13 +19,19 @@ from anvyl.errors import AlreadyExists, FailedPrecondition
 
 if TYPE_CHECKING:
     from anvyl.dashboard.server import DashboardServer
+    from anvyl.server.listen import TLSFiles
     from anvyl.services import Services
 
 log = logging.getLogger(__name__)
 
 
 def open_dashboard(
-    services: Services, cfg: DashboardConfig, *, host: str, token: str | None
+    services: Services,
+    cfg: DashboardConfig,
+    *,
+    host: str,
+    token: str | None,
+    tls: TLSFiles | None = None,
 ) -> DashboardServer | None:
     """Bind the dashboard (`start()` serves it); None when it is optional and cannot run.
 
@@ -34,6 +40,7 @@ def open_dashboard(
         cfg: Where to listen; `cfg.host` None means `host`.
         host: The gRPC server's host.
         token: The gRPC access token, required here too off loopback.
+        tls: Serve HTTPS with the gRPC server's certificate.
     """
     try:
         from anvyl.dashboard.server import DashboardServer
@@ -46,7 +53,7 @@ def open_dashboard(
             return None
         raise FailedPrecondition(message) from exc
     try:
-        return DashboardServer(services, cfg, host=cfg.host or host, token=token)
+        return DashboardServer(services, cfg, host=cfg.host or host, token=token, tls=tls)
     except AlreadyExists as exc:  # the port is taken
         if not cfg.optional:
             raise

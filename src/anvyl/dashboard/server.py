@@ -18,7 +18,7 @@ from anvyl.dashboard.protocol import anvyl_error_body, error_body, http_status
 from anvyl.dashboard.routes import STATIC_DIR, DashboardState, router
 from anvyl.dashboard.settings import DashboardConfig
 from anvyl.errors import AnvylError, InvalidArgument
-from anvyl.server.listen import bind_socket, socket_url
+from anvyl.server.listen import TLSFiles, bind_socket, socket_url
 from anvyl.services import Services
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,13 @@ class DashboardServer:
     """The dashboard bound to its port; `start()` serves it in a thread, `stop()` ends it."""
 
     def __init__(
-        self, services: Services, cfg: DashboardConfig, *, host: str, token: str | None
+        self,
+        services: Services,
+        cfg: DashboardConfig,
+        *,
+        host: str,
+        token: str | None,
+        tls: TLSFiles | None = None,
     ) -> None:
         loopback = is_loopback_name(host)
         if not loopback and not token:
@@ -75,7 +81,7 @@ class DashboardServer:
             host, cfg.port, what="the dashboard", option="--dashboard-port", backlog=128
         )
         self.port = self.socket.getsockname()[1]
-        self.url = socket_url(host, self.socket)
+        self.url = socket_url(host, self.socket, tls=tls is not None)
         self.server = uvicorn.Server(
             uvicorn.Config(
                 self.app,
@@ -84,6 +90,7 @@ class DashboardServer:
                 lifespan="off",
                 timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
                 timeout_keep_alive=5,
+                **(tls.uvicorn_kwargs() if tls else {}),
             )
         )
         self._thread: threading.Thread | None = None

@@ -18,6 +18,7 @@ from anvyl.gateway.routing import RoutingTable, Target
 
 if TYPE_CHECKING:
     from anvyl.gateway.server import GatewayServer
+    from anvyl.server.listen import TLSFiles
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def open_gateway(
     host: str,
     token: str | None,
     loopback: bool,
+    tls: TLSFiles | None = None,
 ) -> GatewayServer | None:
     """Bind the gateway (`start()` serves it); None when it is optional and cannot run.
 
@@ -59,6 +61,7 @@ def open_gateway(
         host: The gRPC server's host.
         token: The gRPC access token, required here too off loopback.
         loopback: Whether the gateway's address is loopback only.
+        tls: Serve HTTPS with the gRPC server's certificate.
     """
     try:
         from anvyl.gateway.server import GatewayServer
@@ -78,6 +81,7 @@ def open_gateway(
             token=token,
             interval=cfg.interval,
             loopback=loopback,
+            tls=tls,
         )
     except AlreadyExists as exc:
         if not cfg.optional:

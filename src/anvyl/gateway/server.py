@@ -20,7 +20,7 @@ import uvicorn
 from anvyl.errors import InvalidArgument
 from anvyl.gateway.app import Gateway
 from anvyl.gateway.routing import Replica, RoutingTable, Target
-from anvyl.server.listen import bind_socket, socket_url
+from anvyl.server.listen import TLSFiles, bind_socket, socket_url
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class GatewayServer:
         token: str | None,
         interval: float = 1.0,
         loopback: bool = True,
+        tls: TLSFiles | None = None,
     ) -> None:
         if not loopback and not token:
             raise InvalidArgument(
@@ -66,7 +67,8 @@ class GatewayServer:
         self.table = RoutingTable()
         self.socket = bind_socket(host, port, what="the gateway", option="--gateway-port")
         self.port = self.socket.getsockname()[1]
-        self.url = socket_url(host, self.socket)
+        self.url = socket_url(host, self.socket, tls=tls is not None)
+        self.tls = tls
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -118,6 +120,7 @@ class GatewayServer:
                     lifespan="off",
                     timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
                     timeout_keep_alive=60,
+                    **(self.tls.uvicorn_kwargs() if self.tls else {}),
                 )
             )
             prober = asyncio.create_task(self._refresh_forever(probe_client))

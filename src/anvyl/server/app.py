@@ -27,6 +27,7 @@ from anvyl.gateway.replicas import deployment_targets
 from anvyl.runtime import DockerDriver, Engines, docker_host_from_env
 from anvyl.server.cluster_servicer import ClusterServicer
 from anvyl.server.interceptors import AuthInterceptor, ErrorInterceptor
+from anvyl.server.listen import TLSFiles
 from anvyl.server.servicers import ContainerServicer, HostServicer, ModelServicer
 from anvyl.services import Services, build_services
 from anvyl.store import HostRecord, Store
@@ -116,6 +117,8 @@ class AnvylServer:
                 cfg.host,
             )
         self.cfg = cfg
+        # The dashboard and the gateway serve HTTPS with the same certificate as gRPC.
+        self.tls = TLSFiles(cfg.tls_cert, cfg.tls_key) if credentials is not None else None
         self.dashboard: DashboardServer | None = None
         self.gateway: GatewayServer | None = None
         self.store = Store(cfg.db_path)
@@ -159,7 +162,7 @@ class AnvylServer:
         if cfg.dashboard is not None:
             try:
                 self.dashboard = open_dashboard(
-                    self.services, cfg.dashboard, host=cfg.host, token=cfg.token
+                    self.services, cfg.dashboard, host=cfg.host, token=cfg.token, tls=self.tls
                 )
             except AnvylError:
                 self.close()
@@ -173,6 +176,7 @@ class AnvylServer:
                     host=gateway_host,
                     token=cfg.token,
                     loopback=is_loopback(gateway_host),
+                    tls=self.tls,
                 )
             except AnvylError:
                 self.close()

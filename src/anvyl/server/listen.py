@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from anvyl.errors import AlreadyExists, InvalidArgument
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """A PEM certificate and its private key (`anvyl serve --tls-cert/--tls-key`)."""
+
+    cert: Path
+    key: Path
+
+    def uvicorn_kwargs(self) -> dict[str, Any]:
+        """uvicorn.Config's TLS arguments."""
+        return {"ssl_certfile": str(self.cert), "ssl_keyfile": str(self.key)}
 
 
 def bind_socket(
@@ -42,9 +57,9 @@ def bind_socket(
     return sock
 
 
-def socket_url(host: str, sock: socket.socket) -> str:
-    """`http://host:port` of a bound socket, with the real address when bound to all of them."""
+def socket_url(host: str, sock: socket.socket, *, tls: bool = False) -> str:
+    """`http(s)://host:port` of a bound socket, with the real address when bound to all."""
     bound_host, port = sock.getsockname()[:2]
     shown = host if host not in ("0.0.0.0", "::", "") else bound_host
     shown = f"[{shown}]" if ":" in shown else shown
-    return f"http://{shown}:{port}"
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
