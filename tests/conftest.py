@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
+import sys
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -143,3 +145,24 @@ def _engine_stays_out_of_swarm(_engine_or_none: docker.DockerClient | None) -> I
 
 def _swarm_state(client: docker.DockerClient) -> str:
     return str((client.info().get("Swarm") or {}).get("LocalNodeState") or "inactive")
+
+
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remember the result for `pytest_unconfigure`."""
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave without C++ static destructors once pytest has reported everything.
+
+    Tests run MLX in this process; its worker threads can still be joinable at interpreter
+    teardown, which aborts or segfaults the process (exit 134/139) after a passing run.
+    """
+    if _EXIT_STATUS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[-1])
