@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import docker
 import grpc
+from _serve import ANVYL, start_server
 
 from anvyl.api import anvyl_pb2 as pb
 from anvyl.api import anvyl_pb2_grpc as rpc
@@ -38,7 +38,6 @@ from anvyl.api import anvyl_pb2_grpc as rpc
 IMAGE = "anvyl-bench/busybox:1"
 COUNTS = (0, 10, 50)
 RESULTS = Path(__file__).resolve().parent / "results"
-ANVYL = str(Path(sys.executable).parent / "anvyl")
 
 
 def ensure_image(client: docker.DockerClient) -> str:
@@ -64,44 +63,11 @@ def ensure_image(client: docker.DockerClient) -> str:
     return IMAGE
 
 
-def free_port() -> int:
-    """A free loopback TCP port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
     index = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[index]
-
-
-def start_server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`anvyl serve` on a free port; returns the process and its address once healthy."""
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [ANVYL, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "ANVYL_HOME": str(home)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                return proc, address
-            except grpc.RpcError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    sys.exit("anvyl serve did not start")
-                time.sleep(0.05)
 
 
 def scale_to(client: docker.DockerClient, labels: dict[str, str], want: int) -> None:

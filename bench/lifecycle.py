@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,22 +29,15 @@ from pathlib import Path
 import docker
 import grpc
 import httpx
+from _serve import ANVYL, free_port, start_server
 
 from anvyl.api import anvyl_pb2 as pb
 from anvyl.api import anvyl_pb2_grpc as rpc
 
 COUNTS = (0, 1, 4)
 RESULTS = Path(__file__).resolve().parent / "results"
-ANVYL = str(Path(sys.executable).parent / "anvyl")
 FIRST_TOKEN_TARGET_S = 3.0
 PS_TARGET_MS = 250.0
-
-
-def free_port() -> int:
-    """A free loopback TCP port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -64,32 +56,6 @@ def bench_home(root: Path) -> tuple[Path, str]:
     (root / "models").mkdir(parents=True)
     (root / "models" / model.name).symlink_to(model.resolve(), target_is_directory=True)
     return root, model.name
-
-
-def start_server(home: Path, labels: str) -> tuple[subprocess.Popen[bytes], str]:
-    """`anvyl serve` on a free port; returns the process and its address once healthy."""
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [ANVYL, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "ANVYL_HOME": str(home), "ANVYL_LABELS": labels},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                return proc, address
-            except grpc.RpcError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    sys.exit("anvyl serve did not start")
-                time.sleep(0.05)
 
 
 def cli(address: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -197,7 +163,7 @@ def main() -> int:
     ps_rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="anvyl-bench-") as tmp:
         home, model_id = bench_home(Path(tmp))
-        proc, address = start_server(home, selector)
+        proc, address = start_server(home, {"ANVYL_LABELS": selector})
         running: list[str] = []
         try:
             cold = bench_cold_start(address, model_id, args.cold_runs, run_id)
