@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import httpx
+from starlette.websockets import WebSocket
 
-from anvyl.gateway import protocol
+from anvyl.gateway import lmstudio, protocol
 from anvyl.gateway.routing import Replica, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ Send = Callable[[Message], Awaitable[None]]
 MAX_BODY_BYTES = 32 * 1024 * 1024
 RETRY_AFTER_S = 2
 ROUTED_PREFIXES = ("/v1/", "/api/v0/")
+GREETING_PATH = "/lmstudio-greeting"
 # Not forwarded either way (hop-by-hop), or set by the gateway itself.
 HOP_HEADERS = frozenset(
     {
@@ -67,13 +69,19 @@ class Gateway:
         self.started = time.time()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one HTTP request (other ASGI scopes are ignored)."""
+        """Serve one HTTP request or LM Studio websocket (other ASGI scopes are ignored)."""
+        if scope["type"] == "websocket":
+            await lmstudio.serve_socket(self, WebSocket(scope, receive, send))
+            return
         if scope["type"] != "http":
             return
         path: str = scope["path"]
         method: str = scope["method"]
         if path == "/health":
             await _respond(send, 200, b'{"status":"ok"}')
+            return
+        if path == GREETING_PATH:  # the LM Studio SDK's probe before it opens its websockets
+            await _respond(send, 200, b'{"lmstudio":true}')
             return
         if path == "/v1/models" or path.startswith("/v1/models/"):
             if method != "GET":

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from anvyl.modelserver.engine import FinishEvent
+if TYPE_CHECKING:  # the gateway imports this module where MLX is not installed
+    from anvyl.modelserver.engine import FinishEvent
 
 # Every namespace the SDK opens a websocket for; calls in any of them outside the subset below
 # get an error that names them.

@@ -1,0 +1,373 @@
+"""LM Studio's websocket API on the gateway: one `lms.Client` sees every running model.
+
+The gateway speaks the same subset as each model server (see `anvyl.modelserver.lmstudio`):
+listings are gathered from one healthy replica of each model; a call or a channel about one
+model (`getOrLoad`, `predict`, `tokenize`, ...) goes to a replica of it, least outstanding
+requests first, over the gateway's own websocket to that replica, and its answers come back
+with the client's ids. A replica that cannot be reached is marked down and another one tried;
+a `cancel` or a closed socket is passed on, which frees the replica's slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from anvyl.gateway.routing import Replica
+from anvyl.gateway.upstream import GONE, Upstream, UpstreamRefused, UpstreamUnreachable
+from anvyl.modelserver.lmstudio import protocol as p
+
+if TYPE_CHECKING:
+    from anvyl.gateway.app import Gateway
+
+log = logging.getLogger(__name__)
+
+# Calls about one model, passed to a replica of it (the model server answers them itself).
+ROUTED_CALLS = frozenset(p.RPC_CALLS) - {
+    "llm.listLoaded",
+    "embedding.listLoaded",
+    "system.listDownloadedModels",
+}
+TOKEN_REFUSED = p.ProtocolError(
+    "This Anvyl gateway requires an access token, and the LM Studio SDK (1.5) cannot send one",
+    suggestion=(
+        "Use the gateway's OpenAI-compatible API with 'Authorization: Bearer <token>', or run"
+        " `anvyl serve` on loopback without a token to use the LM Studio SDK."
+    ),
+)
+
+
+async def serve_socket(gateway: Gateway, websocket: WebSocket) -> None:
+    """Serve one client websocket (`ws://gateway/<namespace>`)."""
+    namespace = websocket.url.path.strip("/")
+    if namespace not in p.NAMESPACES:
+        await websocket.close(code=1008)
+        return
+    await Session(gateway, websocket, namespace).run()
+
+
+@dataclass
+class _Channel:
+    """A client channel relayed to a replica."""
+
+    task: asyncio.Task[None] | None = None
+    upstream: Upstream | None = None
+    upstream_id: int | None = None
+    pending: list[Any] = field(default_factory=list)  # client messages before it was open
+
+
+@dataclass
+class Session:
+    """The gateway side of one client websocket in one namespace."""
+
+    gateway: Gateway
+    ws: WebSocket
+    namespace: str
+    _given: str | None = None
+    _upstreams: dict[str, Upstream] = field(default_factory=dict)
+    _channels: dict[Any, _Channel] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _open: bool = True
+
+    async def run(self) -> None:
+        """Serve until the client leaves; then close every upstream socket it used."""
+        await self.ws.accept()
+        try:
+            if not await self._hello():
+                return
+            while True:
+                self._dispatch(await self._receive())
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self._open = False
+            for task in [*self._tasks, *(c.task for c in self._channels.values() if c.task)]:
+                task.cancel()
+            await asyncio.gather(*(u.close() for u in self._upstreams.values()))
+
+    # ------------------------------------------------------------------ framing and auth
+
+    async def _hello(self) -> bool:
+        try:
+            hello = json.loads(await self._receive())
+        except json.JSONDecodeError:
+            hello = None
+        if not isinstance(hello, dict) or "authVersion" not in hello:
+            return await self._refuse(p.ProtocolError("expected LM Studio's hello first"))
+        header = self.ws.headers.get("authorization", "")
+        scheme, _, credentials = header.partition(" ")
+        passkey = hello.get("clientPasskey")
+        if scheme.lower() == "bearer" and credentials.strip():
+            self._given = credentials.strip()
+        elif isinstance(passkey, str):
+            self._given = passkey
+        if self.gateway.token and not self._any_key_matches():
+            return await self._refuse(TOKEN_REFUSED)
+        await self._send({"success": True})
+        return True
+
+    def _any_key_matches(self) -> bool:
+        keys = {self.gateway.token or ""} | {
+            r.target.client_key for r in self.gateway.table.replicas()
+        }
+        return any(self._matches(k) for k in keys - {""})
+
+    def _matches(self, key: str) -> bool:
+        given = self._given
+        return given is not None and hmac.compare_digest(given.encode(), key.encode())
+
+    def _may_use(self, replicas: list[Replica]) -> bool:
+        """The HTTP rules: the server's token or the model's own key, when either is set."""
+        accepted = {r.target.client_key for r in replicas} - {""}
+        if self.gateway.token:
+            accepted.add(self.gateway.token)
+        return not accepted or any(self._matches(k) for k in accepted)
+
+    async def _refuse(self, err: p.ProtocolError) -> bool:
+        await self._send({"success": False, "error": err.error()})
+        await self.ws.close(code=1008)
+        return False
+
+    async def _receive(self) -> str:
+        message = await self.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        text = message.get("text")
+        if text is None:
+            text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
+        return str(text)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if not self._open:
+            return
+        async with self._send_lock:
+            try:
+                await self.ws.send_text(json.dumps(message, ensure_ascii=False))
+            except Exception:  # the client went away; its tasks are being cancelled
+                self._open = False
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _dispatch(self, raw: str) -> None:
+        try:
+            msg = json.loads(raw)
+        except json.JSONDecodeError:
+            self._spawn(self._send(p.warning("a frame was not valid JSON")))
+            return
+        kind = msg.get("type") if isinstance(msg, dict) else None
+        if kind == "rpcCall":
+            call = self._rpc(msg.get("callId"), str(msg.get("endpoint")), msg.get("parameter"))
+            self._spawn(call)
+        elif kind == "channelCreate":
+            channel_id = msg.get("channelId")
+            if channel_id in self._channels:
+                self._spawn(self._send(p.warning(f"channel {channel_id!r} is already open")))
+                return
+            channel = self._channels[channel_id] = _Channel()
+            body = self._relay(channel_id, channel, str(msg.get("endpoint")), msg)
+            channel.task = asyncio.ensure_future(body)
+        elif kind == "channelSend":
+            channel = self._channels.get(msg.get("channelId"))
+            if channel is not None:
+                self._spawn(self._pass_on(channel, msg.get("message")))
+        elif kind == "keepAlive":
+            self._spawn(self._send({"type": "keepAliveAck"}))
+        elif kind not in ("channelAck", "keepAliveAck"):
+            self._spawn(self._send(p.warning(f"Anvyl does not handle {kind!r} messages")))
+
+    # ------------------------------------------------------------------ calls
+
+    async def _rpc(self, call_id: Any, endpoint: str, param: Any) -> None:
+        name = f"{self.namespace}.{endpoint}"
+        try:
+            if name in ("llm.listLoaded", "system.listDownloadedModels"):
+                frame = p.rpc_result(call_id, await self._gather(endpoint))
+            elif name == "embedding.listLoaded":
+                frame = p.rpc_result(call_id, [])
+            elif name in ROUTED_CALLS:
+                specifier = param.get("specifier") if isinstance(param, dict) else None
+                upstream = await self._upstream_for(self._model_of(specifier))
+                reply = await upstream.call(endpoint, param)
+                frame = {k: v for k, v in reply.items() if k != "callId"} | {"callId": call_id}
+            else:
+                raise p.unsupported(self.namespace, endpoint, "call")
+        except p.ProtocolError as err:
+            quiet = isinstance(param, dict) and not param.get("throwIfNotFound")
+            if name == "llm.getModelInfo" and quiet and err.code == p.NO_MODEL_CODE:
+                await self._send(p.rpc_result(call_id, None))  # "not found" is an answer here
+                return
+            frame = p.rpc_error(call_id, err.error())
+        except UpstreamRefused as exc:
+            frame = p.rpc_error(call_id, {"title": f"the model's server failed: {exc}"})
+        await self._send(frame)
+
+    async def _gather(self, endpoint: str) -> list[Any]:
+        """A listing from one healthy replica of each model this client may use."""
+
+        async def one(model: str) -> list[Any]:
+            try:
+                reply = await (await self._upstream_for(model)).call(endpoint, None)
+            except (p.ProtocolError, UpstreamRefused) as exc:
+                log.info("no %s from a replica of %s: %s", endpoint, model, exc)
+                return []
+            result = reply.get("result")
+            return [e for e in result if _entry_model(e) == model] if result else []
+
+        models = sorted(m for m, rs in self.gateway.table.models().items() if self._may_use(rs))
+        results = await asyncio.gather(*(one(m) for m in models))
+        return [entry for entries in results for entry in entries]
+
+    # ------------------------------------------------------------------ channels
+
+    async def _relay(self, channel_id: Any, channel: _Channel, endpoint: str, msg: Any) -> None:
+        """Open the channel on a replica of its model and pass its frames back until it ends."""
+        name = f"{self.namespace}.{endpoint}"
+        param = msg.get("creationParameter")
+        replica: Replica | None = None
+        try:
+            if name == "llm.loadModel":
+                raise p.ProtocolError(
+                    "Anvyl's gateway serves the models that are running; it does not load others",
+                    suggestion="Start it with `anvyl model start`, then use client.llm.model(key).",
+                )
+            if name == "llm.getOrLoad":
+                identifier = param.get("identifier") if isinstance(param, dict) else None
+                model = self._model_of({"type": "query", "query": {"identifier": identifier}})
+            elif name == "llm.predict":
+                specifier = param.get("modelSpecifier") if isinstance(param, dict) else None
+                model = self._model_of(specifier)
+            else:
+                raise p.unsupported(self.namespace, endpoint, "channel")
+            upstream = await self._upstream_for(model)
+            replica = upstream.replica
+            replica.outstanding += 1
+            upstream_id, queue = await upstream.create_channel(endpoint, param)
+            channel.upstream, channel.upstream_id = upstream, upstream_id
+            for message in channel.pending:
+                await upstream.send_on_channel(upstream_id, message)
+            try:
+                await self._pass_back(channel_id, queue, model)
+            finally:
+                upstream.forget_channel(upstream_id)
+        except p.ProtocolError as err:
+            await self._send(p.channel_error(channel_id, err.error()))
+        except UpstreamRefused as exc:
+            error = {"title": f"the model's server failed: {exc}"}
+            await self._send(p.channel_error(channel_id, error))
+        finally:
+            if replica is not None:
+                replica.outstanding -= 1
+            self._channels.pop(channel_id, None)
+
+    async def _pass_back(self, channel_id: Any, queue: asyncio.Queue[Any], model: str) -> None:
+        while True:
+            frame = await queue.get()
+            if frame is GONE:
+                title = f"the replica serving {model} went away before the answer was complete"
+                await self._send(p.channel_error(channel_id, {"title": title}))
+                return
+            await self._send({k: v for k, v in frame.items()} | {"channelId": channel_id})
+            if frame.get("type") in ("channelClose", "channelError"):
+                return
+
+    async def _pass_on(self, channel: _Channel, message: Any) -> None:
+        """A client's message on a channel (its `cancel`) goes to the replica."""
+        if channel.upstream is None or channel.upstream_id is None:
+            channel.pending.append(message)
+            return
+        with contextlib.suppress(UpstreamRefused):
+            await channel.upstream.send_on_channel(channel.upstream_id, message)
+
+    # ------------------------------------------------------------------ routing
+
+    def _model_of(self, specifier: Any) -> str:
+        """The running model a specifier names (any one for an empty query); else refuse."""
+        models = {m: rs for m, rs in self.gateway.table.models().items() if self._may_use(rs)}
+        named = _named_model(specifier)
+        if named is None:
+            ready = sorted(m for m, rs in models.items() if any(r.healthy for r in rs))
+            if not ready:
+                raise p.ProtocolError("no model runs behind this gateway", code=p.NO_MODEL_CODE)
+            return ready[0]
+        if named in models:
+            return named
+        if named in self.gateway.table.models():
+            raise p.ProtocolError(
+                f"the model {named!r} requires an API key, and the LM Studio SDK (1.5) cannot"
+                " send one",
+                suggestion="Use the gateway's OpenAI-compatible API with that key.",
+            )
+        running = ", ".join(sorted(models)) or "none"
+        raise p.ProtocolError(
+            f"No model matching {named!r} is running behind this gateway (running: {running})",
+            suggestion=f"Start it with `anvyl model start {named}`.",
+            code=p.NO_MODEL_CODE,
+        )
+
+    async def _upstream_for(self, model: str) -> Upstream:
+        """A socket to a healthy replica of `model`, least outstanding requests first."""
+        tried: list[Replica] = []
+        last = ""
+        while True:
+            replica = self.gateway.table.pick(model, tried)
+            if replica is None:
+                detail = f" (last error: {last})" if last else ""
+                raise p.ProtocolError(
+                    f"no healthy replica of {model} right now; retry shortly{detail}"
+                )
+            tried.append(replica)
+            key = replica.target.key
+            upstream = self._upstreams.get(key)
+            if upstream is not None and upstream.alive and upstream.replica is replica:
+                return upstream
+            upstream = Upstream(replica, self.namespace, self.gateway.client)
+            try:
+                await upstream.open()
+            except UpstreamUnreachable as exc:
+                log.info("replica %s unreachable (%s); marking it down", key, exc)
+                self.gateway.table.set_health(key, False)
+                last = str(exc)
+                continue
+            old = self._upstreams.get(key)
+            self._upstreams[key] = upstream
+            if old is not None:
+                self._spawn(old.close())
+            return upstream
+
+
+def _named_model(specifier: Any) -> str | None:
+    """The model id in a specifier (instance references are model ids here), or None."""
+    if not isinstance(specifier, dict):
+        return None
+    if specifier.get("type") == "instanceReference":
+        ref = specifier.get("instanceReference")
+        return ref if isinstance(ref, str) and ref else None
+    query = specifier.get("query", specifier)
+    if not isinstance(query, dict):
+        return None
+    for key in ("identifier", "path"):
+        value = query.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _entry_model(entry: Any) -> str | None:
+    """The model id of a listing entry."""
+    if not isinstance(entry, dict):
+        return None
+    value = entry.get("identifier") or entry.get("modelKey")
+    return value if isinstance(value, str) else None
