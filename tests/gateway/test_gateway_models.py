@@ -11,6 +11,7 @@ import time
 
 import docker
 import httpx
+import lmstudio as lms
 import openai
 import pytest
 from gateway_harness import MODEL_ID, GatewayServed, deployments, start_models
@@ -104,6 +105,17 @@ def test_both_replicas_get_traffic(two: GatewayServed, names: tuple[str, str]) -
         served_by.add(raw.headers["x-anvyl-deployment"])
         assert raw.parse().choices
     assert served_by == set(names)
+
+
+def test_lmstudio_sdk_through_the_gateway(two: GatewayServed) -> None:
+    """LM Studio's SDK on the gateway's port reaches the containers of `anvyl model start`."""
+    with lms.Client(f"127.0.0.1:{two.gateway_port}") as client:
+        assert [m.identifier for m in client.llm.list_loaded()] == [MODEL_ID]  # once, not twice
+        result = client.llm.model(MODEL_ID).respond(
+            QUESTION[0]["content"], config={"temperature": 0}
+        )
+        assert "Paris" in result.content
+        assert result.stats.stop_reason == "eosFound"
 
 
 def test_unknown_model_is_404(two: GatewayServed) -> None:
