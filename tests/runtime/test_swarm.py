@@ -32,6 +32,7 @@ def test_node_from_attrs() -> None:
         engine_version="20.10.24",
         labels={"zone": "a"},
         leader=True,
+        nano_cpus=4_000_000_000,
     )
     assert swarm.resolve_node([node], "host-1") is node
     assert swarm.resolve_node([node], "n") is node

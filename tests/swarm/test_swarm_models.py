@@ -170,6 +170,35 @@ def test_two_replicas_on_distinct_nodes_behind_the_gateway(cluster: Cluster, two
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
 
+def test_host_metrics_of_every_node(cluster: Cluster, two: str) -> None:
+    on = cluster.ready_nodes(two)
+    for node in cluster.lab.nodes:
+        m = json.loads(cluster.ok("host", "metrics", node.hostname, "-o", "json"))
+        n = m["node"]
+        assert m["host_id"] == node.node_id == n["id"]
+        assert n["hostname"] == node.hostname and n["address"] == node.address
+        assert n["state"] == "ready" and n["availability"] == "active"
+        assert n["nano_cpus"] > 0 and n["memory_bytes"] > 0
+        assert (two in {c.get("deployment") for c in m["containers"]}) == (node.hostname in on)
+        if node is cluster.lab.manager:  # the server's own engine
+            assert n["engine_state"] == "reachable" and n["engine"]["version"]
+            assert m["container_stats"] and m["cpu_percent"] is not None
+            for c in m["containers"]:
+                assert c["memory_used_bytes"] > 0 and c["cpu_percent"] >= 0
+        else:  # figures need the node's own engine: said, not shown as zeros
+            assert n["engine_state"] == "unknown" and n["engine"] is None
+            assert not m["container_stats"] and "engine" in m["container_stats_reason"]
+            assert m["cpu_percent"] is None and m["load"] is None
+            for c in m["containers"]:
+                assert c["cpu_percent"] is None and c["memory_used_bytes"] is None
+                assert c["state"] == "running" and c["task_id"]
+    worker = next(n for n in cluster.lab.nodes[1:] if n.hostname in on)
+    table = cluster.cli("host", "metrics", worker.hostname)
+    assert table.returncode == 0, table.stderr
+    assert two in table.stdout and "n/a" in table.stdout
+    assert "no per-container figures" in table.stderr
+
+
 def _two_ready_without(cluster: Cluster, name: str, hostname: str) -> list[str] | None:
     """The two ready replicas' nodes once none is on `hostname`; None before."""
     nodes = cluster.ready_nodes(name)

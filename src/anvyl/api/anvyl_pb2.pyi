@@ -65,21 +65,73 @@ class GetHostMetricsRequest(_message.Message):
     def __init__(self, host_id: _Optional[str] = ...) -> None: ...
 
 class ContainerMetrics(_message.Message):
-    __slots__ = ("id", "name", "cpu_percent", "memory_used_bytes", "memory_limit_bytes")
+    __slots__ = ("id", "name", "cpu_percent", "memory_used_bytes", "memory_limit_bytes", "deployment", "task_id", "state")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
     MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     cpu_percent: float
     memory_used_bytes: int
     memory_limit_bytes: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., cpu_percent: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ...) -> None: ...
+    deployment: str
+    task_id: str
+    state: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., cpu_percent: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., deployment: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
+class EngineFacts(_message.Message):
+    __slots__ = ("name", "version", "api_version", "os", "kernel_version", "architecture", "cpus", "memory_bytes", "containers", "containers_running", "images", "storage_driver", "cgroup_version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    API_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_DRIVER_FIELD_NUMBER: _ClassVar[int]
+    CGROUP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    api_version: str
+    os: str
+    kernel_version: str
+    architecture: str
+    cpus: int
+    memory_bytes: int
+    containers: int
+    containers_running: int
+    images: int
+    storage_driver: str
+    cgroup_version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., api_version: _Optional[str] = ..., os: _Optional[str] = ..., kernel_version: _Optional[str] = ..., architecture: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., containers: _Optional[int] = ..., containers_running: _Optional[int] = ..., images: _Optional[int] = ..., storage_driver: _Optional[str] = ..., cgroup_version: _Optional[str] = ...) -> None: ...
+
+class NodeMetrics(_message.Message):
+    __slots__ = ("node", "nano_cpus", "engine_url", "engine_state", "engine_reason", "engine")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    NANO_CPUS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_URL_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_STATE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_REASON_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    node: Node
+    nano_cpus: int
+    engine_url: str
+    engine_state: str
+    engine_reason: str
+    engine: EngineFacts
+    def __init__(self, node: _Optional[_Union[Node, _Mapping]] = ..., nano_cpus: _Optional[int] = ..., engine_url: _Optional[str] = ..., engine_state: _Optional[str] = ..., engine_reason: _Optional[str] = ..., engine: _Optional[_Union[EngineFacts, _Mapping]] = ...) -> None: ...
 
 class HostMetrics(_message.Message):
-    __slots__ = ("host_id", "cpu_count", "cpu_percent", "memory_used_bytes", "memory_total_bytes", "disk_path", "disk_used_bytes", "disk_total_bytes", "load1", "load5", "load15", "containers")
+    __slots__ = ("host_id", "cpu_count", "cpu_percent", "memory_used_bytes", "memory_total_bytes", "disk_path", "disk_used_bytes", "disk_total_bytes", "load1", "load5", "load15", "containers", "node", "machine_measured", "container_stats", "container_stats_reason")
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
     CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +144,10 @@ class HostMetrics(_message.Message):
     LOAD5_FIELD_NUMBER: _ClassVar[int]
     LOAD15_FIELD_NUMBER: _ClassVar[int]
     CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_MEASURED_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_STATS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_STATS_REASON_FIELD_NUMBER: _ClassVar[int]
     host_id: str
     cpu_count: int
     cpu_percent: float
@@ -104,7 +160,11 @@ class HostMetrics(_message.Message):
     load5: float
     load15: float
     containers: _containers.RepeatedCompositeFieldContainer[ContainerMetrics]
-    def __init__(self, host_id: _Optional[str] = ..., cpu_count: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., disk_path: _Optional[str] = ..., disk_used_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., load1: _Optional[float] = ..., load5: _Optional[float] = ..., load15: _Optional[float] = ..., containers: _Optional[_Iterable[_Union[ContainerMetrics, _Mapping]]] = ...) -> None: ...
+    node: NodeMetrics
+    machine_measured: bool
+    container_stats: bool
+    container_stats_reason: str
+    def __init__(self, host_id: _Optional[str] = ..., cpu_count: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., disk_path: _Optional[str] = ..., disk_used_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ..., load1: _Optional[float] = ..., load5: _Optional[float] = ..., load15: _Optional[float] = ..., containers: _Optional[_Iterable[_Union[ContainerMetrics, _Mapping]]] = ..., node: _Optional[_Union[NodeMetrics, _Mapping]] = ..., machine_measured: _Optional[bool] = ..., container_stats: _Optional[bool] = ..., container_stats_reason: _Optional[str] = ...) -> None: ...
 
 class PortBinding(_message.Message):
     __slots__ = ("container_port", "protocol", "host_ip", "host_port")

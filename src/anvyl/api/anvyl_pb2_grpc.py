@@ -71,7 +71,9 @@ class HostServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetHostMetrics(self, request, context):
-        """Machine and per-container resource usage of one host.
+        """Machine and per-container resource usage of one host; in a Swarm, of any node (by node id,
+        unique id prefix or hostname): what the manager knows of it, its engine's facts when Anvyl
+        can reach that engine, and the usage of Anvyl's tasks there.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

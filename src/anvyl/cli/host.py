@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
+from rich.markup import escape
 
 from anvyl.cli import output
 from anvyl.cli.client import CALL_TIMEOUT_S, CONTEXT_SETTINGS, HostOption, PortOption, connect
 from anvyl.cli.output import OutputFormat, OutputOption
+
+if TYPE_CHECKING:
+    from anvyl.api import anvyl_pb2 as pb
 
 app = typer.Typer(help="Docker hosts Anvyl drives.", context_settings=CONTEXT_SETTINGS)
 
@@ -97,33 +103,90 @@ def metrics(
     if out is OutputFormat.json:
         output.print_json(output.metrics_json(m))
         return
+    if m.HasField("node"):
+        _print_node(m.node)
     hb = output.human_bytes
+    if m.machine_measured or not m.HasField("node"):
+        output.print_table(
+            f"host {m.host_id}" if not m.HasField("node") else "machine",
+            ["CPU", "MEMORY", "DISK", "LOAD"],
+            [
+                [
+                    f"{m.cpu_percent:.1f}% of {m.cpu_count}",
+                    f"{hb(m.memory_used_bytes)} / {hb(m.memory_total_bytes)}",
+                    f"{hb(m.disk_used_bytes)} / {hb(m.disk_total_bytes)} ({m.disk_path})",
+                    f"{m.load1:.2f} {m.load5:.2f} {m.load15:.2f}",
+                ]
+            ],
+        )
+    stats = m.container_stats or not m.HasField("node")
+    tasks = any(c.task_id for c in m.containers)
+    rows = []
+    for c in m.containers:
+        row = [c.id[:12] or "-", c.name]
+        if tasks:
+            row += [c.deployment or "-", c.state or "-"]
+        if stats:
+            row += [f"{c.cpu_percent:.1f}", hb(c.memory_used_bytes), hb(c.memory_limit_bytes)]
+        else:
+            row += ["n/a", "n/a", "n/a"]
+        rows.append(row)
+    columns = ["CONTAINER ID", "NAME"]
+    if tasks:
+        columns += ["DEPLOYMENT", "TASK"]
+    output.print_table("containers", [*columns, "CPU %", "MEMORY", "LIMIT"], rows)
+    if not stats:
+        output.console(stderr=True).print(
+            f"[yellow]no per-container figures:[/yellow] {escape(m.container_stats_reason)}",
+            highlight=False,
+        )
+
+
+def _print_node(n: pb.NodeMetrics) -> None:
+    """The node's own table and, when its engine answered, the engine's facts."""
+    hb = output.human_bytes
+    node = n.node
     output.print_table(
-        f"host {m.host_id}",
-        ["CPU", "MEMORY", "DISK", "LOAD"],
+        f"node {node.hostname} ({node.id[:12]})",
+        ["ADDRESS", "ROLE", "AVAILABILITY", "STATE", "CPUS", "MEMORY", "ENGINE", "LABELS"],
         [
             [
-                f"{m.cpu_percent:.1f}% of {m.cpu_count}",
-                f"{hb(m.memory_used_bytes)} / {hb(m.memory_total_bytes)}",
-                f"{hb(m.disk_used_bytes)} / {hb(m.disk_total_bytes)} ({m.disk_path})",
-                f"{m.load1:.2f} {m.load5:.2f} {m.load15:.2f}",
+                node.address,
+                node.role + (" (leader)" if node.leader else ""),
+                node.availability,
+                node.state,
+                f"{n.nano_cpus / 1e9:g}",
+                hb(node.memory_bytes),
+                node.engine_version,
+                ",".join(f"{k}={v}" for k, v in sorted(node.labels.items())) or "-",
             ]
         ],
     )
-    output.print_table(
-        "containers",
-        ["CONTAINER ID", "NAME", "CPU %", "MEMORY", "LIMIT"],
-        [
+    where = n.engine_url or "no address known"
+    if n.HasField("engine"):
+        e = n.engine
+        output.print_table(
+            f"engine {where} ({n.engine_state})",
+            ["NAME", "VERSION", "API", "OS", "KERNEL", "CONTAINERS", "IMAGES", "STORAGE"],
             [
-                c.id[:12],
-                c.name,
-                f"{c.cpu_percent:.1f}",
-                hb(c.memory_used_bytes),
-                hb(c.memory_limit_bytes),
-            ]
-            for c in m.containers
-        ],
-    )
+                [
+                    e.name,
+                    e.version,
+                    e.api_version,
+                    f"{e.os} ({e.architecture})",
+                    e.kernel_version,
+                    f"{e.containers_running} running / {e.containers}",
+                    str(e.images),
+                    e.storage_driver,
+                ]
+            ],
+        )
+    else:
+        output.console(stderr=True).print(
+            f"[yellow]engine {escape(where)}: {n.engine_state}[/yellow] "
+            f"[dim]({escape(n.engine_reason)})[/dim]",
+            highlight=False,
+        )
 
 
 @app.command("drain")

@@ -188,27 +188,72 @@ def host_json(h: pb.Host) -> dict[str, Any]:
 
 
 def metrics_json(m: pb.HostMetrics) -> dict[str, Any]:
-    """The `-o json` schema of host metrics."""
-    return {
+    """The `-o json` schema of host metrics (figures not measured are null, never 0)."""
+    measured = m.machine_measured or not m.HasField("node")
+    stats = m.container_stats or not m.HasField("node")
+
+    def figure(value: Any) -> Any:
+        return value if measured else None
+
+    result: dict[str, Any] = {
         "host_id": m.host_id,
         "cpu_count": m.cpu_count,
-        "cpu_percent": round(m.cpu_percent, 1),
-        "memory_used_bytes": m.memory_used_bytes,
+        "cpu_percent": figure(round(m.cpu_percent, 1)),
+        "memory_used_bytes": figure(m.memory_used_bytes),
         "memory_total_bytes": m.memory_total_bytes,
-        "disk_path": m.disk_path,
-        "disk_used_bytes": m.disk_used_bytes,
-        "disk_total_bytes": m.disk_total_bytes,
-        "load": [round(m.load1, 2), round(m.load5, 2), round(m.load15, 2)],
+        "disk_path": figure(m.disk_path),
+        "disk_used_bytes": figure(m.disk_used_bytes),
+        "disk_total_bytes": figure(m.disk_total_bytes),
+        "load": figure([round(m.load1, 2), round(m.load5, 2), round(m.load15, 2)]),
         "containers": [
             {
                 "id": c.id,
                 "name": c.name,
-                "cpu_percent": round(c.cpu_percent, 1),
-                "memory_used_bytes": c.memory_used_bytes,
-                "memory_limit_bytes": c.memory_limit_bytes,
+                "cpu_percent": round(c.cpu_percent, 1) if stats else None,
+                "memory_used_bytes": c.memory_used_bytes if stats else None,
+                "memory_limit_bytes": c.memory_limit_bytes if stats else None,
+                **(
+                    {"deployment": c.deployment, "task_id": c.task_id, "state": c.state}
+                    if c.task_id
+                    else {}
+                ),
             }
             for c in m.containers
         ],
+    }
+    if m.HasField("node"):
+        from anvyl.cli.cluster import node_json
+
+        n = m.node
+        result["node"] = {
+            **node_json(n.node),
+            "nano_cpus": n.nano_cpus,
+            "engine_url": n.engine_url,
+            "engine_state": n.engine_state,
+            "engine_reason": n.engine_reason,
+            "engine": engine_facts_json(n.engine) if n.HasField("engine") else None,
+        }
+        result["container_stats"] = m.container_stats
+        result["container_stats_reason"] = m.container_stats_reason
+    return result
+
+
+def engine_facts_json(e: pb.EngineFacts) -> dict[str, Any]:
+    """The `-o json` schema of an engine's `docker info` facts."""
+    return {
+        "name": e.name,
+        "version": e.version,
+        "api_version": e.api_version,
+        "os": e.os,
+        "kernel_version": e.kernel_version,
+        "architecture": e.architecture,
+        "cpus": e.cpus,
+        "memory_bytes": e.memory_bytes,
+        "containers": e.containers,
+        "containers_running": e.containers_running,
+        "images": e.images,
+        "storage_driver": e.storage_driver,
+        "cgroup_version": e.cgroup_version,
     }
 
 

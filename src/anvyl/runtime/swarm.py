@@ -44,6 +44,27 @@ class NodeInfo:
     engine_version: str
     labels: dict[str, str] = field(default_factory=dict)
     leader: bool = False
+    nano_cpus: int = 0
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    """A reachable engine's own facts (`docker info`)."""
+
+    node_id: str
+    name: str
+    version: str
+    api_version: str
+    os: str
+    kernel_version: str
+    architecture: str
+    cpus: int
+    memory_bytes: int
+    containers: int
+    containers_running: int
+    images: int
+    storage_driver: str
+    cgroup_version: str
 
 
 @dataclass(frozen=True)
@@ -60,6 +81,8 @@ class TaskInfo:
     error: str
     container_id: str
     exit_code: int | None = None
+    service_id: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def swarm_state(driver: DockerDriver) -> tuple[str, bool]:
@@ -74,6 +97,41 @@ def is_manager(driver: DockerDriver) -> bool:
     """True when the engine is an active Swarm manager (deployments become services)."""
     state, control = swarm_state(driver)
     return state == "active" and control
+
+
+def local_node_id(driver: DockerDriver) -> str:
+    """The Swarm node id of the engine `driver` talks to (empty outside a Swarm)."""
+    with driver.engine_errors():
+        info = driver.client.api.info()
+    return str((info.get("Swarm") or {}).get("NodeID") or "")
+
+
+def engine_facts(driver: DockerDriver) -> EngineFacts:
+    """`docker info` of the engine `driver` talks to."""
+    with driver.engine_errors():
+        info = driver.client.api.info()
+        api_version = str(driver.client.api.api_version)
+    return facts_from_info(info, api_version)
+
+
+def facts_from_info(info: Mapping[str, Any], api_version: str = "") -> EngineFacts:
+    """EngineFacts from `GET /info` (pure)."""
+    return EngineFacts(
+        node_id=str((info.get("Swarm") or {}).get("NodeID") or ""),
+        name=str(info.get("Name") or ""),
+        version=str(info.get("ServerVersion") or ""),
+        api_version=api_version,
+        os=str(info.get("OperatingSystem") or ""),
+        kernel_version=str(info.get("KernelVersion") or ""),
+        architecture=str(info.get("Architecture") or ""),
+        cpus=int(info.get("NCPU") or 0),
+        memory_bytes=int(info.get("MemTotal") or 0),
+        containers=int(info.get("Containers") or 0),
+        containers_running=int(info.get("ContainersRunning") or 0),
+        images=int(info.get("Images") or 0),
+        storage_driver=str(info.get("Driver") or ""),
+        cgroup_version=str(info.get("CgroupVersion") or ""),
+    )
 
 
 def node_from_attrs(attrs: Mapping[str, Any]) -> NodeInfo:
@@ -95,6 +153,7 @@ def node_from_attrs(attrs: Mapping[str, Any]) -> NodeInfo:
         engine_version=str((description.get("Engine") or {}).get("EngineVersion") or ""),
         labels=dict(spec_.get("Labels") or {}),
         leader=bool(manager.get("Leader")),
+        nano_cpus=int(resources.get("NanoCPUs") or 0),
     )
 
 
@@ -147,6 +206,8 @@ def task_from_attrs(attrs: Mapping[str, Any]) -> TaskInfo:
         error=str(status.get("Err") or ""),
         container_id=str(container.get("ContainerID") or ""),
         exit_code=int(code) if code is not None else None,
+        service_id=str(attrs.get("ServiceID") or ""),
+        labels=dict(((attrs.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or {}),
     )
 
 
@@ -155,6 +216,13 @@ def list_tasks(driver: DockerDriver, service_id: str) -> list[TaskInfo]:
     with driver.engine_errors():
         rows = driver.client.api.tasks(filters={"service": service_id})
     return sorted((task_from_attrs(r) for r in rows), key=lambda t: t.since, reverse=True)
+
+
+def node_tasks(driver: DockerDriver, node_id: str) -> list[TaskInfo]:
+    """The tasks the Swarm wants running on a node, whatever their service."""
+    with driver.engine_errors():
+        rows = driver.client.api.tasks(filters={"node": node_id, "desired-state": "running"})
+    return sorted((task_from_attrs(r) for r in rows), key=lambda t: (t.service_id, t.slot))
 
 
 def init_swarm(driver: DockerDriver, advertise_addr: str = "", listen_addr: str = "") -> str:

@@ -8,7 +8,7 @@ from anvyl.api import anvyl_pb2 as pb
 from anvyl.api import anvyl_pb2_grpc as rpc
 from anvyl.runtime.swarm import NodeInfo
 from anvyl.services import Services
-from anvyl.services.cluster import Cluster, NodeView
+from anvyl.services.cluster import Cluster, NodeMetrics, NodeView
 
 
 def node_to_pb(node: NodeInfo, models: tuple[str, ...] = ()) -> pb.Node:
@@ -26,6 +26,36 @@ def node_to_pb(node: NodeInfo, models: tuple[str, ...] = ()) -> pb.Node:
         labels=node.labels,
         leader=node.leader,
         models=list(models),
+    )
+
+
+def node_metrics_to_pb(m: NodeMetrics) -> pb.NodeMetrics:
+    """NodeMetrics → pb.NodeMetrics."""
+    facts = None
+    if m.engine is not None:
+        e = m.engine
+        facts = pb.EngineFacts(
+            name=e.name,
+            version=e.version,
+            api_version=e.api_version,
+            os=e.os,
+            kernel_version=e.kernel_version,
+            architecture=e.architecture,
+            cpus=e.cpus,
+            memory_bytes=e.memory_bytes,
+            containers=e.containers,
+            containers_running=e.containers_running,
+            images=e.images,
+            storage_driver=e.storage_driver,
+            cgroup_version=e.cgroup_version,
+        )
+    return pb.NodeMetrics(
+        node=node_to_pb(m.node, m.models),
+        nano_cpus=m.node.nano_cpus,
+        engine_url=m.engine_url,
+        engine_state=m.engine_state,
+        engine_reason=m.engine_reason,
+        engine=facts,
     )
 
 

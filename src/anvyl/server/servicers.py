@@ -15,7 +15,9 @@ from anvyl.api import anvyl_pb2_grpc as rpc
 from anvyl.catalog import ModelInfo
 from anvyl.errors import InvalidArgument
 from anvyl.runtime import ContainerInfo
+from anvyl.server.cluster_servicer import node_metrics_to_pb
 from anvyl.services import HostMetrics, HostView, Services
+from anvyl.services.cluster import Cluster
 from anvyl.services.models import DEFAULT_WAIT_TIMEOUT_S, DeploymentView, StartOptions
 
 LOG_CHUNK_MAX = 64 * 1024
@@ -40,7 +42,8 @@ def host_to_pb(host: HostView) -> pb.Host:
 
 
 def metrics_to_pb(m: HostMetrics) -> pb.HostMetrics:
-    """HostMetrics → pb.HostMetrics."""
+    """HostMetrics → pb.HostMetrics (with the node's figures for a Swarm node)."""
+    node = node_metrics_to_pb(m.node) if m.node is not None else None
     return pb.HostMetrics(
         host_id=m.host_id,
         cpu_count=m.cpu_count,
@@ -60,9 +63,16 @@ def metrics_to_pb(m: HostMetrics) -> pb.HostMetrics:
                 cpu_percent=c.cpu_percent,
                 memory_used_bytes=c.memory_used_bytes,
                 memory_limit_bytes=c.memory_limit_bytes,
+                deployment=c.deployment,
+                task_id=c.task_id,
+                state=c.state,
             )
             for c in m.containers
         ],
+        node=node,
+        machine_measured=m.machine_measured,
+        container_stats=m.container_stats,
+        container_stats_reason=m.container_stats_reason,
     )
 
 
@@ -94,6 +104,7 @@ class HostServicer(rpc.HostServiceServicer):
 
     def __init__(self, services: Services) -> None:
         self.hosts = services.hosts
+        self.cluster = Cluster(services.models)
 
     def ListHosts(
         self, request: pb.ListHostsRequest, context: grpc.ServicerContext
@@ -108,8 +119,8 @@ class HostServicer(rpc.HostServiceServicer):
     def GetHostMetrics(
         self, request: pb.GetHostMetricsRequest, context: grpc.ServicerContext
     ) -> pb.HostMetrics:
-        """Machine and container usage."""
-        return metrics_to_pb(self.hosts.metrics(request.host_id))
+        """Machine and container usage; a Swarm node's figures when the id names a node."""
+        return metrics_to_pb(self.cluster.metrics(request.host_id))
 
 
 class ContainerServicer(rpc.ContainerServiceServicer):

@@ -1,14 +1,22 @@
-"""The Swarm as a whole: init, join token, nodes with their models, availability (drain)."""
+"""The Swarm as a whole: init, join token, nodes with their models, availability, metrics."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
-from anvyl.errors import FailedPrecondition, RuntimeUnavailable
+from anvyl import config
+from anvyl.errors import FailedPrecondition, NotFound, RuntimeUnavailable
 from anvyl.runtime import DockerDriver, swarm
+from anvyl.services.hosts import ContainerUsage, HostMetrics, container_usage
 from anvyl.services.models import Models
 from anvyl.services.swarm_deployments import is_swarm
 from anvyl.store import deployments as table
+
+ENGINE_REACHABLE = "reachable"
+ENGINE_UNREACHABLE = "unreachable"
+ENGINE_UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -17,6 +25,28 @@ class NodeView:
 
     node: swarm.NodeInfo
     models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeEngine:
+    """How Anvyl reaches a node's own engine, and whether it answers."""
+
+    url: str = ""
+    state: str = ENGINE_UNKNOWN
+    reason: str = ""
+    driver: DockerDriver | None = None
+
+
+@dataclass(frozen=True)
+class NodeMetrics:
+    """A node's figures in `host metrics`: the manager's view, plus its engine's own facts."""
+
+    node: swarm.NodeInfo
+    models: tuple[str, ...] = ()
+    engine_url: str = ""
+    engine_state: str = ENGINE_UNKNOWN
+    engine_reason: str = ""
+    engine: swarm.EngineFacts | None = None
 
 
 @dataclass(frozen=True)
@@ -87,3 +117,130 @@ class Cluster:
         driver = self._manager()
         node = swarm.resolve_node(swarm.list_nodes(driver), ref.strip())
         return swarm.set_availability(driver, node.id, availability)
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    def active(self) -> bool:
+        """True when the local engine is a Swarm manager (node refs mean something)."""
+        local = [h for h in self.models.hosts.records() if h.local]
+        return bool(local) and self.models.swarm.active(local[0].id)
+
+    def node_engine(self, node: swarm.NodeInfo) -> NodeEngine:
+        """How Anvyl reaches `node`'s engine: the local engine for its own node."""
+        local = [h for h in self.models.hosts.records() if h.local]
+        if local:
+            driver = self.models.hosts.driver(local[0].id)
+            try:
+                if swarm.local_node_id(driver) == node.id:
+                    return NodeEngine(driver.base_url, ENGINE_REACHABLE, "", driver)
+            except RuntimeUnavailable as exc:
+                return NodeEngine(driver.base_url, ENGINE_UNREACHABLE, exc.message)
+        return NodeEngine(reason="Anvyl does not know how to reach this node's engine")
+
+    def metrics(self, ref: str, *, sleep: Callable[[float], None] = time.sleep) -> HostMetrics:
+        """`host metrics`: of a Swarm node when `ref` names one, else of a registered host."""
+        ref = ref.strip()
+        if ref and self.active():
+            nodes = swarm.list_nodes(self._manager())
+            if any(ref in (n.id, n.hostname) or n.id.startswith(ref) for n in nodes):
+                return self.node_metrics(ref, sleep=sleep)
+        return self.models.hosts.metrics(ref, sleep=sleep)
+
+    def node_metrics(self, ref: str, *, sleep: Callable[[float], None] = time.sleep) -> HostMetrics:
+        """What the manager knows of a node, its engine's facts and Anvyl's tasks' usage there.
+
+        The task list comes from the manager, the figures from the node's own engine: a node
+        whose engine Anvyl cannot reach lists its tasks with `container_stats` false and why.
+        """
+        driver = self._manager()
+        nodes = swarm.list_nodes(driver)
+        node = swarm.resolve_node(nodes, ref.strip())
+        tasks = [
+            t
+            for t in swarm.node_tasks(driver, node.id)
+            if t.labels.get(config.LABEL_MANAGED) == "true"
+        ]
+        names = {
+            r.container_id: r.name
+            for r in table.list_deployments(self.models.store)
+            if is_swarm(r) and r.container_id
+        }
+        engine = self.node_engine(node)
+        facts = None
+        base: HostMetrics | None = None
+        usages: tuple[ContainerUsage, ...] = ()
+        stats_reason = ""
+        if engine.driver is not None:
+            try:
+                facts = swarm.engine_facts(engine.driver)
+                local = [h for h in self.models.hosts.records() if h.local]
+                if (
+                    local
+                    and engine.driver is self.models.hosts.driver(local[0].id)
+                    and (engine.url.startswith("unix://"))
+                ):  # the server's own machine: psutil figures too
+                    base = self.models.hosts.metrics(local[0].id, sleep=sleep)
+                    usages = base.containers
+                else:
+                    usages = container_usage(engine.driver, self.models.hosts.metrics_window, sleep)
+            except (RuntimeUnavailable, NotFound) as exc:
+                engine = replace(engine, state=ENGINE_UNREACHABLE, reason=exc.message)
+                facts, base, usages = None, None, ()
+        if engine.state == ENGINE_REACHABLE:
+            by_container = {t.container_id: t for t in tasks if t.container_id}
+            containers = tuple(_annotated(u, by_container.get(u.id), names) for u in usages)
+        else:
+            stats_reason = f"no figures from {node.hostname}'s engine: {engine.reason}"
+            containers = tuple(
+                ContainerUsage(
+                    id=t.container_id,
+                    name=f"{names.get(t.service_id, t.service_id[:12])}.{t.slot}",
+                    cpu_percent=0.0,
+                    memory_used_bytes=0,
+                    memory_limit_bytes=0,
+                    deployment=names.get(t.service_id, ""),
+                    task_id=t.id,
+                    state=t.state,
+                )
+                for t in tasks
+            )
+        models = tuple(sorted({names[t.service_id] for t in tasks if t.service_id in names}))
+        view = NodeMetrics(
+            node=node,
+            models=models,
+            engine_url=engine.url,
+            engine_state=engine.state,
+            engine_reason=engine.reason,
+            engine=facts,
+        )
+        if base is not None:
+            return replace(base, host_id=node.id, containers=containers, node=view)
+        return HostMetrics(
+            host_id=node.id,
+            cpu_count=node.cpus,
+            cpu_percent=0.0,
+            memory_used_bytes=0,
+            memory_total_bytes=node.memory_bytes,
+            disk_path="",
+            disk_used_bytes=0,
+            disk_total_bytes=0,
+            load1=0.0,
+            load5=0.0,
+            load15=0.0,
+            containers=containers,
+            node=view,
+            machine_measured=False,
+            container_stats=engine.state == ENGINE_REACHABLE,
+            container_stats_reason=stats_reason,
+        )
+
+
+def _annotated(
+    usage: ContainerUsage, task: swarm.TaskInfo | None, names: dict[str, str]
+) -> ContainerUsage:
+    """A container's usage with its task and deployment, when it is a Swarm task."""
+    if task is None:
+        return usage
+    return replace(
+        usage, deployment=names.get(task.service_id, ""), task_id=task.id, state=task.state
+    )

@@ -46,11 +46,19 @@ class ContainerUsage:
     cpu_percent: float
     memory_used_bytes: int
     memory_limit_bytes: int
+    deployment: str = ""
+    task_id: str = ""
+    state: str = ""
 
 
 @dataclass(frozen=True)
 class HostMetrics:
-    """Machine-wide usage plus per-container usage of Anvyl's containers."""
+    """Machine-wide usage plus per-container usage of Anvyl's containers.
+
+    For a Swarm node, `node` holds what the manager knows of it (a `services.cluster.
+    NodeMetrics`); the machine figures are only measured for the server's own machine
+    (`machine_measured`), and `container_stats` says whether the node's engine gave figures.
+    """
 
     host_id: str
     cpu_count: int
@@ -64,6 +72,10 @@ class HostMetrics:
     load5: float
     load15: float
     containers: tuple[ContainerUsage, ...] = ()
+    node: Any = None
+    machine_measured: bool = True
+    container_stats: bool = True
+    container_stats_reason: str = ""
 
 
 class Hosts:
@@ -158,23 +170,16 @@ class Hosts:
                 f"machine metrics are only available for the local host, not {record.id}"
             )
         driver = self.driver(record.id)
-        running = driver.list_containers(labels=[MANAGED_SELECTOR])
-        ids = [c.id for c in running]
-        cpu_before = psutil.cpu_times()
-        stats_before = driver.sample_stats(ids)
-        sleep(self.metrics_window)
-        cpu_after = psutil.cpu_times()
-        stats_after = driver.sample_stats(ids)
+        cpu: list[Any] = []
+        usages = container_usage(
+            driver, self.metrics_window, sleep, around=lambda: cpu.append(psutil.cpu_times())
+        )
+        cpu_before, cpu_after = cpu
 
         memory = psutil.virtual_memory()
         disk_path = str(_existing(config.anvyl_home()))
         disk = psutil.disk_usage(disk_path)
         load1, load5, load15 = os.getloadavg()
-        usages = tuple(
-            _usage(c.id, c.name, stats_before.get(c.id), stats_after[c.id])
-            for c in running
-            if c.id in stats_after
-        )
         return HostMetrics(
             host_id=record.id,
             cpu_count=psutil.cpu_count() or 0,
@@ -189,6 +194,32 @@ class Hosts:
             load15=load15,
             containers=usages,
         )
+
+
+def container_usage(
+    driver: DockerDriver,
+    window: float = METRICS_WINDOW_S,
+    sleep: Callable[[float], None] = time.sleep,
+    *,
+    around: Callable[[], None] | None = None,
+) -> tuple[ContainerUsage, ...]:
+    """CPU and memory of the engine's running Anvyl containers over `window` seconds.
+
+    `around` runs just before the first and just after the second sample (the machine's own
+    CPU counters are read there, over the same window).
+    """
+    running = driver.list_containers(labels=[MANAGED_SELECTOR])
+    ids = [c.id for c in running]
+    if around is not None:
+        around()
+    before = driver.sample_stats(ids)
+    sleep(window)
+    if around is not None:
+        around()
+    after = driver.sample_stats(ids)
+    return tuple(
+        _usage(c.id, c.name, before.get(c.id), after[c.id]) for c in running if c.id in after
+    )
 
 
 def _existing(path: Path) -> Path:
