@@ -68,7 +68,7 @@ MAX_QUEUE = 100_000
 FLOAT32_BYTES = 4
 
 REQUESTS_METRIC = "anvyl_requests_total"
-API_PREFIXES = ("/v1/", "/api/")
+API_PREFIXES = ("/v1/", "/api/", "lmstudio:")  # lmstudio: the SDK's websocket calls
 STATS_MAX_AGE_S = 2.0
 STATS_STALE_S = 30.0
 STATS_WAIT_S = 0.25
@@ -898,8 +898,8 @@ def _probe(record: DeploymentRecord, key: str) -> tuple[int, dict[str, float]]:
 def parse_metrics(text: str) -> dict[str, float]:
     """Prometheus text to {sample name: value summed over its labels}.
 
-    `anvyl_requests_total` counts only the API (`/v1/*`, `/api/*`), not health checks and
-    metrics scrapes (Anvyl's own probes would otherwise dominate it).
+    `anvyl_requests_total` counts only the API (`/v1/*`, `/api/*`, LM Studio calls), not health
+    checks and metrics scrapes (Anvyl's own probes would otherwise dominate it).
     """
     from prometheus_client.parser import text_string_to_metric_families
 

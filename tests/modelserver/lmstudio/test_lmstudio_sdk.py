@@ -119,6 +119,21 @@ def test_model_handle_info_calls(client: lms.Client) -> None:
     assert "France" in model.apply_prompt_template(PARIS)
 
 
+def test_calls_are_counted_with_the_http_requests(
+    client: lms.Client, server: RunningServer
+) -> None:
+    """Predictions and refusals show in `anvyl_requests` (what `model ps` turns into req/min)."""
+    ok_key = 'anvyl_requests_total{endpoint="lmstudio:llm.predict",status="200"}'
+    refused_key = 'anvyl_requests_total{endpoint="lmstudio:other",status="400"}'
+    before = server.metrics()
+    client.llm.model(MODEL_ID).respond(PARIS, config=GREEDY | {"maxTokens": 2})
+    with pytest.raises(lms.LMStudioServerError):
+        client.llm.unload(MODEL_ID)
+    after = server.metrics()
+    assert after[ok_key] == before.get(ok_key, 0.0) + 1
+    assert after[refused_key] == before.get(refused_key, 0.0) + 1
+
+
 # ------------------------------------------------------------------------------- cancelling
 
 

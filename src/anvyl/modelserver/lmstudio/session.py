@@ -173,24 +173,35 @@ class Session:
 
     async def _rpc(self, call_id: Any, endpoint: str, param: Any) -> None:
         """Answer one `rpcCall`."""
-        handler = self._rpc_handlers().get(f"{self.namespace}.{endpoint}")
+        name = f"{self.namespace}.{endpoint}"
+        handler = self._rpc_handlers().get(name)
         try:
             if handler is None:
                 raise p.unsupported(self.namespace, endpoint, "call")
             result = await handler(param)
         except p.ProtocolError as err:
+            self._count(name, 400)
             await self._send(p.rpc_error(call_id, err.error()))
             return
         except APIError as exc:
+            self._count(name, exc.status)
             await self._send(p.rpc_error(call_id, {"title": exc.message}))
             return
         except Exception as exc:
+            self._count(name, 500)
             log.exception("LM Studio call %s.%s failed", self.namespace, endpoint)
             await self._send(
                 p.rpc_error(call_id, {"title": f"internal error: {type(exc).__name__}"})
             )
             return
+        self._count(name, 200)
         await self._send(p.rpc_result(call_id, result))
+
+    def _count(self, name: str, status: int) -> None:
+        """Count a call or channel in `anvyl_requests` beside the HTTP routes (bounded labels)."""
+        known = name in p.RPC_CALLS or name in p.CHANNELS
+        endpoint = f"lmstudio:{name}" if known else "lmstudio:other"
+        self.state.engine.metrics.requests.labels(endpoint, str(status)).inc()
 
     def _rpc_handlers(self) -> dict[str, Callable[[Any], Awaitable[Any]]]:
         """The supported calls by `namespace.endpoint`."""
@@ -299,24 +310,30 @@ class Session:
             )
         else:
             body = self._fail(channel_id, p.unsupported(self.namespace, endpoint, "channel"))
-        channel.task = asyncio.ensure_future(self._run_channel(channel_id, body))
+        channel.task = asyncio.ensure_future(self._run_channel(channel_id, name, body))
 
-    async def _run_channel(self, channel_id: Any, body: Awaitable[None]) -> None:
+    async def _run_channel(self, channel_id: Any, name: str, body: Awaitable[None]) -> None:
         """Run a channel body; errors become `channelError`."""
+        status = 499  # the client went away first (nginx's "client closed request")
         try:
             await body
+            status = 200
         except p.ProtocolError as err:
+            status = 400
             await self._send(p.channel_error(channel_id, err.error()))
         except APIError as exc:
+            status = exc.status
             await self._send(p.channel_error(channel_id, {"title": exc.message}))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            status = 500
             log.exception("LM Studio channel %s failed", channel_id)
             await self._send(
                 p.channel_error(channel_id, {"title": f"internal error: {type(exc).__name__}"})
             )
         finally:
+            self._count(name, status)
             self._channels.pop(channel_id, None)
 
     async def _fail(self, channel_id: Any, err: p.ProtocolError) -> None:
