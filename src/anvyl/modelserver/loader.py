@@ -1,9 +1,12 @@
 """Loading an MLX model directory, in the weight dtype that is fastest on this backend.
 
-MLX's CPU path gains nothing from batching with quantized weights, while float32 weights go
+MLX's own CPU path gains nothing from batching with quantized weights, while float32 weights go
 through BLAS (OpenBLAS when preloaded) and batch well: measured on a 2-core CPU, 4-bit decodes
-7 tokens/s on one stream and 8 over eight; float32 with OpenBLAS 16.5 and 74. So `auto`
-dequantizes to float32 on the CPU and keeps the weights as stored on a GPU.
+7 tokens/s on one stream and 8 over eight; float32 with OpenBLAS 16.5 and 74. Anvyl's own
+quantized kernel (`kernel.py`) beats both: the weights stay packed and batch as well as BLAS.
+So `auto` keeps a quantized model quantized on the CPU when the kernel is available (and on a
+GPU), and dequantizes to float32 on the CPU otherwise. `--dtype quantized` on the CPU uses the
+kernel too; `ANVYL_KERNEL=0` gives MLX's own quantized matmul.
 """
 
 from __future__ import annotations
@@ -95,11 +98,19 @@ def describe_quantization(config: dict[str, Any]) -> str:
     return {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(str(dtype), "unknown")
 
 
-def resolve_dtype(requested: str, *, on_gpu: bool) -> str:
-    """The dtype to serve in: `requested`, or for `auto` the fastest on this backend."""
+def resolve_dtype(requested: str, *, on_gpu: bool, kernel: bool = False) -> str:
+    """The dtype to serve in: `requested`, or for `auto` the fastest on this backend.
+
+    `kernel`: the model is quantized and Anvyl's CPU kernel can serve it.
+    """
     if requested != "auto":
         return requested
-    return "quantized" if on_gpu else "float32"
+    return "quantized" if on_gpu or kernel else "float32"
+
+
+def is_quantized(info: ModelInfo) -> bool:
+    """Whether the model's weights are stored quantized."""
+    return info.quantization.endswith("bit")
 
 
 def load_model_dir(model_dir: Path, dtype: str = "auto", ctx: int | None = None) -> LoadedModel:
@@ -107,17 +118,22 @@ def load_model_dir(model_dir: Path, dtype: str = "auto", ctx: int | None = None)
     import mlx.core as mx
     from mlx_lm.utils import load
 
+    from anvyl.modelserver.kernel import load_kernels, use_kernel
     from anvyl.modelserver.layout import transpose_weights
 
     info = read_model_info(model_dir)
     model, tokenizer = load(str(model_dir), lazy=True)
     on_gpu = mx.default_device() == mx.gpu
-    served = resolve_dtype(dtype, on_gpu=on_gpu)
+    kernels = None if on_gpu or not is_quantized(info) else load_kernels()
+    served = resolve_dtype(dtype, on_gpu=on_gpu, kernel=kernels is not None)
     if served != "quantized":
         dequantize(model)
         model.set_dtype(getattr(mx, served))
     if not on_gpu:
-        configure_threads()
+        configure_threads(kernels)
+        if served == "quantized" and kernels is not None:
+            log.info("quantized matmuls: Anvyl's kernel (%s)", kernels.simd())
+            use_kernel(model, kernels)
         if served == "float32" and os.environ.get("ANVYL_TRANSPOSE_WEIGHTS", "1") != "0":
             transpose_weights(model)
     mx.eval(model.parameters())

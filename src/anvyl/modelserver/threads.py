@@ -21,6 +21,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("anvyl.modelserver")
 
@@ -124,7 +125,24 @@ def blas() -> BlasThreads:
     return _blas
 
 
-def configure_threads() -> int | None:
-    """Set OpenBLAS to its decode thread count; return it (None without OpenBLAS)."""
+def kernel_threads(cpus: int, env: Mapping[str, str] | None = None) -> int:
+    """Threads for Anvyl's quantized kernel: every usable CPU (`ANVYL_KERNEL_THREADS` fixes it).
+
+    Unlike OpenBLAS's, the kernel's threads include MLX's own stream thread, which runs the
+    kernel's first share itself, so all usable CPUs are used.
+    """
+    env = os.environ if env is None else env
+    override = env.get("ANVYL_KERNEL_THREADS", "")
+    if override.isdigit() and int(override) > 0:
+        return int(override)
+    return max(1, cpus)
+
+
+def configure_threads(kernels: Any = None) -> int | None:
+    """Set OpenBLAS to its decode thread count, and `kernels`' count; return OpenBLAS's or None."""
     switch = blas()
+    if kernels is not None:
+        count = kernel_threads(usable_cpus())
+        kernels.set_num_threads(count)
+        log.info("quantized kernel threads: %d", count)
     return switch.decode if switch.available else None

@@ -1,0 +1,28 @@
+// Python bindings of anvyl_kernels._ext.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/variant.h>
+
+#include "qmm.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+NB_MODULE(_ext, m) {
+  m.doc() = "Anvyl's CPU kernels for MLX.";
+  m.def(
+      "qmm",
+      &anvyl::qmm,
+      "x"_a,
+      "w"_a,
+      "scales"_a,
+      "biases"_a,
+      "group_size"_a,
+      "bits"_a,
+      nb::kw_only(),
+      "stream"_a = nb::none(),
+      "``x @ dequantize(w, scales, biases).T`` in float32, weights kept packed (CPU).");
+  m.def("set_num_threads", &anvyl::set_num_threads, "n"_a, "Threads the kernel uses.");
+  m.def("num_threads", &anvyl::num_threads, "Threads the kernel uses.");
+  m.def("simd", &anvyl::simd, "The instruction set in use: avx512, avx2 or scalar.");
+}

@@ -1,0 +1,572 @@
+// Anvyl's quantized matmul for the CPU.
+//
+// MLX's CPU quantized_matmul dequantizes one value at a time and does not batch rows; float32
+// weights through BLAS are faster but read 8x the bytes. This kernel keeps the weights packed and,
+// per output column tile, dequantizes each group once (w = scale * q + bias, in float32, exactly
+// what mx.dequantize computes) and multiplies it into every row of x, so a decode step of up to 8
+// rows reads the weights once. Output columns are split over a small spinning thread pool.
+
+#include "qmm.h"
+
+#include <immintrin.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "mlx/allocator.h"
+#include "mlx/backend/common/utils.h"
+#include "mlx/backend/cpu/encoder.h"
+
+namespace anvyl {
+
+namespace {
+
+// ---------------------------------------------------------------- thread pool
+
+// Workers spin for a while after each job (a decode step issues hundreds of small matmuls with
+// short gaps), then sleep on a condition variable. Never destroyed: static destructors racing
+// MLX's own threads at exit have aborted processes before.
+class Pool {
+ public:
+  static Pool& get() {
+    static Pool* pool = new Pool();
+    return *pool;
+  }
+
+  int size() const {
+    return n_threads_;
+  }
+
+  void resize(int n) {
+    std::lock_guard<std::mutex> run_lock(run_mutex_);
+    n = std::max(1, n);
+    while (static_cast<int>(workers_) + 1 < n) {
+      std::thread(&Pool::work, this).detach();
+      workers_++;
+    }
+    n_threads_ = n;
+  }
+
+  // Calls f(i) for i in [0, n_tasks), on this thread and the workers.
+  void run(int n_tasks, const std::function<void(int)>& f) {
+    if (n_threads_ <= 1 || n_tasks <= 1) {
+      for (int i = 0; i < n_tasks; i++) {
+        f(i);
+      }
+      return;
+    }
+    std::lock_guard<std::mutex> run_lock(run_mutex_);
+    job_ = &f;
+    n_tasks_ = n_tasks;
+    next_.store(0, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    active_limit_ = n_threads_ - 1;
+    joined_.store(0, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lock(sleep_mutex_);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    sleep_cv_.notify_all();
+    take_tasks();
+    while (done_.load(std::memory_order_acquire) < n_tasks) {
+      _mm_pause();
+    }
+    // Workers that joined late may still be reading job_; wait until they left.
+    while (busy_.load(std::memory_order_acquire) > 0) {
+      _mm_pause();
+    }
+  }
+
+ private:
+  Pool() {
+    cpu_set_t set;
+    int n = 1;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+      n = CPU_COUNT(&set);
+    }
+    const char* spin = std::getenv("ANVYL_KERNEL_SPIN_US");
+    spin_us_ = spin ? std::atoi(spin) : 300;
+    resize(n);
+  }
+
+  void take_tasks() {
+    int i;
+    while ((i = next_.fetch_add(1, std::memory_order_relaxed)) < n_tasks_) {
+      (*job_)(i);
+      done_.fetch_add(1, std::memory_order_release);
+    }
+  }
+
+  void work() {
+    uint64_t seen = generation_.load(std::memory_order_acquire);
+    while (true) {
+      auto start = std::chrono::steady_clock::now();
+      int spins = 0;
+      while (generation_.load(std::memory_order_acquire) == seen) {
+        _mm_pause();
+        if (++spins % 256 == 0 &&
+            std::chrono::steady_clock::now() - start > std::chrono::microseconds(spin_us_)) {
+          std::unique_lock<std::mutex> lock(sleep_mutex_);
+          sleep_cv_.wait(lock, [&] {
+            return generation_.load(std::memory_order_acquire) != seen;
+          });
+        }
+      }
+      seen = generation_.load(std::memory_order_acquire);
+      busy_.fetch_add(1, std::memory_order_acq_rel);
+      // Only as many workers as the current thread count take part.
+      if (joined_.fetch_add(1, std::memory_order_acq_rel) < active_limit_ &&
+          generation_.load(std::memory_order_acquire) == seen) {
+        take_tasks();
+      }
+      busy_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  std::mutex run_mutex_;
+  std::mutex sleep_mutex_;
+  std::condition_variable sleep_cv_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> next_{0};
+  std::atomic<int> done_{0};
+  std::atomic<int> busy_{0};
+  std::atomic<int> joined_{0};
+  const std::function<void(int)>* job_ = nullptr;
+  int n_tasks_ = 0;
+  int active_limit_ = 0;
+  int n_threads_ = 1;
+  size_t workers_ = 0;
+  int spin_us_ = 300;
+};
+
+// ---------------------------------------------------------------- scales
+
+enum ScaleType { F32 = 0, F16 = 1, BF16 = 2 };
+
+template <int ST>
+inline float scale_at(const void* p, int64_t i) {
+  if constexpr (ST == F32) {
+    return static_cast<const float*>(p)[i];
+  } else if constexpr (ST == F16) {
+    return static_cast<float>(static_cast<const _Float16*>(p)[i]);
+  } else {
+    uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t*>(p)[i]) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof(f));
+    return f;
+  }
+}
+
+struct Problem {
+  const float* x;
+  const uint8_t* w;
+  const void* scales;
+  const void* biases;
+  float* y;
+  int64_t M;
+  int64_t K;
+  int64_t N;
+  int group_size;
+};
+
+// ---------------------------------------------------------------- scalar
+
+template <int BITS, int ST>
+void columns_scalar(const Problem& p, int64_t o_begin, int64_t o_end) {
+  const int64_t row_bytes = p.K * BITS / 8;
+  const int64_t groups = p.K / p.group_size;
+  std::vector<float> wf(p.K);
+  for (int64_t o = o_begin; o < o_end; o++) {
+    const uint8_t* wr = p.w + o * row_bytes;
+    for (int64_t k = 0; k < p.K; k++) {
+      int q = BITS == 8 ? wr[k] : (wr[k / 2] >> (4 * (k % 2))) & 0xF;
+      int64_t g = o * groups + k / p.group_size;
+      wf[k] = scale_at<ST>(p.scales, g) * q + scale_at<ST>(p.biases, g);
+    }
+    for (int64_t m = 0; m < p.M; m++) {
+      const float* xr = p.x + m * p.K;
+      float acc = 0;
+      for (int64_t k = 0; k < p.K; k++) {
+        acc += wf[k] * xr[k];
+      }
+      p.y[m * p.N + o] = acc;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- AVX-512
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
+
+// 32 consecutive quantized values at `p` as two vectors of 16 floats.
+template <int BITS>
+AVX512 inline void unpack32_512(const uint8_t* p, __m512& lo, __m512& hi) {
+  if constexpr (BITS == 4) {
+    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    __m128i mask = _mm_set1_epi8(0x0F);
+    __m128i l = _mm_and_si128(b, mask);
+    __m128i h = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
+    lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(l, h)));
+    hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi8(l, h)));
+  } else {
+    lo = _mm512_cvtepi32_ps(
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    hi = _mm512_cvtepi32_ps(
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16))));
+  }
+}
+
+// Rows [0, MB) of x against output columns [o, o + NO).
+template <int BITS, int ST, int MB, int NO>
+AVX512 void tile_512(const Problem& p, const float* x, float* y, int64_t o) {
+  const int64_t row_bytes = p.K * BITS / 8;
+  const int64_t groups = p.K / p.group_size;
+  __m512 acc[NO][MB];
+  for (int j = 0; j < NO; j++) {
+    for (int m = 0; m < MB; m++) {
+      acc[j][m] = _mm512_setzero_ps();
+    }
+  }
+  for (int64_t g = 0; g < groups; g++) {
+    __m512 s[NO], b[NO];
+    for (int j = 0; j < NO; j++) {
+      s[j] = _mm512_set1_ps(scale_at<ST>(p.scales, (o + j) * groups + g));
+      b[j] = _mm512_set1_ps(scale_at<ST>(p.biases, (o + j) * groups + g));
+    }
+    for (int c = 0; c < p.group_size; c += 32) {
+      const int64_t k = g * p.group_size + c;
+      __m512 w[NO][2];
+      for (int j = 0; j < NO; j++) {
+        unpack32_512<BITS>(p.w + (o + j) * row_bytes + k * BITS / 8, w[j][0], w[j][1]);
+        w[j][0] = _mm512_fmadd_ps(w[j][0], s[j], b[j]);
+        w[j][1] = _mm512_fmadd_ps(w[j][1], s[j], b[j]);
+      }
+      for (int m = 0; m < MB; m++) {
+        __m512 x0 = _mm512_loadu_ps(x + m * p.K + k);
+        __m512 x1 = _mm512_loadu_ps(x + m * p.K + k + 16);
+        for (int j = 0; j < NO; j++) {
+          acc[j][m] = _mm512_fmadd_ps(w[j][0], x0, acc[j][m]);
+          acc[j][m] = _mm512_fmadd_ps(w[j][1], x1, acc[j][m]);
+        }
+      }
+    }
+  }
+  for (int j = 0; j < NO; j++) {
+    for (int m = 0; m < MB; m++) {
+      y[m * p.N + o + j] = _mm512_reduce_add_ps(acc[j][m]);
+    }
+  }
+}
+
+// Columns [o_begin, o_end) for rows [m0, m0 + MB): tiles of NO columns, then single columns.
+template <int BITS, int ST, int MB>
+AVX512 void rows_512(const Problem& p, int64_t m0, int64_t o_begin, int64_t o_end) {
+  constexpr int NO = MB <= 4 ? 4 : 2;
+  const float* x = p.x + m0 * p.K;
+  float* y = p.y + m0 * p.N;
+  int64_t o = o_begin;
+  for (; o + NO <= o_end; o += NO) {
+    tile_512<BITS, ST, MB, NO>(p, x, y, o);
+  }
+  for (; o < o_end; o++) {
+    tile_512<BITS, ST, MB, 1>(p, x, y, o);
+  }
+}
+
+template <int BITS, int ST>
+void columns_512(const Problem& p, int64_t o_begin, int64_t o_end) {
+  // Blocks of 8 rows; a column tile of weights stays in L1 between blocks.
+  constexpr int64_t kColumnBlock = 64;
+  for (int64_t ob = o_begin; ob < o_end; ob += kColumnBlock) {
+    int64_t oe = std::min(o_end, ob + kColumnBlock);
+    for (int64_t m0 = 0; m0 < p.M; m0 += 8) {
+      switch (std::min<int64_t>(8, p.M - m0)) {
+        case 1: rows_512<BITS, ST, 1>(p, m0, ob, oe); break;
+        case 2: rows_512<BITS, ST, 2>(p, m0, ob, oe); break;
+        case 3: rows_512<BITS, ST, 3>(p, m0, ob, oe); break;
+        case 4: rows_512<BITS, ST, 4>(p, m0, ob, oe); break;
+        case 5: rows_512<BITS, ST, 5>(p, m0, ob, oe); break;
+        case 6: rows_512<BITS, ST, 6>(p, m0, ob, oe); break;
+        case 7: rows_512<BITS, ST, 7>(p, m0, ob, oe); break;
+        default: rows_512<BITS, ST, 8>(p, m0, ob, oe); break;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- AVX2
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+// 16 consecutive quantized values at `p` (k a multiple of 16) as two vectors of 8 floats.
+template <int BITS>
+AVX2 inline void unpack16_256(const uint8_t* p, __m256& lo, __m256& hi) {
+  __m128i v;
+  if constexpr (BITS == 4) {
+    __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    __m128i mask = _mm_set1_epi8(0x0F);
+    __m128i l = _mm_and_si128(b, mask);
+    __m128i h = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
+    v = _mm_unpacklo_epi8(l, h);
+  } else {
+    v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  }
+  lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+  hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8)));
+}
+
+AVX2 inline float hsum_256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <int BITS, int ST, int MB, int NO>
+AVX2 void tile_256(const Problem& p, const float* x, float* y, int64_t o) {
+  const int64_t row_bytes = p.K * BITS / 8;
+  const int64_t groups = p.K / p.group_size;
+  __m256 acc[NO][MB];
+  for (int j = 0; j < NO; j++) {
+    for (int m = 0; m < MB; m++) {
+      acc[j][m] = _mm256_setzero_ps();
+    }
+  }
+  for (int64_t g = 0; g < groups; g++) {
+    __m256 s[NO], b[NO];
+    for (int j = 0; j < NO; j++) {
+      s[j] = _mm256_set1_ps(scale_at<ST>(p.scales, (o + j) * groups + g));
+      b[j] = _mm256_set1_ps(scale_at<ST>(p.biases, (o + j) * groups + g));
+    }
+    for (int c = 0; c < p.group_size; c += 16) {
+      const int64_t k = g * p.group_size + c;
+      __m256 w[NO][2];
+      for (int j = 0; j < NO; j++) {
+        unpack16_256<BITS>(p.w + (o + j) * row_bytes + k * BITS / 8, w[j][0], w[j][1]);
+        w[j][0] = _mm256_fmadd_ps(w[j][0], s[j], b[j]);
+        w[j][1] = _mm256_fmadd_ps(w[j][1], s[j], b[j]);
+      }
+      for (int m = 0; m < MB; m++) {
+        __m256 x0 = _mm256_loadu_ps(x + m * p.K + k);
+        __m256 x1 = _mm256_loadu_ps(x + m * p.K + k + 8);
+        for (int j = 0; j < NO; j++) {
+          acc[j][m] = _mm256_fmadd_ps(w[j][0], x0, acc[j][m]);
+          acc[j][m] = _mm256_fmadd_ps(w[j][1], x1, acc[j][m]);
+        }
+      }
+    }
+  }
+  for (int j = 0; j < NO; j++) {
+    for (int m = 0; m < MB; m++) {
+      y[m * p.N + o + j] = hsum_256(acc[j][m]);
+    }
+  }
+}
+
+template <int BITS, int ST, int MB>
+AVX2 void rows_256(const Problem& p, int64_t m0, int64_t o_begin, int64_t o_end) {
+  constexpr int NO = MB <= 2 ? 2 : 1;
+  const float* x = p.x + m0 * p.K;
+  float* y = p.y + m0 * p.N;
+  int64_t o = o_begin;
+  for (; o + NO <= o_end; o += NO) {
+    tile_256<BITS, ST, MB, NO>(p, x, y, o);
+  }
+  for (; o < o_end; o++) {
+    tile_256<BITS, ST, MB, 1>(p, x, y, o);
+  }
+}
+
+template <int BITS, int ST>
+void columns_256(const Problem& p, int64_t o_begin, int64_t o_end) {
+  constexpr int64_t kColumnBlock = 64;
+  for (int64_t ob = o_begin; ob < o_end; ob += kColumnBlock) {
+    int64_t oe = std::min(o_end, ob + kColumnBlock);
+    for (int64_t m0 = 0; m0 < p.M; m0 += 4) {
+      switch (std::min<int64_t>(4, p.M - m0)) {
+        case 1: rows_256<BITS, ST, 1>(p, m0, ob, oe); break;
+        case 2: rows_256<BITS, ST, 2>(p, m0, ob, oe); break;
+        case 3: rows_256<BITS, ST, 3>(p, m0, ob, oe); break;
+        default: rows_256<BITS, ST, 4>(p, m0, ob, oe); break;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- dispatch
+
+enum class Isa { Scalar, Avx2, Avx512 };
+
+Isa detect_isa() {
+  const char* forced = std::getenv("ANVYL_KERNEL_ISA");
+  __builtin_cpu_init();
+  bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c");
+  if (forced && std::strcmp(forced, "scalar") == 0) {
+    return Isa::Scalar;
+  }
+  if (forced && std::strcmp(forced, "avx2") == 0 && avx2) {
+    return Isa::Avx2;
+  }
+  return avx512 ? Isa::Avx512 : avx2 ? Isa::Avx2 : Isa::Scalar;
+}
+
+Isa isa() {
+  static Isa value = detect_isa();
+  return value;
+}
+
+using ColumnsFn = void (*)(const Problem&, int64_t, int64_t);
+
+template <int BITS, int ST>
+ColumnsFn pick_isa() {
+  switch (isa()) {
+    case Isa::Avx512: return columns_512<BITS, ST>;
+    case Isa::Avx2: return columns_256<BITS, ST>;
+    default: return columns_scalar<BITS, ST>;
+  }
+}
+
+template <int BITS>
+ColumnsFn pick_scale(mx::Dtype dtype) {
+  if (dtype == mx::float16) {
+    return pick_isa<BITS, F16>();
+  }
+  if (dtype == mx::bfloat16) {
+    return pick_isa<BITS, BF16>();
+  }
+  return pick_isa<BITS, F32>();
+}
+
+void run(const Problem& p, ColumnsFn columns) {
+  Pool& pool = Pool::get();
+  // Column chunks of a multiple of 8, a few per thread so a late worker costs little.
+  const int threads = pool.size();
+  int64_t chunk = (p.N + threads * 2 - 1) / (threads * 2);
+  chunk = std::max<int64_t>(8, (chunk + 7) / 8 * 8);
+  if (p.M * p.N * p.K < (1 << 16)) {
+    chunk = p.N;
+  }
+  const int n_tasks = static_cast<int>((p.N + chunk - 1) / chunk);
+  pool.run(n_tasks, [&](int i) {
+    int64_t begin = i * chunk;
+    columns(p, begin, std::min(p.N, begin + chunk));
+  });
+}
+
+} // namespace
+
+void set_num_threads(int n) {
+  Pool::get().resize(n);
+}
+
+int num_threads() {
+  return Pool::get().size();
+}
+
+std::string simd() {
+  switch (isa()) {
+    case Isa::Avx512: return "avx512";
+    case Isa::Avx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+mx::array qmm(
+    const mx::array& x,
+    const mx::array& w,
+    const mx::array& scales,
+    const mx::array& biases,
+    int group_size,
+    int bits,
+    mx::StreamOrDevice s) {
+  if (bits != 4 && bits != 8) {
+    throw std::invalid_argument("[anvyl.qmm] bits must be 4 or 8.");
+  }
+  if (group_size % 32 != 0 || group_size <= 0) {
+    throw std::invalid_argument("[anvyl.qmm] group_size must be a multiple of 32.");
+  }
+  if (w.dtype() != mx::uint32 || w.ndim() != 2 || x.ndim() < 1) {
+    throw std::invalid_argument("[anvyl.qmm] w must be a 2-D uint32 array.");
+  }
+  const int K = x.shape(-1);
+  const int N = w.shape(0);
+  if (static_cast<int64_t>(w.shape(1)) * 32 / bits != K || K % group_size != 0 ||
+      scales.shape() != mx::Shape{N, K / group_size} || biases.shape() != scales.shape() ||
+      biases.dtype() != scales.dtype()) {
+    throw std::invalid_argument("[anvyl.qmm] shapes of x, w, scales and biases do not match.");
+  }
+  auto stream = mx::to_stream(s);
+  if (stream.device != mx::Device::cpu) {
+    return mx::quantized_matmul(x, w, scales, biases, true, group_size, bits, "affine", s);
+  }
+  auto row_major = [&](const mx::array& a) {
+    return a.is_available() && a.flags().row_contiguous ? a : mx::contiguous(a, false, s);
+  };
+  mx::array xf = row_major(mx::astype(x, mx::float32, s));
+  auto shape = x.shape();
+  shape.back() = N;
+  mx::array out(
+      shape,
+      mx::float32,
+      std::make_shared<QMM>(stream, group_size, bits),
+      {xf, row_major(w), row_major(scales), row_major(biases)});
+  return x.dtype() == mx::float32 ? out : mx::astype(out, x.dtype(), s);
+}
+
+void QMM::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  const auto& x = inputs[0];
+  const auto& w = inputs[1];
+  const auto& scales = inputs[2];
+  const auto& biases = inputs[3];
+  auto& out = outputs[0];
+  for (const auto& a : inputs) {
+    if (!a.flags().row_contiguous) {
+      throw std::runtime_error("[anvyl.qmm] inputs must be row contiguous.");
+    }
+  }
+  out.set_data(mx::allocator::malloc(out.nbytes()));
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  encoder.set_input_array(x);
+  encoder.set_input_array(w);
+  encoder.set_input_array(scales);
+  encoder.set_input_array(biases);
+  encoder.set_output_array(out);
+  const int64_t K = x.shape(-1);
+  Problem p{
+      x.data<float>(),
+      reinterpret_cast<const uint8_t*>(w.data<uint32_t>()),
+      scales.data<void>(),
+      biases.data<void>(),
+      out.data<float>(),
+      static_cast<int64_t>(x.size()) / K,
+      K,
+      static_cast<int64_t>(w.shape(0)),
+      group_size_};
+  ColumnsFn columns = bits_ == 4 ? pick_scale<4>(scales.dtype()) : pick_scale<8>(scales.dtype());
+  encoder.dispatch([p, columns]() { run(p, columns); });
+}
+
+void QMM::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
+  throw std::runtime_error("[anvyl.qmm] has no GPU implementation (qmm uses quantized_matmul).");
+}
+
+bool QMM::is_equivalent(const mx::Primitive& other) const {
+  const auto& o = static_cast<const QMM&>(other);
+  return group_size_ == o.group_size_ && bits_ == o.bits_;
+}
+
+} // namespace anvyl

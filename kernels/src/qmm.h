@@ -1,0 +1,49 @@
+// Anvyl's quantized matmul for the CPU: y = x @ dequantize(w).T for the few rows of a decode step.
+#pragma once
+
+#include <string>
+
+#include "mlx/ops.h"
+#include "mlx/primitives.h"
+
+namespace anvyl {
+
+namespace mx = mlx::core;
+
+// `x @ dequantize(w, scales, biases).T` for MLX affine quantized `w` (bits 4 or 8, group size a
+// multiple of 32), computed in float32 without materializing the float weights.
+mx::array qmm(
+    const mx::array& x,
+    const mx::array& w,
+    const mx::array& scales,
+    const mx::array& biases,
+    int group_size,
+    int bits,
+    mx::StreamOrDevice s = {});
+
+// Threads the kernel splits output columns over (the calling thread included).
+void set_num_threads(int n);
+int num_threads();
+
+// The instruction set the kernel runs with on this CPU: "avx512", "avx2" or "scalar".
+std::string simd();
+
+class QMM : public mx::Primitive {
+ public:
+  QMM(mx::Stream stream, int group_size, int bits)
+      : mx::Primitive(stream), group_size_(group_size), bits_(bits) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+  void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+
+  const char* name() const override {
+    return "AnvylQMM";
+  }
+  bool is_equivalent(const mx::Primitive& other) const override;
+
+ private:
+  int group_size_;
+  int bits_;
+};
+
+} // namespace anvyl
