@@ -33,6 +33,7 @@ import docker
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 HEARTBEAT_S = 1
+ENGINE_TCP_PORT = 2375
 
 
 @dataclass
@@ -54,6 +55,11 @@ class Node:
     def url(self) -> str:
         """The engine's `unix://` address."""
         return f"unix://{self.socket}"
+
+    @property
+    def tcp_url(self) -> str:
+        """The engine's `tcp://` address on the lab's bridge (plain TCP: a private lab)."""
+        return f"tcp://{self.address}:{ENGINE_TCP_PORT}"
 
     @contextlib.contextmanager
     def client(self, timeout: int = 60) -> Iterator[docker.DockerClient]:
@@ -154,6 +160,7 @@ class SwarmLab:
             f"mount --move {cgroup} /sys/fs/cgroup; mount --bind {etc} /etc/docker; "
             f"exec dockerd --config-file {etc}/daemon.json --data-root {node.data_root} "
             f"--exec-root {node.exec_root} --pidfile {node.pidfile} -H unix://{node.socket} "
+            f"-H tcp://{node.address}:{ENGINE_TCP_PORT} "
             f"--tls=false --log-level warn"
             + "".join(f" --label {k}={v}" for k, v in self.labels.items())
         )
@@ -343,7 +350,7 @@ def main(argv: Sequence[str]) -> int:
         lab.up()
         print(f"lab {lab.lab_id} up:")
         for node in lab.nodes:
-            print(f"  node {node.index} {node.hostname} {node.address} DOCKER_HOST={node.url}")
+            print(f"  node {node.index} {node.hostname} {node.tcp_url} DOCKER_HOST={node.url}")
         return 0
     if len(argv) == 2 and argv[0] == "down":
         SwarmLab(3, argv[1]).down()

@@ -199,6 +199,49 @@ def test_host_metrics_of_every_node(cluster: Cluster, two: str) -> None:
     assert "no per-container figures" in table.stderr
 
 
+def _nodes(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    return {h["hostname"]: h for h in json.loads(cluster.ok("host", "list", "-o", "json"))["hosts"]}
+
+
+def test_host_add_records_a_node_engine_only_when_it_is_that_node(
+    cluster: Cluster, two: str
+) -> None:
+    lab = cluster.lab
+    second, third = lab.nodes[1], lab.nodes[2]
+    wrong = cluster.cli("host", "add", second.hostname, "--engine", third.tcp_url)
+    assert wrong.returncode != 0 and f"not node {second.hostname}" in wrong.stderr, wrong.stderr
+    bad = cluster.cli("host", "add", second.hostname, "--engine", f"http://{second.address}")
+    assert bad.returncode != 0 and "invalid engine URL" in bad.stderr, bad.stderr
+    closed = cluster.cli("host", "add", second.hostname, "--engine", f"tcp://{second.address}:1")
+    assert closed.returncode != 0 and "cannot use" in closed.stderr, closed.stderr
+    assert "Traceback" not in wrong.stderr + bad.stderr + closed.stderr
+    nodes = _nodes(cluster)
+    assert nodes[second.hostname]["engine_state"] == "unknown"  # nothing recorded on failure
+    assert nodes[lab.manager.hostname]["engine_state"] == "reachable"  # the server's own
+    for node in lab.nodes[1:]:
+        added = cluster.cli("host", "add", node.hostname, "--engine", node.tcp_url)
+        assert added.returncode == 0, added.stderr
+        assert "recorded" in added.stdout and "without TLS" in added.stderr
+    nodes = _nodes(cluster)
+    assert {n["engine_state"] for n in nodes.values()} == {"reachable"}
+    assert nodes[third.hostname]["engine_url"] == third.tcp_url
+    assert "reachable" in cluster.ok("host", "list")
+    on = cluster.ready_nodes(two)
+    worker = next(n for n in lab.nodes[1:] if n.hostname in on)
+    m = json.loads(cluster.ok("host", "metrics", worker.hostname, "-o", "json"))
+    assert m["container_stats"] and m["node"]["engine_state"] == "reachable"
+    assert m["node"]["engine"]["version"] and m["node"]["engine"]["containers_running"] >= 1
+    mine = [c for c in m["containers"] if c.get("deployment") == two]
+    assert len(mine) == 1 and mine[0]["memory_used_bytes"] > 0 and mine[0]["state"] == "running"
+    # Forget one, then record it again (later tests rely on every engine being known).
+    cluster.ok("host", "remove", third.hostname)
+    assert _nodes(cluster)[third.hostname]["engine_state"] == "unknown"
+    again = cluster.cli("host", "remove", third.hostname)
+    assert again.returncode != 0 and "no engine" in again.stderr
+    cluster.ok("host", "add", third.node_id[:8], "--engine", third.tcp_url)
+    assert _nodes(cluster)[third.hostname]["engine_state"] == "reachable"
+
+
 def _two_ready_without(cluster: Cluster, name: str, hostname: str) -> list[str] | None:
     """The two ready replicas' nodes once none is on `hostname`; None before."""
     nodes = cluster.ready_nodes(name)

@@ -512,7 +512,7 @@ class ListNodesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("id", "hostname", "address", "role", "availability", "state", "cpus", "memory_bytes", "engine_version", "labels", "leader", "models")
+    __slots__ = ("id", "hostname", "address", "role", "availability", "state", "cpus", "memory_bytes", "engine_version", "labels", "leader", "models", "engine_url", "engine_state", "engine_reason")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -532,6 +532,9 @@ class Node(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_URL_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_STATE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     hostname: str
     address: str
@@ -544,7 +547,10 @@ class Node(_message.Message):
     labels: _containers.ScalarMap[str, str]
     leader: bool
     models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., hostname: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., availability: _Optional[str] = ..., state: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., engine_version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., leader: _Optional[bool] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
+    engine_url: str
+    engine_state: str
+    engine_reason: str
+    def __init__(self, id: _Optional[str] = ..., hostname: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., availability: _Optional[str] = ..., state: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., engine_version: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., leader: _Optional[bool] = ..., models: _Optional[_Iterable[str]] = ..., engine_url: _Optional[str] = ..., engine_state: _Optional[str] = ..., engine_reason: _Optional[str] = ...) -> None: ...
 
 class ListNodesResponse(_message.Message):
     __slots__ = ("nodes",)
@@ -567,3 +573,23 @@ class ScaleModelRequest(_message.Message):
     ref: str
     replicas: int
     def __init__(self, ref: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
+
+class SetNodeEngineRequest(_message.Message):
+    __slots__ = ("node", "url", "tls_ca", "tls_cert", "tls_key")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    TLS_CA_FIELD_NUMBER: _ClassVar[int]
+    TLS_CERT_FIELD_NUMBER: _ClassVar[int]
+    TLS_KEY_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    url: str
+    tls_ca: bytes
+    tls_cert: bytes
+    tls_key: bytes
+    def __init__(self, node: _Optional[str] = ..., url: _Optional[str] = ..., tls_ca: _Optional[bytes] = ..., tls_cert: _Optional[bytes] = ..., tls_key: _Optional[bytes] = ...) -> None: ...
+
+class RemoveNodeEngineRequest(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    def __init__(self, node: _Optional[str] = ...) -> None: ...

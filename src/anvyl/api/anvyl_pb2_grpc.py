@@ -782,6 +782,16 @@ class ClusterServiceStub:
                 request_serializer=anvyl__pb2.ScaleModelRequest.SerializeToString,
                 response_deserializer=anvyl__pb2.Deployment.FromString,
                 _registered_method=True)
+        self.SetNodeEngine = channel.unary_unary(
+                '/anvyl.v1.ClusterService/SetNodeEngine',
+                request_serializer=anvyl__pb2.SetNodeEngineRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.Node.FromString,
+                _registered_method=True)
+        self.RemoveNodeEngine = channel.unary_unary(
+                '/anvyl.v1.ClusterService/RemoveNodeEngine',
+                request_serializer=anvyl__pb2.RemoveNodeEngineRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.Node.FromString,
+                _registered_method=True)
 
 
 class ClusterServiceServicer:
@@ -823,6 +833,21 @@ class ClusterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetNodeEngine(self, request, context):
+        """Record how to reach a node's own engine (`host add`): the URL is checked by connecting and
+        comparing the engine's Swarm node id with the node's; nothing is recorded on failure.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNodeEngine(self, request, context):
+        """Forget a node's engine (the node stays in the Swarm).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -850,6 +875,16 @@ def add_ClusterServiceServicer_to_server(servicer, server):
                     servicer.ScaleModel,
                     request_deserializer=anvyl__pb2.ScaleModelRequest.FromString,
                     response_serializer=anvyl__pb2.Deployment.SerializeToString,
+            ),
+            'SetNodeEngine': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNodeEngine,
+                    request_deserializer=anvyl__pb2.SetNodeEngineRequest.FromString,
+                    response_serializer=anvyl__pb2.Node.SerializeToString,
+            ),
+            'RemoveNodeEngine': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNodeEngine,
+                    request_deserializer=anvyl__pb2.RemoveNodeEngineRequest.FromString,
+                    response_serializer=anvyl__pb2.Node.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -988,6 +1023,60 @@ class ClusterService:
             '/anvyl.v1.ClusterService/ScaleModel',
             anvyl__pb2.ScaleModelRequest.SerializeToString,
             anvyl__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNodeEngine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anvyl.v1.ClusterService/SetNodeEngine',
+            anvyl__pb2.SetNodeEngineRequest.SerializeToString,
+            anvyl__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNodeEngine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anvyl.v1.ClusterService/RemoveNodeEngine',
+            anvyl__pb2.RemoveNodeEngineRequest.SerializeToString,
+            anvyl__pb2.Node.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 
 from anvyl.cli import output
 from anvyl.cli.client import CALL_TIMEOUT_S, CONTEXT_SETTINGS, HostOption, PortOption, connect
@@ -75,6 +76,9 @@ def node_json(n: pb.Node) -> dict[str, Any]:
         "engine_version": n.engine_version,
         "labels": dict(n.labels),
         "models": list(n.models),
+        "engine_url": n.engine_url,
+        "engine_state": n.engine_state,
+        "engine_reason": n.engine_reason,
     }
 
 
@@ -96,6 +100,7 @@ def print_nodes(nodes: Sequence[pb.Node]) -> None:
                 n.engine_version,
                 ",".join(f"{k}={v}" for k, v in sorted(n.labels.items())) or "-",
                 ", ".join(n.models) or "-",
+                _engine_access(n),
             ]
         )
     output.print_table(
@@ -112,9 +117,19 @@ def print_nodes(nodes: Sequence[pb.Node]) -> None:
             "ENGINE",
             "LABELS",
             "MODELS",
+            "ENGINE ACCESS",
         ],
         rows,
     )
+
+
+def _engine_access(n: pb.Node) -> str:
+    """Whether Anvyl reaches the node's own engine (needed to put images and models there)."""
+    if n.engine_state == "reachable":
+        return f"[green]reachable[/green] [dim]{n.engine_url}[/dim]"
+    if n.engine_state == "unreachable":
+        return f"[red]unreachable[/red] [dim]{n.engine_url}: {escape(n.engine_reason)}[/dim]"
+    return "[dim]unknown (anvyl host add)[/dim]"
 
 
 def replica_json(r: pb.Replica) -> dict[str, Any]:

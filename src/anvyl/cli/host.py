@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -187,6 +188,63 @@ def _print_node(n: pb.NodeMetrics) -> None:
             f"[dim]({escape(n.engine_reason)})[/dim]",
             highlight=False,
         )
+
+
+@app.command("add")
+def add(
+    node: str = typer.Argument(..., help="Swarm node id, unique id prefix or hostname"),
+    engine: str = typer.Option(
+        ..., "--engine", help="The node's own engine: tcp://HOST:PORT or ssh://USER@HOST"
+    ),
+    tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA certificate (PEM) to verify it"),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Client certificate (PEM)"),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Client private key (PEM)"),
+    host: HostOption = None,
+    port: PortOption = None,
+) -> None:
+    """Tell Anvyl how to reach a Swarm node's own engine (to put images and models on it).
+
+    The server connects, checks that the engine is that node, and only then records it.
+    """
+    from anvyl.api import anvyl_pb2 as pb
+
+    pems = {}
+    for name, path in (("tls_ca", tls_ca), ("tls_cert", tls_cert), ("tls_key", tls_key)):
+        try:
+            pems[name] = path.read_bytes() if path is not None else b""
+        except OSError as exc:
+            output.fail(f"cannot read --{name.replace('_', '-')} {path}: {exc.strerror}")
+    client = connect(host, port)
+    with output.cli_errors(client.target):
+        reply = client.cluster.SetNodeEngine(
+            pb.SetNodeEngineRequest(node=node, url=engine, **pems),
+            timeout=CALL_TIMEOUT_S,
+            metadata=client.metadata,
+        )
+    typer.echo(f"node {reply.hostname} ({reply.id[:12]}): engine {reply.engine_url} recorded")
+    if reply.engine_url.startswith("tcp://") and not pems["tls_cert"]:
+        output.console(stderr=True).print(
+            "[yellow]warning:[/yellow] this engine is reached without TLS: anyone who can reach "
+            "that port controls the node; use --tls-ca/--tls-cert/--tls-key or ssh://",
+            highlight=False,
+        )
+
+
+@app.command("remove")
+def remove(
+    node: str = typer.Argument(..., help="Swarm node id, unique id prefix or hostname"),
+    host: HostOption = None,
+    port: PortOption = None,
+) -> None:
+    """Forget how to reach a node's engine (the node stays in the Swarm)."""
+    from anvyl.api import anvyl_pb2 as pb
+
+    client = connect(host, port)
+    with output.cli_errors(client.target):
+        reply = client.cluster.RemoveNodeEngine(
+            pb.RemoveNodeEngineRequest(node=node), timeout=CALL_TIMEOUT_S, metadata=client.metadata
+        )
+    typer.echo(f"node {reply.hostname} ({reply.id[:12]}): engine forgotten")
 
 
 @app.command("drain")

@@ -21,7 +21,7 @@ from typing import Any
 from anvyl import config
 from anvyl.errors import FailedPrecondition, InvalidArgument
 from anvyl.runtime import model_spec as spec
-from anvyl.runtime.driver import DockerDriver
+from anvyl.runtime.driver import DockerDriver, _count_response
 
 ROLE_MANAGER = "manager"
 ROLE_WORKER = "worker"
@@ -83,6 +83,45 @@ class TaskInfo:
     exit_code: int | None = None
     service_id: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+
+
+class NodeEngineDriver(DockerDriver):
+    """A Swarm node's own engine over `tcp://` (optionally TLS) or `ssh://` (the `ssh` client)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        tls_ca: str = "",
+        tls_cert: str = "",
+        tls_key: str = "",
+        timeout: float = 60.0,
+    ) -> None:
+        super().__init__(base_url, timeout=timeout)
+        self.tls_ca, self.tls_cert, self.tls_key = tls_ca, tls_cert, tls_key
+
+    def _connect(self) -> Any:
+        import docker
+        import docker.tls
+
+        try:
+            tls: Any = False
+            if self.tls_cert or self.tls_ca:
+                tls = docker.tls.TLSConfig(
+                    client_cert=(self.tls_cert, self.tls_key) if self.tls_cert else None,
+                    ca_cert=self.tls_ca or None,
+                    verify=self.tls_ca or True,
+                )
+            client = docker.DockerClient(
+                base_url=self.base_url,
+                timeout=int(self.timeout),
+                tls=tls,
+                use_ssh_client=self.base_url.startswith("ssh://"),
+            )
+        except Exception as exc:  # refused, TLS handshake, ssh failures, version negotiation
+            raise self._unavailable(exc) from exc
+        client.api.hooks["response"].append(_count_response)
+        return client
 
 
 def swarm_state(driver: DockerDriver) -> tuple[str, bool]:

@@ -8,11 +8,14 @@ from anvyl.api import anvyl_pb2 as pb
 from anvyl.api import anvyl_pb2_grpc as rpc
 from anvyl.runtime.swarm import NodeInfo
 from anvyl.services import Services
-from anvyl.services.cluster import Cluster, NodeMetrics, NodeView
+from anvyl.services.cluster import Cluster, NodeEngine, NodeMetrics, NodeView
 
 
-def node_to_pb(node: NodeInfo, models: tuple[str, ...] = ()) -> pb.Node:
-    """NodeInfo → pb.Node."""
+def node_to_pb(
+    node: NodeInfo, models: tuple[str, ...] = (), engine: NodeEngine | None = None
+) -> pb.Node:
+    """NodeInfo (and how Anvyl reaches its engine) → pb.Node."""
+    engine = engine or NodeEngine()
     return pb.Node(
         id=node.id,
         hostname=node.hostname,
@@ -26,6 +29,9 @@ def node_to_pb(node: NodeInfo, models: tuple[str, ...] = ()) -> pb.Node:
         labels=node.labels,
         leader=node.leader,
         models=list(models),
+        engine_url=engine.url,
+        engine_state=engine.state,
+        engine_reason=engine.reason,
     )
 
 
@@ -50,7 +56,9 @@ def node_metrics_to_pb(m: NodeMetrics) -> pb.NodeMetrics:
             cgroup_version=e.cgroup_version,
         )
     return pb.NodeMetrics(
-        node=node_to_pb(m.node, m.models),
+        node=node_to_pb(
+            m.node, m.models, NodeEngine(m.engine_url, m.engine_state, m.engine_reason)
+        ),
         nano_cpus=m.node.nano_cpus,
         engine_url=m.engine_url,
         engine_state=m.engine_state,
@@ -88,7 +96,7 @@ class ClusterServicer(rpc.ClusterServiceServicer):
     ) -> pb.ListNodesResponse:
         """Every node with its models."""
         views: list[NodeView] = self.cluster.nodes()
-        return pb.ListNodesResponse(nodes=[node_to_pb(v.node, v.models) for v in views])
+        return pb.ListNodesResponse(nodes=[node_to_pb(v.node, v.models, v.engine) for v in views])
 
     def SetNodeAvailability(
         self, request: pb.SetNodeAvailabilityRequest, context: grpc.ServicerContext
@@ -110,3 +118,23 @@ class ClusterServicer(rpc.ClusterServiceServicer):
                 f"{record.name} is a plain container; only Swarm deployments scale"
             )
         return deployment_to_pb(self.models.swarm.scale(record, request.replicas))
+
+    def SetNodeEngine(
+        self, request: pb.SetNodeEngineRequest, context: grpc.ServicerContext
+    ) -> pb.Node:
+        """Record how to reach a node's engine, once checked."""
+        view = self.cluster.set_engine(
+            request.node,
+            request.url,
+            tls_ca=request.tls_ca,
+            tls_cert=request.tls_cert,
+            tls_key=request.tls_key,
+        )
+        return node_to_pb(view.node, view.models, view.engine)
+
+    def RemoveNodeEngine(
+        self, request: pb.RemoveNodeEngineRequest, context: grpc.ServicerContext
+    ) -> pb.Node:
+        """Forget a node's engine."""
+        view = self.cluster.remove_engine(request.node)
+        return node_to_pb(view.node, view.models, view.engine)

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from anvyl import config
-from anvyl.errors import FailedPrecondition, NotFound, RuntimeUnavailable
+from anvyl.errors import (
+    AnvylError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    RuntimeUnavailable,
+)
 from anvyl.runtime import DockerDriver, swarm
 from anvyl.services.hosts import ContainerUsage, HostMetrics, container_usage
 from anvyl.services.models import Models
@@ -17,14 +24,10 @@ from anvyl.store import deployments as table
 ENGINE_REACHABLE = "reachable"
 ENGINE_UNREACHABLE = "unreachable"
 ENGINE_UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class NodeView:
-    """A Swarm node and the deployments with a running replica on it."""
-
-    node: swarm.NodeInfo
-    models: tuple[str, ...] = ()
+NO_ENGINE = (
+    "Anvyl does not know how to reach this node's engine "
+    "(`anvyl host add NODE --engine tcp://HOST:PORT|ssh://USER@HOST`)"
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,15 @@ class NodeEngine:
     state: str = ENGINE_UNKNOWN
     reason: str = ""
     driver: DockerDriver | None = None
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A Swarm node, the deployments with a running replica on it, and its engine's access."""
+
+    node: swarm.NodeInfo
+    models: tuple[str, ...] = ()
+    engine: NodeEngine = NodeEngine()
 
 
 @dataclass(frozen=True)
@@ -98,7 +110,7 @@ class Cluster:
         return JoinInfo(token=token, manager_address=address)
 
     def nodes(self) -> list[NodeView]:
-        """Every node, with the deployments that have a running replica on it."""
+        """Every node, its deployments with a running replica, and whether its engine answers."""
         driver = self._manager()
         placed: dict[str, list[str]] = {}
         for record in table.list_deployments(self.models.store):
@@ -107,10 +119,63 @@ class Cluster:
             for task in swarm.list_tasks(driver, record.container_id):
                 if task.state == "running" and task.desired_state == "running":
                     placed.setdefault(task.node_id, []).append(record.name)
+        nodes = swarm.list_nodes(driver)
+        local_id = swarm.local_node_id(driver)
+        engines = self.models.swarm.engines
+
+        def access(node: swarm.NodeInfo) -> NodeEngine:
+            if node.id == local_id:
+                return NodeEngine(driver.base_url, ENGINE_REACHABLE, "", driver)
+            record = engines.get(node.id)
+            if record is None:
+                return NodeEngine(reason=NO_ENGINE)
+            ok, reason = engines.probe(record)
+            return NodeEngine(record.url, ENGINE_REACHABLE if ok else ENGINE_UNREACHABLE, reason)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(nodes)))) as pool:
+            access_by_node = list(pool.map(access, nodes))
         return [
-            NodeView(node=n, models=tuple(sorted(placed.get(n.id, []))))
-            for n in swarm.list_nodes(driver)
+            NodeView(node=n, models=tuple(sorted(placed.get(n.id, []))), engine=e)
+            for n, e in zip(nodes, access_by_node, strict=True)
         ]
+
+    def set_engine(
+        self,
+        ref: str,
+        url: str,
+        *,
+        tls_ca: bytes = b"",
+        tls_cert: bytes = b"",
+        tls_key: bytes = b"",
+    ) -> NodeView:
+        """Record how to reach a node's engine once it proves to be that node's (`host add`)."""
+        driver = self._manager()
+        node = swarm.resolve_node(swarm.list_nodes(driver), ref.strip())
+        record = self.models.swarm.engines.add(
+            node, url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key
+        )
+        return NodeView(node=node, engine=NodeEngine(record.url, ENGINE_REACHABLE))
+
+    def remove_engine(self, ref: str) -> NodeView:
+        """Forget a node's engine (`host remove`); the node stays in the Swarm."""
+        engines = self.models.swarm.engines
+        ref = ref.strip()
+        if not ref:
+            raise InvalidArgument("a node id or hostname is required")
+        driver = self._manager()
+        nodes = swarm.list_nodes(driver)
+        try:
+            node: swarm.NodeInfo | None = swarm.resolve_node(nodes, ref)
+        except InvalidArgument:
+            node = None  # it may have left the Swarm: its record is still forgettable
+        record = engines.get(node.id) if node is not None else engines.find(ref)
+        if record is None:
+            known = ", ".join(r.hostname for r in engines.records()) or "none"
+            raise NotFound(f"Anvyl records no engine for {ref!r} (recorded: {known})")
+        engines.remove(record.node_id)
+        if node is None:
+            node = swarm.NodeInfo(record.node_id, record.hostname, "", "", "", "gone", 0, 0, "")
+        return NodeView(node=node, engine=NodeEngine(reason=NO_ENGINE))
 
     def set_availability(self, ref: str, availability: str) -> swarm.NodeInfo:
         """Drain, pause or activate a node (by id, hostname or unique id prefix)."""
@@ -135,7 +200,11 @@ class Cluster:
                     return NodeEngine(driver.base_url, ENGINE_REACHABLE, "", driver)
             except RuntimeUnavailable as exc:
                 return NodeEngine(driver.base_url, ENGINE_UNREACHABLE, exc.message)
-        return NodeEngine(reason="Anvyl does not know how to reach this node's engine")
+        record = self.models.swarm.engines.get(node.id)
+        if record is None:
+            return NodeEngine(reason=NO_ENGINE)
+        driver = self.models.swarm.engines.driver(node.id)
+        return NodeEngine(record.url, ENGINE_REACHABLE, "", driver)
 
     def metrics(self, ref: str, *, sleep: Callable[[float], None] = time.sleep) -> HostMetrics:
         """`host metrics`: of a Swarm node when `ref` names one, else of a registered host."""
@@ -183,7 +252,7 @@ class Cluster:
                     usages = base.containers
                 else:
                     usages = container_usage(engine.driver, self.models.hosts.metrics_window, sleep)
-            except (RuntimeUnavailable, NotFound) as exc:
+            except AnvylError as exc:
                 engine = replace(engine, state=ENGINE_UNREACHABLE, reason=exc.message)
                 facts, base, usages = None, None, ()
         if engine.state == ENGINE_REACHABLE:

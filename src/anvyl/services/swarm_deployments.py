@@ -24,6 +24,7 @@ from anvyl.errors import AlreadyExists, AnvylError, FailedPrecondition, InvalidA
 from anvyl.gateway.routing import Target
 from anvyl.runtime import DockerDriver, swarm
 from anvyl.runtime import model_spec as spec
+from anvyl.services.node_engines import NodeEngines
 from anvyl.store import HostRecord
 from anvyl.store import deployments as table
 from anvyl.store.deployments import DeploymentRecord
@@ -52,6 +53,7 @@ class SwarmDeployments:
     def __init__(self, models: Models) -> None:
         self.models = models
         self._active: dict[str, tuple[float, bool]] = {}
+        self.engines = NodeEngines(models.store, models.home)  # the nodes' own engines
 
     # -- which runtime ---------------------------------------------------------------------
 

@@ -57,4 +57,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE UNIQUE INDEX deployments_host_port ON deployments (host_id, port);
         """,
     ),
+    Migration(
+        version=3,
+        description="node engines",
+        sql="""
+        CREATE TABLE node_engines (
+            node_id     TEXT PRIMARY KEY,
+            hostname    TEXT NOT NULL,
+            url         TEXT NOT NULL,
+            tls_ca      TEXT NOT NULL DEFAULT '',
+            tls_cert    TEXT NOT NULL DEFAULT '',
+            tls_key     TEXT NOT NULL DEFAULT '',
+            created_at  REAL NOT NULL,
+            updated_at  REAL NOT NULL
+        );
+        """,
+    ),
 )
