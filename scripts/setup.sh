@@ -21,6 +21,9 @@ command -v ps >/dev/null 2>&1 || need_pkgs+=(procps)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)  # the dashboard's browser tests
+# A C++ compiler and CMake build Anvyl's CPU kernel (kernels/) into the venv and the image.
+command -v c++ >/dev/null 2>&1 || need_pkgs+=(build-essential)
+command -v cmake >/dev/null 2>&1 || need_pkgs+=(cmake)
 # MLX on the CPU is ~30x faster with OpenBLAS than with the reference BLAS its wheel bundles.
 compgen -G "/usr/lib/*/openblas-pthread/libblas.so.3" >/dev/null || need_pkgs+=(libopenblas0-pthread)
 if ((${#need_pkgs[@]})); then
@@ -40,6 +43,21 @@ if [[ ! -f "$stamp" || "$ANVYL_ROOT/pyproject.toml" -nt "$stamp" ]]; then
     say "installing anvyl and its dependencies into $VENV"
     "$VENV/bin/pip" install -q -e "$ANVYL_ROOT[dev]"
     touch "$stamp"
+fi
+# Anvyl's CPU kernel, an MLX extension built against the venv's MLX (the model server runs
+# without it, only slower): rebuilt when its sources change.
+kernel_stamp="$VENV/.anvyl-kernels-installed"
+kernel_hash="$(cat "$ANVYL_ROOT"/kernels/{CMakeLists.txt,pyproject.toml,setup.py} \
+    "$ANVYL_ROOT"/kernels/src/* "$ANVYL_ROOT"/kernels/anvyl_kernels/*.py | sha256sum | cut -c1-16)"
+if [[ "$(cat "$kernel_stamp" 2>/dev/null)" != "$kernel_hash" ]]; then
+    say "building Anvyl's CPU kernel (kernels/) into $VENV"
+    nanobind_pin="$(grep -o 'nanobind==[0-9.]*' "$ANVYL_ROOT/kernels/pyproject.toml")"
+    if "$VENV/bin/pip" install -q "$nanobind_pin" \
+        && "$VENV/bin/pip" install -q --no-build-isolation --no-deps "$ANVYL_ROOT/kernels"; then
+        echo "$kernel_hash" >"$kernel_stamp"
+    else
+        say "the CPU kernel did not build; the model server will run without it"
+    fi
 fi
 export PATH="$VENV/bin:$PATH"
 

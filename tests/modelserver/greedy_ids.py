@@ -5,9 +5,9 @@ Run as a script to (re)record the reference, which `test_engine_greedy.py` compa
     .venv/bin/python tests/modelserver/greedy_ids.py --record
 
 Each prompt is generated alone (one sequence in the batch) and all together (one batch), in
-every weight dtype listed. The script runs with OpenBLAS preloaded exactly as the model server
-runs (it re-executes itself, like `python -m anvyl.modelserver`), so the float32 matmuls are the
-server's own.
+every variant listed (weight dtype and matmul). The script runs with OpenBLAS preloaded as the
+server runs (it re-executes itself, like `python -m anvyl.modelserver`), so the float32 matmuls
+are the server's own. `--record` needs `anvyl_kernels` installed (else "kernel" is MLX's path).
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ from typing import Any
 
 FIXTURE = Path(__file__).with_name("greedy_reference.json")
 MAX_TOKENS = 32
-DTYPES = ("float32", "quantized")
+# name → (weight dtype, environment): "quantized" is MLX's own quantized matmul, "kernel" the
+# same weights through Anvyl's CPU kernel (anvyl_kernels; MLX's path when it is not installed).
+VARIANTS = {
+    "float32": ("float32", {}),
+    "quantized": ("quantized", {"ANVYL_KERNEL": "0"}),
+    "kernel": ("quantized", {"ANVYL_KERNEL": "1"}),
+}
 CHAT_PROMPTS = {
     "paris": "What is the capital of France?",
     "planets": "List the planets of the solar system.",
@@ -82,11 +88,15 @@ class _RecordingTokenizer:
         return getattr(self._inner, name)
 
 
-def run_engine(model_dir: Path, dtype: str) -> dict[str, dict[str, list[int]]]:
-    """`{"solo": {name: ids}, "batch": {name: ids}}` for one weight dtype (end token excluded)."""
+def run_engine(model_dir: Path, variant: str) -> dict[str, dict[str, list[int]]]:
+    """`{"solo": {name: ids}, "batch": {name: ids}}` for one variant (end token excluded)."""
     from anvyl.modelserver.engine import Engine, Event, FinishEvent, GenerationRequest
     from anvyl.modelserver.loader import LoadedModel, load_model_dir
     from anvyl.modelserver.sampling import SamplingParams
+
+    dtype, env = VARIANTS[variant]
+    os.environ.pop("ANVYL_KERNEL", None)
+    os.environ.update(env)
 
     def loader() -> LoadedModel:
         loaded = load_model_dir(model_dir, dtype)
@@ -149,7 +159,7 @@ def main() -> int:
     """Print (or record) the greedy ids of every prompt in every dtype."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, help="MLX model directory (default: the bundled one)")
-    ap.add_argument("--dtype", action="append", choices=DTYPES, help="default: all")
+    ap.add_argument("--variant", action="append", choices=VARIANTS, help="default: all")
     ap.add_argument("--record", action="store_true", help=f"write {FIXTURE.name}")
     args = ap.parse_args()
     openblas_reexec()
@@ -160,7 +170,7 @@ def main() -> int:
         from anvyl.catalog.bundled import ensure_bundled_model
 
         args.model = ensure_bundled_model(test_cache_dir() / "home")
-    out = {dtype: run_engine(args.model, dtype) for dtype in args.dtype or DTYPES}
+    out = {name: run_engine(args.model, name) for name in args.variant or VARIANTS}
     text = json.dumps({"max_tokens": MAX_TOKENS, "ids": out}, indent=1)
     if args.record:
         FIXTURE.write_text(text + "\n")

@@ -2,9 +2,11 @@
 
 `greedy_reference.json` was recorded by `greedy_ids.py --record` from the engine before any of
 the speed changes of issue 6 (mlx-lm's BatchGenerator, weights as loaded). Every prompt is
-checked alone and in one batch with all the others, in float32 (the CPU default) and in the
-quantized weights as stored. The script runs in a subprocess so that OpenBLAS is preloaded as in
-the real server.
+checked alone and in one batch with all the others, in float32 and in the quantized weights as
+stored through MLX's own matmul. "kernel" (the same quantized weights through Anvyl's CPU kernel,
+the CPU default when installed) was recorded when the kernel landed; its ids equal float32's (the
+kernel computes the float32 path's numbers, summed in another order). The script runs in a
+subprocess so that OpenBLAS is preloaded as in the real server.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from anvyl.modelserver.__main__ import find_openblas
+from anvyl.modelserver.kernel import load_kernels
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "greedy_ids.py"
@@ -49,6 +52,8 @@ def test_greedy_ids_unchanged(
     current_ids: dict[str, dict[str, dict[str, list[int]]]], dtype: str, mode: str
 ) -> None:
     """Every prompt yields exactly the recorded token ids."""
+    if dtype == "kernel" and load_kernels() is None:
+        pytest.skip("anvyl_kernels is not installed (scripts/setup.sh builds it)")
     expected = REFERENCE["ids"][dtype][mode]
     got = current_ids[dtype][mode]
     assert got.keys() == expected.keys()
@@ -60,4 +65,5 @@ def test_reference_answers_paris() -> None:
     """The reference itself is sane: the Paris question is answered (ids of ' Paris')."""
     solo = REFERENCE["ids"]["float32"]["solo"]
     assert solo["paris"] == REFERENCE["ids"]["quantized"]["solo"]["paris"]
+    assert REFERENCE["ids"]["kernel"] == REFERENCE["ids"]["float32"]
     assert len(solo["count"]) == REFERENCE["max_tokens"]

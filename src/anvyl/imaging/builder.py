@@ -19,7 +19,7 @@ from anvyl.errors import InvalidArgument
 from anvyl.imaging.base import DEBIAN_BOOTSTRAP, DEFAULT_BASE_IMAGE, resolve_base_image
 from anvyl.imaging.context import assemble_context, source_hash
 from anvyl.imaging.errors import ImageBuildError
-from anvyl.imaging.wheels import ensure_wheels
+from anvyl.imaging.wheels import ensure_kernel_wheel, ensure_wheels, with_kernel_wheel
 
 LABEL_VERSION = "anvyl.version"
 LABEL_BUILD_HASH = "anvyl.build.hash"
@@ -81,6 +81,9 @@ def build_image(
             container_labels=container_labels,
         )
         wheels = ensure_wheels(base, cache_dir=cache_dir, progress=say, ca_bundle=ca_bundle)
+        kernel = ensure_kernel_wheel(base, cache_dir=cache_dir, progress=say, ca_bundle=ca_bundle)
+        if kernel is not None:
+            wheels = with_kernel_wheel(wheels, kernel)
         tmp_root = cache_dir / "tmp"
         tmp_root.mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory(dir=tmp_root, prefix="context-") as tmp:

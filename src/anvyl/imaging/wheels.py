@@ -12,9 +12,13 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import os
+import platform
+import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,12 +283,23 @@ def _download(
     return WheelSet(tuple(requirements), tuple(wheels), tuple(digests))
 
 
-def _run_pip(argv: list[str], progress: Progress) -> None:
+def _run_pip(
+    argv: list[str],
+    progress: Progress,
+    *,
+    env: dict[str, str] | None = None,
+    what: str = "pip download",
+) -> None:
     """Run pip (no shell), streaming its lines; on failure raise with the output's tail."""
     lines: list[str] = []
     try:
         proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            env=env,
         )
     except OSError as exc:
         raise ImageBuildError(f"cannot run pip: {exc}") from exc
@@ -298,7 +313,7 @@ def _run_pip(argv: list[str], progress: Progress) -> None:
     if code != 0:
         tail = "\n".join(lines[-25:])
         raise ImageBuildError(
-            f"pip download failed (exit status {code}); a TLS-intercepting proxy needs "
+            f"{what} failed (exit status {code}); a TLS-intercepting proxy needs "
             f"--ca-bundle PATH:\n{tail}"
         )
 
@@ -310,3 +325,168 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- the kernel wheel
+
+KERNEL_PACKAGE = "anvyl-kernels"
+KERNEL_SOURCE = Path(__file__).resolve().parents[3] / "kernels"
+
+
+def kernel_source_dir() -> Path | None:
+    """The `kernels/` folder of the source tree Anvyl runs from, or None (installed wheel)."""
+    return KERNEL_SOURCE if (KERNEL_SOURCE / "pyproject.toml").is_file() else None
+
+
+def kernel_source_files(source: Path) -> list[Path]:
+    """The files that make the kernel wheel (no build leftovers), sorted."""
+    files = [source / name for name in ("CMakeLists.txt", "pyproject.toml", "setup.py")]
+    for folder in ("src", "anvyl_kernels"):
+        files += sorted(p for p in (source / folder).rglob("*") if p.suffix in _KERNEL_SUFFIXES)
+    return [f for f in files if f.is_file()]
+
+
+_KERNEL_SUFFIXES = {".cpp", ".h", ".py"}
+
+
+def kernel_build_key(source: Path, base: BaseImage) -> str:
+    """A hash of the kernel's sources and of what its binary depends on (Python, arch, MLX)."""
+    digest = hashlib.sha256()
+    digest.update(f"{base.python} {base.machine} mlx {_installed_version('mlx')}\n".encode())
+    for file in kernel_source_files(source):
+        digest.update(f"{file.relative_to(source).as_posix()} {_sha256(file)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def kernel_wheel_unbuildable(base: BaseImage) -> str | None:
+    """Why the host cannot build a kernel wheel for `base`, or None when it can."""
+    host_python = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if base.python != host_python or base.machine != platform.machine():
+        return f"the image runs Python {base.python} {base.machine}, this host {host_python}"
+    name, version = platform.libc_ver()
+    if (
+        name != "glibc"
+        or not version.startswith("2.")
+        or int(version.split(".")[1]) > (base.glibc_minor)
+    ):
+        return f"the image's glibc 2.{base.glibc_minor} is older than this host's {version}"
+    if _installed_version("mlx") is None:
+        return "mlx is not installed next to Anvyl"
+    missing = [tool for tool in ("cmake", "c++") if shutil.which(tool) is None]
+    if missing:
+        return f"no {' or '.join(missing)} on this host (scripts/setup.sh installs them)"
+    return None
+
+
+def ensure_kernel_wheel(
+    base: BaseImage, *, cache_dir: Path, progress: Progress, ca_bundle: Path | None = None
+) -> Path | None:
+    """Anvyl's CPU kernel as a wheel for `base`, built here once per source hash; None if not.
+
+    The extension links against the host's MLX, which the image pins to the same version, so it
+    is built with the host's interpreter and only for an image with the same Python and
+    architecture. A wheel that fails to build or to pass its self-check is left out: the image
+    still builds and its model server uses MLX's own matmuls.
+    """
+    source = kernel_source_dir()
+    if source is None:
+        return None
+    reason = kernel_wheel_unbuildable(base)
+    if reason is not None:
+        progress(f"Not building Anvyl's CPU kernel: {reason}")
+        return None
+    out_dir = cache_dir / "kernels" / kernel_build_key(source, base)
+    cached = sorted(out_dir.glob("*.whl"))
+    if cached:
+        progress(f"Anvyl's CPU kernel: cached {cached[0].name}")
+        return cached[0]
+    progress("Building Anvyl's CPU kernel (kernels/, about a minute)")
+    tmp_root = cache_dir / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tmp_root, prefix="kernel-") as tmp:
+        try:
+            wheel = _build_kernel_wheel(source, Path(tmp), cache_dir, progress, ca_bundle)
+        except (ImageBuildError, OSError, subprocess.SubprocessError) as exc:
+            first = str(getattr(exc, "message", exc)).splitlines()[0]
+            progress(f"Anvyl's CPU kernel left out of the image: {first}")
+            return None
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / wheel.name
+        shutil.copyfile(wheel, out_dir / f".{wheel.name}")
+        (out_dir / f".{wheel.name}").replace(target)
+    return target
+
+
+def with_kernel_wheel(wheels: WheelSet, kernel: Path) -> WheelSet:
+    """`wheels` plus the kernel wheel, pinned to its version in the requirements."""
+    version = kernel.name.split("-")[1]
+    return WheelSet(
+        requirements=(*wheels.requirements, f"{KERNEL_PACKAGE}=={version}"),
+        wheels=(*wheels.wheels, kernel),
+        sha256=(*wheels.sha256, _sha256(kernel)),
+    )
+
+
+def _build_kernel_wheel(
+    source: Path, tmp: Path, cache_dir: Path, progress: Progress, ca_bundle: Path | None
+) -> Path:
+    """Build and self-check the kernel wheel in the folder `tmp`; return its path there."""
+    tools = _kernel_build_tools(source, cache_dir, progress, ca_bundle)
+    src = tmp / "src"
+    for file in kernel_source_files(source):
+        dest = src / file.relative_to(source)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, dest)
+    env = {**os.environ, "PYTHONPATH": str(tools)}
+    argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+    argv += ["--disable-pip-version-check", "-w", str(tmp / "dist"), str(src)]
+    _run_pip(argv, progress, env=env, what="building the kernel wheel")
+    wheels = sorted((tmp / "dist").glob("*.whl"))
+    if not wheels:
+        raise ImageBuildError("pip wheel produced no kernel wheel")
+    check_dir = tmp / "check"
+    argv = [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(check_dir)]
+    argv += ["--disable-pip-version-check", "-q", str(wheels[0])]
+    _run_pip(argv, progress, what="installing the kernel wheel for its self-check")
+    check = (
+        "import anvyl_kernels; from anvyl.modelserver.kernel import _self_check;"
+        "_self_check(anvyl_kernels); print('simd', anvyl_kernels.simd())"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", check],
+        env={**os.environ, "PYTHONPATH": str(check_dir)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise ImageBuildError(f"the kernel wheel failed its self-check: {tail[0]}")
+    progress(f"Anvyl's CPU kernel built and checked ({proc.stdout.strip()})")
+    return wheels[0]
+
+
+def _kernel_build_tools(
+    source: Path, cache_dir: Path, progress: Progress, ca_bundle: Path | None
+) -> Path:
+    """A folder with the kernel's build requirements but MLX (nanobind at its pin, setuptools)."""
+    pyproject = tomllib.loads((source / "pyproject.toml").read_text())
+    requires = [
+        r
+        for r in pyproject["build-system"]["requires"]
+        if canonicalize_name(Requirement(r).name) != "mlx"
+    ]
+    key = hashlib.sha256(json.dumps(sorted(requires)).encode()).hexdigest()[:12]
+    tools = cache_dir / "kernels" / f"build-tools-{key}"
+    if (tools / ".complete").exists():
+        return tools
+    progress(f"Installing the kernel's build tools: {' '.join(requires)}")
+    shutil.rmtree(tools, ignore_errors=True)
+    argv = [sys.executable, "-m", "pip", "install", "--target", str(tools), "-q"]
+    argv += ["--disable-pip-version-check", *requires]
+    if ca_bundle is not None:
+        argv += ["--cert", str(ca_bundle)]
+    _run_pip(argv, progress, what="installing the kernel's build tools")
+    (tools / ".complete").touch()
+    return tools

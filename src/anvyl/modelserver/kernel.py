@@ -16,6 +16,7 @@ CPU or `ANVYL_KERNEL=0`, `load_kernels` returns None and the loader serves float
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from types import ModuleType
@@ -28,18 +29,19 @@ from mlx.utils import tree_unflatten
 log = logging.getLogger("anvyl.modelserver")
 
 KERNEL_MAX_ROWS = 32
-_kernels: ModuleType | bool | None = False  # False: not looked up yet
 
 
 def load_kernels() -> ModuleType | None:
     """The `anvyl_kernels` module when it is installed, enabled and correct here, else None."""
-    global _kernels
-    if _kernels is not False:
-        return _kernels  # type: ignore[return-value]
-    _kernels = None
     if os.environ.get("ANVYL_KERNEL", "1") == "0":
         log.debug("quantized kernel disabled by ANVYL_KERNEL=0")
         return None
+    return _checked_kernels()
+
+
+@functools.cache
+def _checked_kernels() -> ModuleType | None:
+    """`anvyl_kernels` after its self-check (once per process), or None."""
     try:
         import anvyl_kernels
     except ImportError:
@@ -53,7 +55,6 @@ def load_kernels() -> ModuleType | None:
     except Exception:  # an ABI mismatch with this MLX shows up as a TypeError, among others
         log.debug("quantized kernel failed its self-check; not using it", exc_info=True)
         return None
-    _kernels = anvyl_kernels
     return anvyl_kernels
 
 
