@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import logging
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from anvyl.gateway.routing import Replica
 from anvyl.gateway.upstream import GONE, Upstream, UpstreamRefused, UpstreamUnreachable
 from anvyl.modelserver.lmstudio import protocol as p
+from anvyl.modelserver.lmstudio.framing import SocketSession
 
 if TYPE_CHECKING:
     from anvyl.gateway.app import Gateway
@@ -64,133 +62,54 @@ class _Channel:
     pending: list[Any] = field(default_factory=list)  # client messages before it was open
 
 
-@dataclass
-class Session:
+class Session(SocketSession):
     """The gateway side of one client websocket in one namespace."""
 
-    gateway: Gateway
-    ws: WebSocket
-    namespace: str
-    _given: str | None = None
-    _upstreams: dict[str, Upstream] = field(default_factory=dict)
-    _channels: dict[Any, _Channel] = field(default_factory=dict)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _open: bool = True
+    def __init__(self, gateway: Gateway, ws: WebSocket, namespace: str) -> None:
+        super().__init__(ws, namespace)
+        self.gateway = gateway
+        self._upstreams: dict[str, Upstream] = {}
+        self._channels: dict[Any, _Channel] = {}
 
-    async def run(self) -> None:
-        """Serve until the client leaves; then close every upstream socket it used."""
-        await self.ws.accept()
-        try:
-            if not await self._hello():
-                return
-            while True:
-                self._dispatch(await self._receive())
-        except WebSocketDisconnect:
-            pass
-        finally:
-            self._open = False
-            for task in [*self._tasks, *(c.task for c in self._channels.values() if c.task)]:
-                task.cancel()
-            await asyncio.gather(*(u.close() for u in self._upstreams.values()))
+    def refusal(self) -> p.ProtocolError | None:
+        """With a token, only a client that sent it (or some model's own key) gets in."""
+        if not self.gateway.token:
+            return None
+        keys = {self.gateway.token} | {r.target.client_key for r in self.gateway.table.replicas()}
+        return None if any(self.credential_matches(k) for k in keys - {""}) else TOKEN_REFUSED
 
-    # ------------------------------------------------------------------ framing and auth
+    def on_channel(self, channel_id: Any, endpoint: str, param: Any) -> None:
+        """Relay the channel to a replica of its model."""
+        if channel_id in self._channels:
+            self.spawn(self.send(p.warning(f"channel {channel_id!r} is already open")))
+            return
+        channel = self._channels[channel_id] = _Channel()
+        channel.task = asyncio.ensure_future(self._relay(channel_id, channel, endpoint, param))
 
-    async def _hello(self) -> bool:
-        try:
-            hello = json.loads(await self._receive())
-        except json.JSONDecodeError:
-            hello = None
-        if not isinstance(hello, dict) or "authVersion" not in hello:
-            return await self._refuse(p.ProtocolError("expected LM Studio's hello first"))
-        header = self.ws.headers.get("authorization", "")
-        scheme, _, credentials = header.partition(" ")
-        passkey = hello.get("clientPasskey")
-        if scheme.lower() == "bearer" and credentials.strip():
-            self._given = credentials.strip()
-        elif isinstance(passkey, str):
-            self._given = passkey
-        if self.gateway.token and not self._any_key_matches():
-            return await self._refuse(TOKEN_REFUSED)
-        await self._send({"success": True})
-        return True
+    def on_channel_message(self, channel_id: Any, message: Any) -> None:
+        """A client's message on a channel (its `cancel`) goes to the replica."""
+        channel = self._channels.get(channel_id)
+        if channel is not None:
+            self.spawn(self._pass_on(channel, message))
 
-    def _any_key_matches(self) -> bool:
-        keys = {self.gateway.token or ""} | {
-            r.target.client_key for r in self.gateway.table.replicas()
-        }
-        return any(self._matches(k) for k in keys - {""})
-
-    def _matches(self, key: str) -> bool:
-        given = self._given
-        return given is not None and hmac.compare_digest(given.encode(), key.encode())
+    async def closed(self) -> None:
+        """Stop the relays and close every upstream socket (the replicas cancel their work)."""
+        for channel in list(self._channels.values()):
+            if channel.task is not None:
+                channel.task.cancel()
+        await asyncio.gather(*(u.close() for u in self._upstreams.values()))
 
     def _may_use(self, replicas: list[Replica]) -> bool:
         """The HTTP rules: the server's token or the model's own key, when either is set."""
         accepted = {r.target.client_key for r in replicas} - {""}
         if self.gateway.token:
             accepted.add(self.gateway.token)
-        return not accepted or any(self._matches(k) for k in accepted)
-
-    async def _refuse(self, err: p.ProtocolError) -> bool:
-        await self._send({"success": False, "error": err.error()})
-        await self.ws.close(code=1008)
-        return False
-
-    async def _receive(self) -> str:
-        message = await self.ws.receive()
-        if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(message.get("code", 1000))
-        text = message.get("text")
-        if text is None:
-            text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
-        return str(text)
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        if not self._open:
-            return
-        async with self._send_lock:
-            try:
-                await self.ws.send_text(json.dumps(message, ensure_ascii=False))
-            except Exception:  # the client went away; its tasks are being cancelled
-                self._open = False
-
-    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    def _dispatch(self, raw: str) -> None:
-        try:
-            msg = json.loads(raw)
-        except json.JSONDecodeError:
-            self._spawn(self._send(p.warning("a frame was not valid JSON")))
-            return
-        kind = msg.get("type") if isinstance(msg, dict) else None
-        if kind == "rpcCall":
-            call = self._rpc(msg.get("callId"), str(msg.get("endpoint")), msg.get("parameter"))
-            self._spawn(call)
-        elif kind == "channelCreate":
-            channel_id = msg.get("channelId")
-            if channel_id in self._channels:
-                self._spawn(self._send(p.warning(f"channel {channel_id!r} is already open")))
-                return
-            channel = self._channels[channel_id] = _Channel()
-            body = self._relay(channel_id, channel, str(msg.get("endpoint")), msg)
-            channel.task = asyncio.ensure_future(body)
-        elif kind == "channelSend":
-            channel = self._channels.get(msg.get("channelId"))
-            if channel is not None:
-                self._spawn(self._pass_on(channel, msg.get("message")))
-        elif kind == "keepAlive":
-            self._spawn(self._send({"type": "keepAliveAck"}))
-        elif kind not in ("channelAck", "keepAliveAck"):
-            self._spawn(self._send(p.warning(f"Anvyl does not handle {kind!r} messages")))
+        return not accepted or any(self.credential_matches(k) for k in accepted)
 
     # ------------------------------------------------------------------ calls
 
-    async def _rpc(self, call_id: Any, endpoint: str, param: Any) -> None:
+    async def on_call(self, call_id: Any, endpoint: str, param: Any) -> None:
+        """Answer a listing here; pass a call about one model to a replica of it."""
         name = f"{self.namespace}.{endpoint}"
         try:
             if name in ("llm.listLoaded", "system.listDownloadedModels"):
@@ -207,12 +126,12 @@ class Session:
         except p.ProtocolError as err:
             quiet = isinstance(param, dict) and not param.get("throwIfNotFound")
             if name == "llm.getModelInfo" and quiet and err.code == p.NO_MODEL_CODE:
-                await self._send(p.rpc_result(call_id, None))  # "not found" is an answer here
+                await self.send(p.rpc_result(call_id, None))  # "not found" is an answer here
                 return
             frame = p.rpc_error(call_id, err.error())
         except UpstreamRefused as exc:
             frame = p.rpc_error(call_id, {"title": f"the model's server failed: {exc}"})
-        await self._send(frame)
+        await self.send(frame)
 
     async def _gather(self, endpoint: str) -> list[Any]:
         """A listing from one healthy replica of each model this client may use."""
@@ -232,10 +151,9 @@ class Session:
 
     # ------------------------------------------------------------------ channels
 
-    async def _relay(self, channel_id: Any, channel: _Channel, endpoint: str, msg: Any) -> None:
+    async def _relay(self, channel_id: Any, channel: _Channel, endpoint: str, param: Any) -> None:
         """Open the channel on a replica of its model and pass its frames back until it ends."""
         name = f"{self.namespace}.{endpoint}"
-        param = msg.get("creationParameter")
         replica: Replica | None = None
         try:
             if name == "llm.loadModel":
@@ -263,10 +181,10 @@ class Session:
             finally:
                 upstream.forget_channel(upstream_id)
         except p.ProtocolError as err:
-            await self._send(p.channel_error(channel_id, err.error()))
+            await self.send(p.channel_error(channel_id, err.error()))
         except UpstreamRefused as exc:
             error = {"title": f"the model's server failed: {exc}"}
-            await self._send(p.channel_error(channel_id, error))
+            await self.send(p.channel_error(channel_id, error))
         finally:
             if replica is not None:
                 replica.outstanding -= 1
@@ -277,9 +195,9 @@ class Session:
             frame = await queue.get()
             if frame is GONE:
                 title = f"the replica serving {model} went away before the answer was complete"
-                await self._send(p.channel_error(channel_id, {"title": title}))
+                await self.send(p.channel_error(channel_id, {"title": title}))
                 return
-            await self._send({k: v for k, v in frame.items()} | {"channelId": channel_id})
+            await self.send({k: v for k, v in frame.items()} | {"channelId": channel_id})
             if frame.get("type") in ("channelClose", "channelError"):
                 return
 
@@ -344,7 +262,7 @@ class Session:
             old = self._upstreams.get(key)
             self._upstreams[key] = upstream
             if old is not None:
-                self._spawn(old.close())
+                self.spawn(old.close())
             return upstream
 
 

@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from anvyl.modelserver.engine import AsyncEvents, FinishEvent, GenerationRequest
 from anvyl.modelserver.errors import APIError
 from anvyl.modelserver.limits import max_new_tokens
 from anvyl.modelserver.lmstudio import protocol as p
+from anvyl.modelserver.lmstudio.framing import SocketSession
 from anvyl.modelserver.routes import ServerState, check_ready, tokenize
 from anvyl.modelserver.sampling import SamplingParams
 
@@ -49,120 +48,32 @@ class _Channel:
     cancelled: bool = False
 
 
-@dataclass
-class Session:
+class Session(SocketSession):
     """The server side of one websocket in one LM Studio namespace."""
 
-    ws: WebSocket
-    namespace: str
-    state: ServerState
-    _channels: dict[Any, _Channel] = field(default_factory=dict)
-    _calls: set[asyncio.Task[None]] = field(default_factory=set)
-    _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _open: bool = True
+    def __init__(self, ws: WebSocket, namespace: str, state: ServerState) -> None:
+        super().__init__(ws, namespace)
+        self.state = state
+        self._channels: dict[Any, _Channel] = {}
 
-    async def run(self) -> None:
-        """Serve the socket until it closes; then cancel whatever it started."""
-        await self.ws.accept()
-        try:
-            if not await self._hello():
-                return
-            while True:
-                self._dispatch(await self._receive())
-        except WebSocketDisconnect:
-            pass
-        finally:
-            self._open = False
-            for channel in list(self._channels.values()):
-                self._cancel(channel)
-                if channel.task is not None:
-                    channel.task.cancel()
-            for task in self._calls:
-                task.cancel()
-
-    # ------------------------------------------------------------------ framing
-
-    async def _hello(self) -> bool:
-        """Check the client's first frame; refuse it when the server has a key."""
-        raw = await self._receive()
-        try:
-            hello = json.loads(raw)
-        except json.JSONDecodeError:
-            hello = None
-        if not isinstance(hello, dict) or "authVersion" not in hello:
-            return await self._refuse(p.ProtocolError("expected LM Studio's hello first"))
+    def refusal(self) -> p.ProtocolError | None:
+        """A server with a key refuses the SDK (it cannot send one): with a reason."""
         key = self.state.config.api_key
-        if key and not self._has_key(key, hello):
-            return await self._refuse(KEY_REFUSED)
-        await self._send({"success": True})
-        return True
+        return KEY_REFUSED if key and not self.credential_matches(key) else None
 
-    def _has_key(self, key: str, hello: dict[str, Any]) -> bool:
-        """The key as a Bearer header on the upgrade, or as the hello's passkey."""
-        header = self.ws.headers.get("authorization", "")
-        passkey = hello.get("clientPasskey")
-        return hmac.compare_digest(header.encode(), f"Bearer {key}".encode()) or (
-            isinstance(passkey, str) and hmac.compare_digest(passkey.encode(), key.encode())
-        )
+    def on_channel_message(self, channel_id: Any, message: Any) -> None:
+        """A `cancel` stops the channel's engine request."""
+        channel = self._channels.get(channel_id)
+        if channel is not None and isinstance(message, dict) and message.get("type") == "cancel":
+            channel.cancelled = True
+            self._cancel(channel)
 
-    async def _refuse(self, err: p.ProtocolError) -> bool:
-        """Answer the hello with a failure and close."""
-        await self._send({"success": False, "error": err.error()})
-        await self.ws.close(code=1008)
-        return False
-
-    async def _receive(self) -> str:
-        """The next frame's text (binary frames are decoded as UTF-8)."""
-        message = await self.ws.receive()
-        if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(message.get("code", 1000))
-        text = message.get("text")
-        if text is None:
-            text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
-        return text
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        """Send one frame (dropped once the socket is gone)."""
-        if not self._open:
-            return
-        async with self._send_lock:
-            try:
-                await self.ws.send_text(json.dumps(message, ensure_ascii=False))
-            except Exception:  # the client went away; its tasks are being cancelled
-                self._open = False
-
-    def _dispatch(self, raw: str) -> None:
-        """Route one client frame."""
-        try:
-            msg = json.loads(raw)
-        except json.JSONDecodeError:
-            self._spawn(self._send(p.warning("a frame was not valid JSON")))
-            return
-        kind = msg.get("type") if isinstance(msg, dict) else None
-        if kind == "rpcCall":
-            self._spawn(
-                self._rpc(msg.get("callId"), str(msg.get("endpoint")), msg.get("parameter"))
-            )
-        elif kind == "channelCreate":
-            self._open_channel(
-                msg.get("channelId"), str(msg.get("endpoint")), msg.get("creationParameter")
-            )
-        elif kind == "channelSend":
-            inner = msg.get("message")
-            channel = self._channels.get(msg.get("channelId"))
-            if channel is not None and isinstance(inner, dict) and inner.get("type") == "cancel":
-                channel.cancelled = True
-                self._cancel(channel)
-        elif kind == "keepAlive":
-            self._spawn(self._send({"type": "keepAliveAck"}))
-        elif kind not in ("channelAck", "keepAliveAck"):
-            self._spawn(self._send(p.warning(f"Anvyl does not handle {kind!r} messages")))
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        """Run `coro` as a task owned by the session."""
-        task = asyncio.ensure_future(coro)
-        self._calls.add(task)
-        task.add_done_callback(self._calls.discard)
+    async def closed(self) -> None:
+        """Cancel every engine request the socket started."""
+        for channel in list(self._channels.values()):
+            self._cancel(channel)
+            if channel.task is not None:
+                channel.task.cancel()
 
     def _cancel(self, channel: _Channel) -> None:
         """Cancel a channel's engine request, if it has one."""
@@ -171,7 +82,7 @@ class Session:
 
     # ------------------------------------------------------------------ calls
 
-    async def _rpc(self, call_id: Any, endpoint: str, param: Any) -> None:
+    async def on_call(self, call_id: Any, endpoint: str, param: Any) -> None:
         """Answer one `rpcCall`."""
         name = f"{self.namespace}.{endpoint}"
         handler = self._rpc_handlers().get(name)
@@ -181,21 +92,21 @@ class Session:
             result = await handler(param)
         except p.ProtocolError as err:
             self._count(name, 400)
-            await self._send(p.rpc_error(call_id, err.error()))
+            await self.send(p.rpc_error(call_id, err.error()))
             return
         except APIError as exc:
             self._count(name, exc.status)
-            await self._send(p.rpc_error(call_id, {"title": exc.message}))
+            await self.send(p.rpc_error(call_id, {"title": exc.message}))
             return
         except Exception as exc:
             self._count(name, 500)
             log.exception("LM Studio call %s.%s failed", self.namespace, endpoint)
-            await self._send(
+            await self.send(
                 p.rpc_error(call_id, {"title": f"internal error: {type(exc).__name__}"})
             )
             return
         self._count(name, 200)
-        await self._send(p.rpc_result(call_id, result))
+        await self.send(p.rpc_result(call_id, result))
 
     def _count(self, name: str, status: int) -> None:
         """Count a call or channel in `anvyl_requests` beside the HTTP routes (bounded labels)."""
@@ -287,11 +198,11 @@ class Session:
 
     # ------------------------------------------------------------------ channels
 
-    def _open_channel(self, channel_id: Any, endpoint: str, param: Any) -> None:
+    def on_channel(self, channel_id: Any, endpoint: str, param: Any) -> None:
         """Start one channel's task."""
         name = f"{self.namespace}.{endpoint}"
         if channel_id in self._channels:
-            self._spawn(self._send(p.warning(f"channel {channel_id!r} is already open")))
+            self.spawn(self.send(p.warning(f"channel {channel_id!r} is already open")))
             return
         channel = _Channel()
         self._channels[channel_id] = channel
@@ -320,16 +231,16 @@ class Session:
             status = 200
         except p.ProtocolError as err:
             status = 400
-            await self._send(p.channel_error(channel_id, err.error()))
+            await self.send(p.channel_error(channel_id, err.error()))
         except APIError as exc:
             status = exc.status
-            await self._send(p.channel_error(channel_id, {"title": exc.message}))
+            await self.send(p.channel_error(channel_id, {"title": exc.message}))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             status = 500
             log.exception("LM Studio channel %s failed", channel_id)
-            await self._send(
+            await self.send(
                 p.channel_error(channel_id, {"title": f"internal error: {type(exc).__name__}"})
             )
         finally:
@@ -348,12 +259,12 @@ class Session:
             raise model.not_found(identifier)
         loading = self.state.engine.state == "loading"
         if loading:
-            await self._send(p.channel_send(channel_id, {"type": "startLoading"}))
+            await self.send(p.channel_send(channel_id, {"type": "startLoading"}))
         while self.state.engine.state == "loading":
             await asyncio.sleep(READY_POLL_S)
         check_ready(self.state)
-        await self._send(p.channel_send(channel_id, model.load_result(not loading)))
-        await self._send(p.channel_close(channel_id))
+        await self.send(p.channel_send(channel_id, model.load_result(not loading)))
+        await self.send(p.channel_close(channel_id))
 
     async def _predict(self, channel_id: Any, channel: _Channel, param: Any) -> None:
         """Generate a reply: one `fragment` per decoded piece, then `success` with stats."""
@@ -403,14 +314,14 @@ class Session:
             try:
                 async for event in events:
                     if not isinstance(event, FinishEvent):
-                        await self._send(p.channel_send(channel_id, p.fragment(event.text)))
+                        await self.send(p.channel_send(channel_id, p.fragment(event.text)))
             finally:
                 self.state.engine.cancel(gen.id)
             assert events.finish is not None
             finish = events.finish
         if finish.reason == "error" or (finish.reason == "cancelled" and not channel.cancelled):
             title = finish.error or "the prediction was cancelled (the server is shutting down)"
-            await self._send(
+            await self.send(
                 p.channel_send(channel_id, {"type": "error", "error": {"title": title}})
             )
         else:
@@ -422,8 +333,8 @@ class Session:
                 "loadModelConfig": model.load_config(),
                 "predictionConfig": config.kv_fields(temperature, limit),
             }
-            await self._send(p.channel_send(channel_id, success))
-        await self._send(p.channel_close(channel_id))
+            await self.send(p.channel_send(channel_id, success))
+        await self.send(p.channel_close(channel_id))
 
     # ------------------------------------------------------------------ model
 
