@@ -258,3 +258,26 @@ def test_models_with_a_client_key_are_not_offered(servers: dict[str, RunningServ
             assert "requires an API key" in str(info.value)
     finally:
         server.stop()
+
+
+def test_a_replica_dying_mid_stream_ends_the_stream_with_an_error(
+    bundled_model: Path, tmp_path: Path
+) -> None:
+    """The replica is killed while it streams: the client gets an error at once, not a hang."""
+    doomed = start_server(bundled_model, tmp_path / "doomed.log", "--model-id", "doomed")
+    server = _gateway(Source([_target("doomed-1", "doomed", doomed.url)]))
+    try:
+        wait_for(lambda: _healthy(server) == 1, timeout=READY_TIMEOUT_S, what="a healthy replica")
+        with lms.Client(f"127.0.0.1:{server.port}") as c:
+            stream = c.llm.model("doomed").respond_stream(LONG, config={"maxTokens": 400})
+            pieces = iter(stream)
+            next(pieces)
+            doomed.process.kill()
+            started = time.monotonic()
+            with pytest.raises(lms.LMStudioError) as info:
+                list(pieces)
+            assert "went away" in str(info.value)
+            assert time.monotonic() - started < FAST_S
+    finally:
+        server.stop()
+        stop_server(doomed)
