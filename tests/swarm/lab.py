@@ -221,9 +221,11 @@ class SwarmLab:
 
     # -- images ----------------------------------------------------------------------------
 
-    def load_image(self, source: docker.DockerClient, tag: str) -> None:
-        """Put `tag` from `source` (the machine's engine) on every node, through its engine API."""
-        missing = [n for n in self.nodes if not _has_image(n, tag)]
+    def load_image(
+        self, source: docker.DockerClient, tag: str, nodes: Sequence[Node] | None = None
+    ) -> None:
+        """Put `tag` from `source` (the machine's engine) on the nodes (all by default)."""
+        missing = [n for n in (self.nodes if nodes is None else nodes) if not _has_image(n, tag)]
         if not missing:
             return
         archive = self.root / "image.tar"

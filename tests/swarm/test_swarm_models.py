@@ -8,7 +8,6 @@ placement, refusal, two replicas behind the gateway, drain, a killed node, scale
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,46 +18,14 @@ import docker
 import httpx
 import openai
 import pytest
-from fixtures_control_plane import Served, start_serve
 from helpers import free_port, wait_for
 from lab import SwarmLab
+from served_cluster import MODEL_ID, START_TIMEOUT_S, Cluster, serve_on
 
 pytestmark = [pytest.mark.docker, pytest.mark.model]
 
-MODEL_ID = "smollm2-135m-instruct-mlx"
-START_TIMEOUT_S = 300.0
 MOVE_TIMEOUT_S = 180.0
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-@dataclass
-class Cluster:
-    """The lab, the server on its manager and the gateway's URL."""
-
-    lab: SwarmLab
-    served: Served
-    gateway: str
-
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run the CLI against the server."""
-        return self.served.cli(*args, timeout=timeout)
-
-    def ok(self, *args: str, timeout: float = 60) -> str:
-        """Run the CLI, assert success, return stdout."""
-        result = self.cli(*args, timeout=timeout)
-        assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
-        return result.stdout
-
-    def deployment(self, name: str) -> dict[str, Any]:
-        """One deployment of `model ps -o json`."""
-        for d in json.loads(self.ok("model", "ps", "-o", "json"))["deployments"]:
-            if d["name"] == name:
-                return d
-        raise AssertionError(f"no deployment {name}")
-
-    def ready_nodes(self, name: str) -> list[str]:
-        """Hostnames of the deployment's ready replicas."""
-        return sorted(r["node"] for r in self.deployment(name)["replicas"] if r["ready"])
 
 
 @pytest.fixture(scope="module")
@@ -72,20 +39,8 @@ def cluster(
 ) -> Iterator[Cluster]:
     """The model-server image on every node and `anvyl serve` on the manager's engine."""
     swarm.load_image(docker_client, modelserver_image)
-    home = tmp_path_factory.mktemp("anvyl-home")
-    (home / "models").mkdir()
-    (home / "models" / bundled_model.name).symlink_to(bundled_model.resolve())
-    port = free_port()
-    labels = ",".join(f"{k}={v}" for k, v in run_labels.items())
-    served = start_serve(
-        home,
-        args=["--gateway-port", str(port), "--dashboard-port", "0"],
-        env={"DOCKER_HOST": swarm.manager.url, "ANVYL_LABELS": labels},
-    )
-    try:
-        yield Cluster(swarm, served, f"http://127.0.0.1:{port}")
-    finally:
-        served.stop()
+    with serve_on(swarm, bundled_model, tmp_path_factory, run_labels) as served:
+        yield served
 
 
 def test_host_list_shows_every_node(cluster: Cluster) -> None:

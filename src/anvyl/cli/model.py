@@ -31,6 +31,7 @@ app = typer.Typer(
 START_PHASES = {
     "resolving": "Resolving the model",
     "image": "Preparing the model-server image",
+    "copying": "Putting the model on the nodes",
     "creating": "Creating the container",
     "loading": "Loading weights",
     "ready": "Ready",

@@ -318,6 +318,9 @@ class ModelServiceSpec:
     node_id: str = ""
     api_key_secret: tuple[str, str] | None = None  # (secret id, secret name)
     service_labels: dict[str, str] = field(default_factory=dict)
+    # A volume on every node holding the model (`services.node_content`); empty: bind-mount
+    # the model's path on the server's machine, which every node must then have.
+    model_volume: str = ""
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `docker.APIClient.create_service`."""
@@ -325,7 +328,19 @@ class ModelServiceSpec:
 
         c = self.container
         env = c.environment()
-        mounts = [t.Mount(spec.CONTAINER_MODEL_PATH, c.model_path, type="bind", read_only=True)]
+        if self.model_volume:
+            model_mount = t.Mount(
+                spec.CONTAINER_MODEL_PATH,
+                self.model_volume,
+                type="volume",
+                read_only=True,
+                no_copy=True,
+            )
+        else:
+            model_mount = t.Mount(
+                spec.CONTAINER_MODEL_PATH, c.model_path, type="bind", read_only=True
+            )
+        mounts = [model_mount]
         if c.startup_script:
             mounts.append(
                 t.Mount(

@@ -24,12 +24,14 @@ from anvyl.errors import AlreadyExists, AnvylError, FailedPrecondition, InvalidA
 from anvyl.gateway.routing import Target
 from anvyl.runtime import DockerDriver, swarm
 from anvyl.runtime import model_spec as spec
+from anvyl.services import node_content
 from anvyl.services.node_engines import NodeEngines
 from anvyl.store import HostRecord
 from anvyl.store import deployments as table
 from anvyl.store.deployments import DeploymentRecord
 
 if TYPE_CHECKING:
+    from anvyl.catalog import ModelInfo
     from anvyl.services.models import DeploymentView, Models, StartOptions
 
 RUNTIME = "swarm"
@@ -121,7 +123,11 @@ class SwarmDeployments:
 
         say("image", "checking the model-server image")
         image = models.image_provider(driver, lambda line: say("image", line))
+        candidates = [node] if node is not None else _usable(nodes)
+        volume, content_hash = self.prepare_nodes(driver, candidates, image, model, say)
         stored = _stored(opts, replicas, node)
+        if volume:
+            stored["model_volume"], stored["model_hash"] = volume, content_hash
         record = table.insert_deployment(
             models.store,
             DeploymentRecord(
@@ -138,7 +144,9 @@ class SwarmDeployments:
         )
         try:
             say("creating", f"creating service {name} ({replicas} replica(s))")
-            service_id = self._create_service(driver, record, model.path, opts, replicas, node)
+            service_id = self._create_service(
+                driver, record, model.path, opts, replicas, node, volume
+            )
             table.update_deployment(
                 models.store, record.id, container_id=service_id, state=table.STATE_STARTING
             )
@@ -156,6 +164,78 @@ class SwarmDeployments:
         record = replace(record, state=table.STATE_READY, ready_at=now)
         say("ready", f"{name} is ready ({replicas} replica(s))")
         return self.observe(record, driver)
+
+    def node_driver(self, manager: DockerDriver, node_id: str) -> DockerDriver | None:
+        """The engine of a node: the manager's own for its node, else the recorded one."""
+        if swarm.local_node_id(manager) == node_id:
+            return manager
+        return self.engines.driver(node_id)
+
+    def prepare_nodes(
+        self,
+        manager: DockerDriver,
+        nodes: list[swarm.NodeInfo],
+        image: str,
+        model: ModelInfo,
+        say: Say,
+    ) -> tuple[str, str]:
+        """Put the image and the model files on every node that may run a replica.
+
+        Returns the model volume's name and the model's content hash, or two empty strings
+        when some node's engine is unknown: the service then bind-mounts the model's path on
+        the server's machine (which those nodes must also have), as before `host add`.
+        """
+        drivers = {n.id: self.node_driver(manager, n.id) for n in nodes}
+        unknown = [n.hostname for n in nodes if drivers[n.id] is None]
+        known = [n for n in nodes if drivers[n.id] is not None]
+        registry = node_content.uses_registry(image)
+        if unknown:
+            say(
+                "copying",
+                f"no known engine for {', '.join(unknown)}: the model is bind-mounted from "
+                f"{model.path} and the image {image} must already be there "
+                "(`anvyl host add NODE --engine URL` lets Anvyl copy both)",
+            )
+        content_hash = ""
+        if not unknown:
+            say("copying", f"hashing the files of {model.id}")
+            content_hash = node_content.model_hash(model.path, self.models.home / "cache")
+        labels = dict(self.models.container_labels)
+
+        def prepare(n: swarm.NodeInfo) -> None:
+            node_driver = drivers[n.id]
+            assert node_driver is not None
+            try:
+                if not registry:
+                    node_content.ensure_image(
+                        manager, node_driver, image, n.hostname, lambda m: say("image", m)
+                    )
+                if content_hash:
+                    node_content.ensure_model_volume(
+                        node_driver,
+                        image=image,
+                        model_id=model.id,
+                        model_path=Path(model.path),
+                        content_hash=content_hash,
+                        hostname=n.hostname,
+                        labels=labels,
+                        say=lambda m: say("copying", m),
+                    )
+            except AnvylError as exc:
+                raise type(exc)(f"cannot prepare node {n.hostname}: {exc.message}") from exc
+
+        if registry and known:
+            say("image", f"{image} names a registry: every node pulls it")
+        if known:
+            with ThreadPoolExecutor(max_workers=min(8, len(known))) as pool:
+                for future in [pool.submit(prepare, n) for n in known]:
+                    future.result()
+        if content_hash:
+            say(
+                "copying",
+                f"the model is on {len(known)} node(s) ({node_content.volume_name(content_hash)})",
+            )
+        return (node_content.volume_name(content_hash), content_hash) if content_hash else ("", "")
 
     def _check_fits(
         self,
@@ -212,6 +292,7 @@ class SwarmDeployments:
         opts: StartOptions,
         replicas: int,
         node: swarm.NodeInfo | None,
+        volume: str = "",
     ) -> str:
         models = self.models
         key = opts.api_key or secrets.token_urlsafe(24)
@@ -241,6 +322,7 @@ class SwarmDeployments:
                 replicas=replicas,
                 node_id=node.id if node else "",
                 api_key_secret=(secret["ID"], _secret_name(record)),
+                model_volume=volume,
             )
             created = driver.client.api.create_service(**service_spec.create_kwargs())
         return str(created["ID"])
@@ -385,6 +467,15 @@ class SwarmDeployments:
             raise FailedPrecondition(
                 f"{replicas} replicas need {replicas} distinct nodes; {len(usable)} can take one"
             )
+        volume = record.options.get("model_volume")
+        if volume and replicas > 0:  # nodes may have joined since the start: give them the model
+            model = resolve_model(self.models.home, record.model_id)
+            _, found = self.prepare_nodes(driver, usable, record.image, model, lambda *_: None)
+            if found and found != record.options.get("model_hash"):
+                raise FailedPrecondition(
+                    f"the files of {record.model_id} changed since {record.name} started: "
+                    "stop and start it again"
+                )
         with driver.engine_errors():
             service = driver.client.services.get(record.container_id)
             service.scale(replicas)
@@ -438,6 +529,11 @@ class SwarmDeployments:
                     )
                 )
         return targets
+
+
+def _usable(nodes: list[swarm.NodeInfo]) -> list[swarm.NodeInfo]:
+    """Nodes the scheduler may place a replica on."""
+    return [n for n in nodes if n.state == "ready" and n.availability == "active"]
 
 
 def _stored(opts: StartOptions, replicas: int, node: swarm.NodeInfo | None) -> dict[str, Any]:
