@@ -2,6 +2,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/variant.h>
+#include <nanobind/stl/vector.h>
 
 #include "qmm.h"
 
@@ -22,6 +23,18 @@ NB_MODULE(_ext, m) {
       nb::kw_only(),
       "stream"_a = nb::none(),
       "``x @ dequantize(w, scales, biases).T`` in float32, weights kept packed (CPU).");
+  m.def(
+      "qmm_many",
+      &anvyl::qmm_many,
+      "x"_a,
+      "ws"_a,
+      "scales"_a,
+      "biases"_a,
+      "group_size"_a,
+      "bits"_a,
+      nb::kw_only(),
+      "stream"_a = nb::none(),
+      "``qmm`` of one ``x`` against several weights in one pass: a list of outputs.");
   m.def("set_num_threads", &anvyl::set_num_threads, "n"_a, "Threads the kernel uses.");
   m.def("num_threads", &anvyl::num_threads, "Threads the kernel uses.");
   m.def("simd", &anvyl::simd, "The instruction set in use: avx512, avx2 or scalar.");

@@ -451,19 +451,32 @@ ColumnsFn pick_scale(mx::Dtype dtype) {
   return pick_isa<BITS, F32>();
 }
 
-void run(const Problem& p, ColumnsFn columns) {
+// One pass over every weight of `problems` (same x): the column ranges of all of them are split
+// into tasks together, so q/k/v or gate/up cost one thread-pool round instead of several.
+void run(const std::vector<Problem>& problems, ColumnsFn columns) {
   Pool& pool = Pool::get();
-  // Column chunks of a multiple of 8, a few per thread so a late worker costs little.
   const int threads = pool.size();
-  int64_t chunk = (p.N + threads * 2 - 1) / (threads * 2);
-  chunk = std::max<int64_t>(8, (chunk + 7) / 8 * 8);
-  if (p.M * p.N * p.K < (1 << 16)) {
-    chunk = p.N;
+  int64_t total = 0;
+  for (const auto& p : problems) {
+    total += p.N;
   }
-  const int n_tasks = static_cast<int>((p.N + chunk - 1) / chunk);
-  pool.run(n_tasks, [&](int i) {
-    int64_t begin = i * chunk;
-    columns(p, begin, std::min(p.N, begin + chunk));
+  // Column chunks of a multiple of 8, about two per thread so a late worker costs little.
+  int64_t chunk = (total + threads * 2 - 1) / (threads * 2);
+  chunk = std::max<int64_t>(8, (chunk + 7) / 8 * 8);
+  struct Task {
+    int problem;
+    int64_t begin;
+    int64_t end;
+  };
+  std::vector<Task> tasks;
+  for (int i = 0; i < static_cast<int>(problems.size()); i++) {
+    for (int64_t begin = 0; begin < problems[i].N; begin += chunk) {
+      tasks.push_back({i, begin, std::min(problems[i].N, begin + chunk)});
+    }
+  }
+  pool.run(static_cast<int>(tasks.size()), [&](int i) {
+    const Task& t = tasks[i];
+    columns(problems[t.problem], t.begin, t.end);
   });
 }
 
@@ -485,11 +498,11 @@ std::string simd() {
   }
 }
 
-mx::array qmm(
+std::vector<mx::array> qmm_many(
     const mx::array& x,
-    const mx::array& w,
-    const mx::array& scales,
-    const mx::array& biases,
+    const std::vector<mx::array>& ws,
+    const std::vector<mx::array>& scales,
+    const std::vector<mx::array>& biases,
     int group_size,
     int bits,
     mx::StreamOrDevice s) {
@@ -499,65 +512,118 @@ mx::array qmm(
   if (group_size % 32 != 0 || group_size <= 0) {
     throw std::invalid_argument("[anvyl.qmm] group_size must be a multiple of 32.");
   }
-  if (w.dtype() != mx::uint32 || w.ndim() != 2 || x.ndim() < 1) {
-    throw std::invalid_argument("[anvyl.qmm] w must be a 2-D uint32 array.");
+  if (ws.empty() || ws.size() != scales.size() || ws.size() != biases.size() || x.ndim() < 1) {
+    throw std::invalid_argument("[anvyl.qmm] needs as many scales and biases as weights.");
   }
   const int K = x.shape(-1);
-  const int N = w.shape(0);
-  if (static_cast<int64_t>(w.shape(1)) * 32 / bits != K || K % group_size != 0 ||
-      scales.shape() != mx::Shape{N, K / group_size} || biases.shape() != scales.shape() ||
-      biases.dtype() != scales.dtype()) {
-    throw std::invalid_argument("[anvyl.qmm] shapes of x, w, scales and biases do not match.");
-  }
   auto stream = mx::to_stream(s);
   if (stream.device != mx::Device::cpu) {
-    return mx::quantized_matmul(x, w, scales, biases, true, group_size, bits, "affine", s);
+    std::vector<mx::array> outs;
+    for (size_t i = 0; i < ws.size(); i++) {
+      outs.push_back(mx::quantized_matmul(
+          x, ws[i], scales[i], biases[i], true, group_size, bits, "affine", s));
+    }
+    return outs;
   }
+  // Weights are evaluated parameters, row-major as stored; x is gathered in eval_cpu when it is
+  // a strided view (an extra graph node per call costs more than the copy).
   auto row_major = [&](const mx::array& a) {
     return a.is_available() && a.flags().row_contiguous ? a : mx::contiguous(a, false, s);
   };
-  mx::array xf = row_major(mx::astype(x, mx::float32, s));
-  auto shape = x.shape();
-  shape.back() = N;
-  mx::array out(
-      shape,
-      mx::float32,
-      std::make_shared<QMM>(stream, group_size, bits),
-      {xf, row_major(w), row_major(scales), row_major(biases)});
-  return x.dtype() == mx::float32 ? out : mx::astype(out, x.dtype(), s);
+  std::vector<mx::array> inputs{x.dtype() == mx::float32 ? x : mx::astype(x, mx::float32, s)};
+  std::vector<mx::Shape> shapes;
+  for (size_t i = 0; i < ws.size(); i++) {
+    const auto& w = ws[i];
+    if (w.dtype() != mx::uint32 || w.ndim() != 2) {
+      throw std::invalid_argument("[anvyl.qmm] w must be a 2-D uint32 array.");
+    }
+    const int N = w.shape(0);
+    if (static_cast<int64_t>(w.shape(1)) * 32 / bits != K || K % group_size != 0 ||
+        scales[i].shape() != mx::Shape{N, K / group_size} ||
+        biases[i].shape() != scales[i].shape() || biases[i].dtype() != scales[i].dtype() ||
+        scales[i].dtype() != scales[0].dtype()) {
+      throw std::invalid_argument("[anvyl.qmm] shapes of x, w, scales and biases do not match.");
+    }
+    inputs.push_back(row_major(w));
+    inputs.push_back(row_major(scales[i]));
+    inputs.push_back(row_major(biases[i]));
+    auto shape = x.shape();
+    shape.back() = N;
+    shapes.push_back(shape);
+  }
+  std::vector<mx::Dtype> dtypes(ws.size(), mx::float32);
+  auto outs = mx::array::make_arrays(
+      std::move(shapes), dtypes, std::make_shared<QMM>(stream, group_size, bits), inputs);
+  if (x.dtype() != mx::float32) {
+    for (auto& out : outs) {
+      out = mx::astype(out, x.dtype(), s);
+    }
+  }
+  return outs;
+}
+
+mx::array qmm(
+    const mx::array& x,
+    const mx::array& w,
+    const mx::array& scales,
+    const mx::array& biases,
+    int group_size,
+    int bits,
+    mx::StreamOrDevice s) {
+  return qmm_many(x, {w}, {scales}, {biases}, group_size, bits, s)[0];
 }
 
 void QMM::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
   const auto& x = inputs[0];
-  const auto& w = inputs[1];
-  const auto& scales = inputs[2];
-  const auto& biases = inputs[3];
-  auto& out = outputs[0];
-  for (const auto& a : inputs) {
-    if (!a.flags().row_contiguous) {
-      throw std::runtime_error("[anvyl.qmm] inputs must be row contiguous.");
-    }
-  }
-  out.set_data(mx::allocator::malloc(out.nbytes()));
   auto& encoder = mx::cpu::get_command_encoder(stream());
-  encoder.set_input_array(x);
-  encoder.set_input_array(w);
-  encoder.set_input_array(scales);
-  encoder.set_input_array(biases);
-  encoder.set_output_array(out);
+  for (const auto& a : inputs) {
+    if (&a != &x && !a.flags().row_contiguous) {
+      throw std::runtime_error("[anvyl.qmm] weights must be row contiguous.");
+    }
+    encoder.set_input_array(a);
+  }
+  for (auto& out : outputs) {
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    encoder.set_output_array(out);
+  }
   const int64_t K = x.shape(-1);
-  Problem p{
-      x.data<float>(),
-      reinterpret_cast<const uint8_t*>(w.data<uint32_t>()),
-      scales.data<void>(),
-      biases.data<void>(),
-      out.data<float>(),
-      static_cast<int64_t>(x.size()) / K,
-      K,
-      static_cast<int64_t>(w.shape(0)),
-      group_size_};
-  ColumnsFn columns = bits_ == 4 ? pick_scale<4>(scales.dtype()) : pick_scale<8>(scales.dtype());
-  encoder.dispatch([p, columns]() { run(p, columns); });
+  const float* x_ptr = x.data<float>();
+  if (!x.flags().row_contiguous) {
+    mx::array packed(x.shape(), mx::float32, nullptr, {});
+    packed.set_data(mx::allocator::malloc(packed.nbytes()));
+    encoder.add_temporary(packed);
+    encoder.set_output_array(packed);
+    float* dst = packed.data<float>();
+    encoder.dispatch([src = x_ptr, dst, shape = x.shape(), strides = x.strides(), n = x.size()]() {
+      for (size_t i = 0; i < n; i++) {
+        int64_t loc = 0;
+        size_t rest = i;
+        for (int d = static_cast<int>(shape.size()) - 1; d >= 0; d--) {
+          loc += static_cast<int64_t>(rest % shape[d]) * strides[d];
+          rest /= shape[d];
+        }
+        dst[i] = src[loc];
+      }
+    });
+    x_ptr = dst;
+  }
+  std::vector<Problem> problems;
+  for (size_t i = 0; i < outputs.size(); i++) {
+    const auto& w = inputs[1 + 3 * i];
+    problems.push_back(Problem{
+        x_ptr,
+        reinterpret_cast<const uint8_t*>(w.data<uint32_t>()),
+        inputs[2 + 3 * i].data<void>(),
+        inputs[3 + 3 * i].data<void>(),
+        outputs[i].data<float>(),
+        static_cast<int64_t>(x.size()) / K,
+        K,
+        static_cast<int64_t>(w.shape(0)),
+        group_size_});
+  }
+  const auto scale_dtype = inputs[2].dtype();
+  ColumnsFn columns = bits_ == 4 ? pick_scale<4>(scale_dtype) : pick_scale<8>(scale_dtype);
+  encoder.dispatch([problems = std::move(problems), columns]() { run(problems, columns); });
 }
 
 void QMM::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {

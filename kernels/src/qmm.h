@@ -21,6 +21,16 @@ mx::array qmm(
     int bits,
     mx::StreamOrDevice s = {});
 
+// The same for several weights on one input (q/k/v, gate/up): one pass, one output each.
+std::vector<mx::array> qmm_many(
+    const mx::array& x,
+    const std::vector<mx::array>& ws,
+    const std::vector<mx::array>& scales,
+    const std::vector<mx::array>& biases,
+    int group_size,
+    int bits,
+    mx::StreamOrDevice s = {});
+
 // Threads the kernel splits output columns over (the calling thread included).
 void set_num_threads(int n);
 int num_threads();

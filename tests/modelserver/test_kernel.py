@@ -185,3 +185,43 @@ def test_model_through_the_kernel_answers_paris(bundled_model: Path) -> None:
     prompt = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
     text = generate(loaded.model, loaded.tokenizer, prompt, max_tokens=20)
     assert "Paris" in text
+
+
+def test_qmm_many_equals_qmm_each() -> None:
+    """Several weights on one input in one call: each output exactly as computed alone."""
+    assert kernels is not None
+    parts = [quantized(n, 576, 32, 4, mx.float16, seed=n) for n in (576, 192, 200)]
+    x = mx.random.normal((5, 576), key=mx.random.key(5))
+    outs = kernels.qmm_many(x, *[list(t) for t in zip(*parts, strict=True)], 32, 4)
+    assert len(outs) == 3
+    for out, (wq, scales, biases) in zip(outs, parts, strict=True):
+        assert mx.array_equal(out, kernels.qmm(x, wq, scales, biases, 32, 4)).item()
+
+
+def test_shared_input_projections_match_separate_ones() -> None:
+    """q/k/v through one SharedInput give the numbers of separate calls, for any input."""
+    from anvyl.modelserver.kernel import share_inputs
+
+    assert kernels is not None
+
+    class Attention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            for name, out_dim in (("q_proj", 128), ("k_proj", 64), ("v_proj", 64)):
+                layer = nn.QuantizedLinear(256, out_dim, bias=False, group_size=32, bits=4)
+                setattr(self, name, KernelLinear(layer, kernels))
+
+    attn = Attention()
+    x = mx.random.normal((2, 1, 256), key=mx.random.key(6))
+    alone = [attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)]
+    assert share_inputs(attn, kernels) == 1
+    shared = [attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)]
+    for a, b in zip(alone, shared, strict=True):
+        assert mx.array_equal(a, b).item()
+    other = mx.random.normal((2, 1, 256), key=mx.random.key(7))
+    assert mx.array_equal(attn.k_proj(other), kernels.qmm(other, *_qkv(attn.k_proj), 32, 4)).item()
+
+
+def _qkv(layer: KernelLinear) -> tuple[mx.array, mx.array, mx.array]:
+    """A kernel layer's packed weight, scales and biases."""
+    return layer.weight, layer.scales, layer.biases

@@ -107,17 +107,51 @@ class KernelLinear(nn.Module):
         self.group_size = layer.group_size
         self.bits = layer.bits
         self._qmm = kernels.qmm
+        self._siblings: SharedInput | None = None
+        self._sibling_index = 0
         self.freeze()
 
     def __call__(self, x: mx.array) -> mx.array:
         """The projection of `x`."""
         if x.size // x.shape[-1] > KERNEL_MAX_ROWS:
             y = x @ _dequantized(self).T
+        elif self._siblings is not None:
+            y = self._siblings.outputs(x)[self._sibling_index]
         else:
             y = self._qmm(x, self.weight, self.scales, self.biases, self.group_size, self.bits)
         if "bias" in self:
             y = y + self["bias"]
         return y
+
+
+class SharedInput:
+    """Projections of one input (q/k/v, gate/up) computed in one kernel call, the first asking.
+
+    Each output column is computed exactly as alone (same instructions, same order), so the
+    numbers do not change; the step saves graph nodes and thread-pool rounds. The last input
+    is recognized by identity: a different input (another architecture) is simply recomputed.
+    """
+
+    def __init__(self, members: list[KernelLinear], kernels: ModuleType) -> None:
+        self.members = members
+        self._qmm_many = kernels.qmm_many
+        self._x: mx.array | None = None
+        self._outs: list[mx.array] = []
+
+    def outputs(self, x: mx.array) -> list[mx.array]:
+        """Every member's projection of `x` (no bias)."""
+        if x is not self._x:
+            first = self.members[0]
+            self._outs = self._qmm_many(
+                x,
+                [m.weight for m in self.members],
+                [m.scales for m in self.members],
+                [m.biases for m in self.members],
+                first.group_size,
+                first.bits,
+            )
+            self._x = x
+        return self._outs
 
 
 class KernelEmbedding(nn.Module):
@@ -176,4 +210,32 @@ def use_kernel(model: Any, kernels: ModuleType) -> int:
             else a
         )
     )
+    if os.environ.get("ANVYL_KERNEL_FUSE", "1") != "0":
+        share_inputs(model, kernels)
     return len(replaced)
+
+
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def share_inputs(model: Any, kernels: ModuleType) -> int:
+    """Group the kernel projections that read one input (`SIBLINGS`); return how many groups."""
+    groups = 0
+    for _, module in model.named_modules():
+        for names in SIBLINGS:
+            members = [module.get(name) for name in names]
+            if not all(isinstance(m, KernelLinear) for m in members):
+                continue
+            first = members[0]
+            if any(
+                (m.group_size, m.bits, m.scales.dtype, m.weight.shape[1])
+                != (first.group_size, first.bits, first.scales.dtype, first.weight.shape[1])
+                for m in members
+            ):
+                continue
+            shared = SharedInput(members, kernels)
+            for index, m in enumerate(members):
+                m._siblings = shared
+                m._sibling_index = index
+            groups += 1
+    return groups
