@@ -20,6 +20,8 @@ from dashboard_harness import MODEL_ID, Dashboard, model_containers, serve_dashb
 from helpers import free_port, wait_for
 
 DEPLOYMENT = "dash-model"
+MODEL_KEY = "dash-model-key"  # typed into the form: the playground must work through it
+AUTH = {"Authorization": f"Bearer {MODEL_KEY}"}
 START_TIMEOUT_MS = 240_000
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard-models.png"
 
@@ -30,13 +32,16 @@ def model_port() -> int:
     return free_port()
 
 
-def fill_start_form(page: Any, *, port: int, memory: str, name: str = DEPLOYMENT) -> None:
+def fill_start_form(
+    page: Any, *, port: int, memory: str, name: str = DEPLOYMENT, api_key: str = ""
+) -> None:
     """Fill the start form the way a user would (the model list comes from the catalog)."""
     page.wait_for_selector(f"#model_id option[value='{MODEL_ID}']", state="attached")
     page.select_option("#model_id", MODEL_ID)
     page.fill("#name", name)
     page.fill("#port", str(port))
     page.fill("#memory", memory)
+    page.fill("#api_key", api_key)
 
 
 def busy_samples(dashboard: Dashboard) -> int:
@@ -91,7 +96,7 @@ def test_starting_from_the_form_brings_the_model_to_ready(
     screenshots: Path,
 ) -> None:
     page.goto(f"{dashboard.url}/start")
-    fill_start_form(page, port=model_port, memory="2g")
+    fill_start_form(page, port=model_port, memory="2g", api_key=MODEL_KEY)
     page.screenshot(path=screenshots / "start.png", full_page=True)
     page.click("#submit")
     page.locator("#progress-panel").wait_for(state="visible")
@@ -106,6 +111,9 @@ def test_starting_from_the_form_brings_the_model_to_ready(
     assert container.name == DEPLOYMENT
     assert container.status == "running"
     assert httpx.get(f"http://127.0.0.1:{model_port}/health", timeout=5).status_code == 200
+    api = f"http://127.0.0.1:{model_port}/v1/models"
+    assert httpx.get(api, timeout=5).status_code == 401  # the key typed into the form holds
+    assert httpx.get(api, headers=AUTH, timeout=5).status_code == 200
     page.click("#ready-link")
     page.wait_for_url(f"**/models/{DEPLOYMENT}")
 
@@ -132,6 +140,7 @@ def test_models_page_shows_a_live_tokens_per_second_figure_after_a_request(
                     "messages": [{"role": "user", "content": prompt}],
                     "max_tokens": 60,
                 },
+                headers=AUTH,
                 timeout=120,
             ).raise_for_status()
 

@@ -9,7 +9,7 @@
   const panel = document.getElementById("progress-panel");
   const progress = document.getElementById("progress");
   const result = document.getElementById("result");
-  const FIELDS = ["model_id", "name", "port", "memory", "host_id", "cpus", "ctx"];
+  const FIELDS = ["model_id", "name", "port", "memory", "host_id", "cpus", "ctx", "api_key"];
 
   async function loadCatalog() {
     const modelSelect = document.getElementById("model_id");
@@ -32,7 +32,8 @@
   function markField(message) {
     const text = message.toLowerCase();
     const guesses = [["memory", "memory"], ["port", "port"], ["cpus", "cpus"], ["ctx", "ctx"],
-      ["container name", "name"], ["named", "name"], ["host", "host_id"], ["model", "model_id"]];
+      ["container name", "name"], ["named", "name"], ["api key", "api_key"], ["host", "host_id"],
+      ["model", "model_id"]];
     const hit = guesses.find(([word]) => text.includes(word));
     if (!hit) return null;
     const input = document.getElementById(hit[1]);
@@ -45,7 +46,8 @@
     const data = new FormData(form);
     const body = {};
     for (const key of FIELDS) {
-      const value = (data.get(key) || "").toString().trim();
+      const raw = (data.get(key) || "").toString();
+      const value = key === "api_key" ? raw : raw.trim();  // a key is sent exactly as typed
       if (value === "") continue;
       body[key] = ["port", "ctx"].includes(key) ? Number.parseInt(value, 10)
         : key === "cpus" ? Number.parseFloat(value) : value;
