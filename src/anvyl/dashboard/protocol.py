@@ -129,6 +129,7 @@ def deployment_json(view: DeploymentView, samples: list[Sample] | None = None) -
         "tokens_per_second": round(view.tokens_per_second, 2),
         "requests_total": view.requests_total,
         "generated_tokens_total": view.generated_tokens_total,
+        "replicas": [replica_json(r) for r in view.replicas],
     }
     if samples is not None:
         data["series"] = {
@@ -137,6 +138,21 @@ def deployment_json(view: DeploymentView, samples: list[Sample] | None = None) -
             "requests_per_minute": [s.requests_per_minute for s in samples],
         }
     return data
+
+
+def replica_json(replica: Any) -> dict[str, Any]:
+    """One replica of a Swarm deployment (a `runtime.swarm.ReplicaView`): where and how it runs."""
+    return {
+        "slot": replica.slot,
+        "node_id": replica.node_id,
+        "node": replica.node,
+        "address": replica.address,
+        "state": replica.state,
+        "since": replica.since,
+        "restarts": replica.restarts,
+        "ready": replica.ready,
+        "error": replica.error,
+    }
 
 
 def health_json(events: list[HealthEvent]) -> list[dict[str, Any]]:

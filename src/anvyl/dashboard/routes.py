@@ -314,9 +314,12 @@ async def catalog(request: Request) -> Response:
 def collect_hosts(dash: DashboardState) -> list[dict[str, Any]]:
     """Every host with its live status, its usage (local hosts) and the models on it."""
     hosts = dash.services.hosts.list_hosts()
-    by_host: dict[str, list[str]] = {}
+    by_host: dict[str, set[str]] = {}
     for view in dash.sampler.snapshot.views:
-        by_host.setdefault(view.record.host_id, []).append(view.record.name)
+        # A Swarm deployment is on the nodes its replicas run on; a container on its host.
+        nodes = {r.node_id for r in view.replicas if r.node_id} or {view.record.host_id}
+        for node in nodes:
+            by_host.setdefault(node, set()).add(view.record.name)
     result = []
     for host in hosts:
         metrics: HostMetrics | None = None
@@ -325,7 +328,7 @@ def collect_hosts(dash: DashboardState) -> list[dict[str, Any]]:
                 metrics = dash.services.hosts.metrics(host.id)
             except AnvylError:
                 metrics = None
-        result.append(host_json(host, metrics, sorted(by_host.get(host.id, []))))
+        result.append(host_json(host, metrics, sorted(by_host.get(host.id, ()))))
     return result
 
 

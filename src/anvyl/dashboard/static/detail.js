@@ -51,6 +51,18 @@
     if (!events_.length) list.append(el("li", { class: "hint" }, "No samples yet."));
   }
 
+  function renderReplicas(replicas) {
+    const panel = document.getElementById("replicas-panel");
+    panel.hidden = !replicas.length;
+    document.getElementById("replicas").replaceChildren(...replicas.map((r) =>
+      el("li", { "data-node": r.node },
+        el("span", { class: "phase" }, `#${r.slot}`),
+        badge(r.ready ? "ready" : r.state, r.error),
+        `${r.node || r.node_id.slice(0, 12) || "unscheduled"}${r.address ? ` (${r.address})` : ""}`,
+        r.since ? ` since ${clock(r.since)}` : "",
+        r.restarts ? `, ${r.restarts} restart${r.restarts === 1 ? "" : "s"}` : "")));
+  }
+
   function renderLive(d) {
     document.getElementById("state").replaceChildren(badge(d.state, d.state_reason));
     document.getElementById("tps").textContent = number(d.tokens_per_second);
@@ -60,6 +72,7 @@
     sparkline(document.getElementById("tps-chart"), s.tokens_per_second, { label: "tokens per second", unit: "tokens/s" });
     sparkline(document.getElementById("rpm-chart"), rpm, { label: "requests per minute", unit: "requests/min" });
     renderSettings(d);
+    renderReplicas(d.replicas || []);
     renderHealth(d.health || []);
   }
 

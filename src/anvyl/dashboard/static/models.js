@@ -41,7 +41,10 @@
   function update(card, d) {
     field(card, "state").replaceChildren(badge(d.state, d.state_reason));
     field(card, "model").textContent = d.model_id;
-    field(card, "host").textContent = d.host_id;
+    const replicas = d.replicas || [];
+    field(card, "host").textContent = replicas.length
+      ? `${replicas.map((r) => r.node || "unscheduled").join(", ")} (${replicas.filter((r) => r.ready).length}/${replicas.length} replicas ready)`
+      : d.host_id;
     field(card, "uptime").textContent = d.state === "ready" ? duration(d.uptime_s) : (d.state_reason || d.state);
     const limit = d.memory_limit_bytes;
     field(card, "memory").textContent = `${bytes(d.memory_used_bytes)} of ${limit ? bytes(limit) : "no limit"}`;
