@@ -76,21 +76,22 @@ def test_prefill_alone_uses_every_cpu() -> None:
 
 @pytest.fixture(scope="module")
 def loaded(bundled_model: Path) -> LoadedModel:
-    """The bundled model as the server loads it on the CPU (float32, transposed)."""
+    """The bundled model as the server loads it on the CPU (its default dtype)."""
     return load_model_dir(bundled_model)
 
 
 @pytest.mark.model
-def test_transposed_layers_match_linear(bundled_model: Path, loaded: LoadedModel) -> None:
+def test_transposed_layers_match_linear(bundled_model: Path) -> None:
     """Transposed layers give the logits of mlx-lm's own layers, with no extra weights."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
     from anvyl.modelserver.layout import TransposedEmbedding, TransposedLinear
 
+    loaded = load_model_dir(bundled_model, "float32")
     os.environ["ANVYL_TRANSPOSE_WEIGHTS"] = "0"
     try:
-        plain = load_model_dir(bundled_model)
+        plain = load_model_dir(bundled_model, "float32")
     finally:
         del os.environ["ANVYL_TRANSPOSE_WEIGHTS"]
     assert isinstance(loaded.model.model.embed_tokens, TransposedEmbedding)
