@@ -151,3 +151,21 @@ def test_startup_script_value_is_a_path_not_code(
     )
     assert "injected\n" not in out.replace("; echo injected", "")
     assert "server started" in out
+
+
+def test_cpu_kernel_is_in_the_image_when_the_host_can_build_it(
+    docker_client: docker.DockerClient, modelserver_image: str, run_labels: dict[str, str]
+) -> None:
+    """Anvyl's CPU kernel is installed, passes its self-check and is what the server would use."""
+    import shutil
+
+    from anvyl.imaging.wheels import kernel_source_dir
+
+    if kernel_source_dir() is None or not (shutil.which("cmake") and shutil.which("c++")):
+        pytest.skip("this host cannot build the kernel (scripts/setup.sh installs cmake, c++)")
+    code = (
+        "import anvyl_kernels; from anvyl.modelserver.kernel import load_kernels;"
+        "print(load_kernels() is not None, anvyl_kernels.simd())"
+    )
+    out = run(docker_client, modelserver_image, ["python", "-c", code], run_labels, **HARDENED)
+    assert out.strip().splitlines()[-1].startswith("True ")

@@ -16,6 +16,7 @@ from anvyl.modelserver.sampling import SamplingParams
 from anvyl.modelserver.threads import (
     blas_threads,
     cgroup_cpu_limit,
+    kernel_threads,
     prefill_threads,
     usable_cpus,
 )
@@ -61,6 +62,15 @@ def test_blas_threads_leave_a_core_for_mlx() -> None:
     assert blas_threads(64, {}) == 8
     assert blas_threads(2, {"ANVYL_BLAS_THREADS": "2"}) == 2
     assert blas_threads(2, {"ANVYL_BLAS_THREADS": "zero"}) == 1
+
+
+def test_kernel_threads_leave_a_core_for_the_graph_builder() -> None:
+    """The quantized kernel, like BLAS, decodes on every usable CPU but one; the env fixes it."""
+    assert kernel_threads(1, {}) == 1
+    assert kernel_threads(2, {}) == 1
+    assert kernel_threads(4, {}) == 3
+    assert kernel_threads(64, {}) == 8
+    assert kernel_threads(2, {"ANVYL_KERNEL_THREADS": "2"}) == 2
 
 
 def test_prefill_alone_uses_every_cpu() -> None:

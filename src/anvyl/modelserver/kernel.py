@@ -69,8 +69,11 @@ def _self_check(kernels: ModuleType) -> None:
         dense = mx.dequantize(wq, scales.astype(mx.float32), biases.astype(mx.float32), 32, bits)
         want = x @ dense.T
         got = kernels.qmm(x, wq, scales, biases, 32, bits)
+        (many,) = kernels.qmm_many(x, [wq], [scales], [biases], 32, bits)
         if not mx.allclose(got, want, rtol=1e-4, atol=1e-4).item():
             raise RuntimeError(f"anvyl_kernels.qmm disagrees with mx.dequantize ({bits} bits)")
+        if not mx.array_equal(got, many).item():
+            raise RuntimeError(f"anvyl_kernels.qmm_many disagrees with qmm ({bits} bits)")
 
 
 def supported(module: Any) -> bool:
