@@ -233,3 +233,16 @@ def _generate(engine: Engine, prompt: list[int], max_tokens: int) -> Generated:
     text = "".join(e.text for e in events if isinstance(e, TextEvent))
     ids = [int(t) for t in tokenizer.encode(text)] if text else []
     return Generated(ids, text, finish)
+
+
+def test_heap_tuning_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """glibc's mmap threshold is fixed unless the env says otherwise (then left alone)."""
+    from anvyl.modelserver.loader import keep_heap_small
+
+    monkeypatch.setenv("ANVYL_MALLOC_TUNING", "0")
+    assert keep_heap_small() is False
+    monkeypatch.delenv("ANVYL_MALLOC_TUNING")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert keep_heap_small() is False
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    assert keep_heap_small() is True

@@ -11,6 +11,7 @@ kernel too; `ANVYL_KERNEL=0` gives MLX's own quantized matmul.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -121,6 +122,7 @@ def load_model_dir(model_dir: Path, dtype: str = "auto", ctx: int | None = None)
     from anvyl.modelserver.kernel import load_kernels, use_kernel
     from anvyl.modelserver.layout import transpose_weights
 
+    keep_heap_small()
     info = read_model_info(model_dir)
     model, tokenizer = load(str(model_dir), lazy=True)
     on_gpu = mx.default_device() == mx.gpu
@@ -149,6 +151,28 @@ def load_model_dir(model_dir: Path, dtype: str = "auto", ctx: int | None = None)
         info.context_length,
     )
     return LoadedModel(model=model, tokenizer=tokenizer, info=info, dtype=served, vocab_size=vocab)
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD = 128 * 1024
+
+
+def keep_heap_small() -> bool:
+    """Have glibc give big freed buffers back to the system; return whether it was set.
+
+    glibc raises its mmap threshold each time a big block is freed, so activations and prompt
+    buffers end up on the heap, which keeps the pages after they are freed. Fixed at 128 KiB
+    (what `MALLOC_MMAP_THRESHOLD_` does; MLX's own buffer cache still reuses blocks): measured
+    with the bundled model after a 495-token prompt and 16 streams of 128 tokens, RSS 346 MiB
+    instead of 557, decode time unchanged within noise. `ANVYL_MALLOC_TUNING=0` leaves glibc be.
+    """
+    if os.environ.get("ANVYL_MALLOC_TUNING") == "0" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 def dequantize(model: Any) -> None:
