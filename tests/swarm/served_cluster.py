@@ -6,7 +6,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,22 @@ class Cluster:
     lab: SwarmLab
     served: Served
     gateway: str
+    serve_args: list[str] = field(default_factory=list)
+    serve_env: dict[str, str] = field(default_factory=dict)
+
+    def restart(self, *, forget: tuple[str, ...] = ()) -> None:
+        """Stop the server, delete `forget` (paths under its home), start it again."""
+        import shutil
+
+        home = self.served.home
+        self.served.stop()
+        for name in forget:
+            for path in home.glob(name):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        self.served = start_serve(home, args=self.serve_args, env=self.serve_env)
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run the CLI against the server."""
@@ -61,15 +77,14 @@ def serve_on(
     (home / "models").mkdir()
     (home / "models" / model.name).symlink_to(model.resolve())
     port = free_port()
-    served = start_serve(
-        home,
-        args=["--gateway-port", str(port), "--dashboard-port", "0"],
-        env={
-            "DOCKER_HOST": lab.manager.url,
-            "ANVYL_LABELS": ",".join(f"{k}={v}" for k, v in labels.items()),
-        },
-    )
+    args = ["--gateway-port", str(port), "--dashboard-port", "0"]
+    env = {
+        "DOCKER_HOST": lab.manager.url,
+        "ANVYL_LABELS": ",".join(f"{k}={v}" for k, v in labels.items()),
+    }
+    cluster = Cluster(lab, start_serve(home, args=args, env=env), f"http://127.0.0.1:{port}")
+    cluster.serve_args, cluster.serve_env = args, env
     try:
-        yield Cluster(lab, served, f"http://127.0.0.1:{port}")
+        yield cluster
     finally:
-        served.stop()
+        cluster.served.stop()

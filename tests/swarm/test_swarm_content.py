@@ -4,6 +4,8 @@ The module's lab starts with the model-server image on the manager only. Once `h
 Anvyl every worker's engine, `model start --replicas 2` loads the image on the workers and copies
 the model into a volume keyed by its content hash on every node that may run it; a second start
 finds both there. A node whose engine is unknown keeps the bind mount, and the start says so.
+Last, a server that lost its database adopts the running services again (and a lost API key is
+replaced).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import docker
 import openai
 import pytest
-from helpers import free_port
+from helpers import free_port, wait_for
 from lab import Node, SwarmLab
 from served_cluster import MODEL_ID, START_TIMEOUT_S, Cluster, serve_on
 
@@ -69,14 +71,15 @@ def test_a_start_puts_image_and_model_on_every_node(
     cluster: Cluster, modelserver_image: str
 ) -> None:
     lab = cluster.lab
-    want = _image_id(lab.manager, modelserver_image)
-    assert want and all(_image_id(n, modelserver_image) == "" for n in lab.nodes[1:])
+    assert all(_image_id(n, modelserver_image) == "" for n in lab.nodes[1:])
     started = time.monotonic()
     cold = cluster.cli("model", "start", MODEL_ID, "--name", "cold", "--replicas", "2",
                        "--port", str(free_port()), "--memory", "1g",
                        timeout=START_TIMEOUT_S)  # fmt: skip
     cold_s = time.monotonic() - started
     assert cold.returncode == 0, cold.stderr
+    # The manager's image now (the start rebuilds it when Anvyl's sources changed meanwhile).
+    want = _image_id(lab.manager, modelserver_image)
     for node in lab.nodes[1:]:
         assert f"{node.hostname}: the model-server image is missing" in cold.stderr
         assert _image_id(node, modelserver_image) == want
@@ -122,3 +125,42 @@ def test_a_node_without_a_known_engine_keeps_the_bind_mount(cluster: Cluster) ->
         cluster.ok("model", "stop", "bound", timeout=60)
     finally:
         cluster.ok("host", "add", third.hostname, "--engine", third.tcp_url)
+
+
+def _chat(cluster: Cluster) -> bool:
+    client = openai.OpenAI(base_url=f"{cluster.gateway}/v1", api_key="unused", max_retries=0)
+    try:
+        reply = client.chat.completions.create(
+            model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=1
+        )
+    except openai.APIError:
+        return False
+    return bool(reply.choices)
+
+
+def test_services_are_adopted_after_a_lost_database(cluster: Cluster) -> None:
+    cluster.ok("model", "start", MODEL_ID, "--name", "kept", "--replicas", "2",
+               "--port", str(free_port()), "--memory", "1g",
+               timeout=START_TIMEOUT_S)  # fmt: skip
+    before = cluster.deployment("kept")
+    try:
+        cluster.restart(forget=("anvyl.db*",))  # the API key file survives in secrets/
+        after = cluster.deployment("kept")
+        assert (after["id"], after["port"], after["container_id"]) == (
+            before["id"], before["port"], before["container_id"],
+        )  # fmt: skip
+        assert after["state"] == "ready" and len(after["replicas"]) == 2
+        # The gateway finds the replicas again, and their key.
+        wait_for(lambda: _chat(cluster), timeout=30, what="the gateway routing to them")
+
+        cluster.restart(forget=("anvyl.db*", "secrets"))  # the key is lost too: replaced
+        wait_for(
+            lambda: len(cluster.ready_nodes("kept")) == 2 and _chat(cluster),
+            timeout=START_TIMEOUT_S,
+            what="the adopted service answering with its new key",
+        )
+    finally:
+        cluster.ok("model", "stop", "kept", timeout=60)
+    with cluster.lab.manager.client() as client:
+        assert not client.services.list(filters={"name": "kept"})
+        assert not [s for s in client.secrets.list() if before["id"] in s.name]

@@ -325,6 +325,10 @@ class Models:
 
     def reconcile(self) -> list[DeploymentRecord]:
         """Make the store agree with the engines; return the deployments after it."""
+        try:  # services of this installation the store forgot (a lost database)
+            self.swarm.adopt()
+        except AnvylError as exc:
+            log.warning("could not adopt Swarm services: %s", exc)
         records = table.list_deployments(self.store)
         by_container = {r.container_id: r for r in records if r.container_id}
         for host_id in self.hosts_with_engines():

@@ -9,6 +9,7 @@ key (the user's, or one generated and delivered as a Swarm secret); the gateway 
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from anvyl import config
 from anvyl.catalog import resolve_model
 from anvyl.errors import AlreadyExists, AnvylError, FailedPrecondition, InvalidArgument, NotFound
 from anvyl.gateway.routing import Target
@@ -30,11 +32,16 @@ from anvyl.store import HostRecord
 from anvyl.store import deployments as table
 from anvyl.store.deployments import DeploymentRecord
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from anvyl.catalog import ModelInfo
     from anvyl.services.models import DeploymentView, Models, StartOptions
 
 RUNTIME = "swarm"
+LABEL_CONTROLLER = "anvyl.controller"
+# Whether the user gave the API key ("given": gateway clients present it too) or Anvyl made it.
+LABEL_API_KEY = "anvyl.api-key"
 ACTIVE_CACHE_S = 5.0
 PROBE_TIMEOUT_S = 1.0
 MAX_REPLICAS = 64
@@ -145,7 +152,7 @@ class SwarmDeployments:
         try:
             say("creating", f"creating service {name} ({replicas} replica(s))")
             service_id = self._create_service(
-                driver, record, model.path, opts, replicas, node, volume
+                driver, record, model.path, opts, replicas, node, volume, content_hash
             )
             table.update_deployment(
                 models.store, record.id, container_id=service_id, state=table.STATE_STARTING
@@ -293,6 +300,7 @@ class SwarmDeployments:
         replicas: int,
         node: swarm.NodeInfo | None,
         volume: str = "",
+        volume_hash: str = "",
     ) -> str:
         models = self.models
         key = opts.api_key or secrets.token_urlsafe(24)
@@ -313,15 +321,18 @@ class SwarmDeployments:
             deployment_id=record.id,
             extra_labels=labels,
         )
+        # What adopting the service after a lost database needs and the spec does not say.
+        service_labels = {LABEL_API_KEY: "given" if opts.api_key else "generated"}
+        if volume:
+            service_labels[node_content.LABEL_MODEL_HASH] = volume_hash
         with driver.engine_errors():
-            secret = driver.client.api.create_secret(
-                _secret_name(record), key.encode(), labels={**labels, "anvyl.managed": "true"}
-            )
+            secret_id, secret_name = self._create_secret(driver, record, key, labels)
             service_spec = swarm.ModelServiceSpec(
                 container=container,
                 replicas=replicas,
                 node_id=node.id if node else "",
-                api_key_secret=(secret["ID"], _secret_name(record)),
+                api_key_secret=(secret_id, secret_name),
+                service_labels=service_labels,
                 model_volume=volume,
             )
             created = driver.client.api.create_service(**service_spec.create_kwargs())
@@ -490,10 +501,92 @@ class SwarmDeployments:
                     except Exception as exc:  # already gone
                         if getattr(exc, "status_code", 0) != 404:
                             raise
-                for found in driver.client.api.secrets(filters={"name": _secret_name(record)}):
-                    driver.client.api.remove_secret(found["ID"])
+                by_label = {"label": f"{config.LABEL_DEPLOYMENT}={record.id}"}
+                found = driver.client.api.secrets(filters={"name": _secret_name(record)})
+                found += driver.client.api.secrets(filters=by_label)
+                for secret_id in {f["ID"] for f in found}:
+                    driver.client.api.remove_secret(secret_id)
         except NotFound:
             pass
+
+    def _create_secret(
+        self, driver: DockerDriver, record: DeploymentRecord, key: str, labels: dict[str, str]
+    ) -> tuple[str, str]:
+        """The API key as a Swarm secret (a fresh name each time: secrets are immutable)."""
+        name = _secret_name(record)
+        if driver.client.api.secrets(filters={"name": name}):
+            name = f"{name}-{secrets.token_hex(3)}"
+        created = driver.client.api.create_secret(
+            name,
+            key.encode(),
+            labels={**labels, config.LABEL_MANAGED: "true", config.LABEL_DEPLOYMENT: record.id},
+        )
+        return str(created["ID"]), name
+
+    # -- adoption --------------------------------------------------------------------------
+
+    def adopt(self) -> list[DeploymentRecord]:
+        """Record again the services this installation made that the store forgot.
+
+        After a lost database the services still run; their labels (deployment id, model,
+        controller) and spec (port, replicas, memory, placement, model volume) rebuild the row.
+        The API key comes back from `ANVYL_HOME/secrets` when it survived; otherwise a new one
+        is generated and swapped into the service (its replicas restart with it).
+        """
+        found = self.manager()
+        if found is None:
+            return []
+        host, driver = found
+        selector = [
+            f"{config.LABEL_MANAGED}=true",
+            f"{LABEL_CONTROLLER}={self.models.controller_id}",
+        ]
+        with driver.engine_errors():
+            services = driver.client.api.services(filters={"label": selector})
+        records = table.list_deployments(self.models.store)
+        known = {r.id for r in records} | {r.container_id for r in records}
+        adopted = []
+        for attrs in services:
+            labels = (attrs.get("Spec") or {}).get("Labels") or {}
+            if attrs["ID"] in known or labels.get(config.LABEL_DEPLOYMENT, "") in known:
+                continue
+            try:
+                record = adopted_record(attrs, host.id)
+                table.insert_deployment(self.models.store, record)
+            except (AlreadyExists, InvalidArgument) as exc:
+                log.warning("cannot adopt service %s: %s", attrs["ID"][:12], exc)
+                continue
+            if not self.models._api_key(record):
+                self._rotate_key(driver, record, attrs)
+            log.info("adopted Swarm service %s as deployment %s", record.name, record.id)
+            adopted.append(record)
+        return adopted
+
+    def _rotate_key(
+        self, driver: DockerDriver, record: DeploymentRecord, attrs: dict[str, Any]
+    ) -> None:
+        """A new API key for an adopted service whose key file was lost with the database."""
+        key = secrets.token_urlsafe(24)
+        labels = {**self.models.container_labels, LABEL_CONTROLLER: self.models.controller_id}
+        with driver.engine_errors():
+            secret_id, secret_name = self._create_secret(driver, record, key, labels)
+            template = dict(attrs["Spec"]["TaskTemplate"])
+            container = dict(template["ContainerSpec"])
+            refs = [dict(r) for r in container.get("Secrets") or []]
+            for ref in refs:
+                if ref.get("SecretName", "").startswith(_secret_name(record)):
+                    ref["SecretID"], ref["SecretName"] = secret_id, secret_name
+            container["Secrets"] = refs
+            template["ContainerSpec"] = container
+            template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
+            driver.client.api.update_service(  # the rest of the spec (ports, mode) kept
+                attrs["ID"],
+                attrs["Version"]["Index"],
+                task_template=template,
+                fetch_current_spec=True,
+            )
+        self.models._write_api_key(record, key)
+        log.warning("deployment %s: its API key was lost; replaced it", record.name)
 
     # -- the gateway -----------------------------------------------------------------------
 
@@ -529,6 +622,51 @@ class SwarmDeployments:
                     )
                 )
         return targets
+
+
+def adopted_record(attrs: dict[str, Any], host_id: str) -> DeploymentRecord:
+    """The store row of a service Anvyl made, rebuilt from its labels and spec (pure)."""
+    spec_ = attrs.get("Spec") or {}
+    labels = spec_.get("Labels") or {}
+    template = spec_.get("TaskTemplate") or {}
+    container = template.get("ContainerSpec") or {}
+    ports = (spec_.get("EndpointSpec") or {}).get("Ports") or []
+    port = next((int(p["PublishedPort"]) for p in ports if p.get("PublishedPort")), 0)
+    if not port or not labels.get(config.LABEL_DEPLOYMENT):
+        raise InvalidArgument("no published port or no deployment label")
+    replicas = int(((spec_.get("Mode") or {}).get("Replicated") or {}).get("Replicas", 1))
+    options: dict[str, Any] = {
+        "runtime": RUNTIME,
+        "replicas": replicas,
+        "api_key": True,
+        "adopted": True,
+    }
+    if labels.get(LABEL_API_KEY) == "generated":
+        options["api_key_generated"] = True
+    memory = int(((template.get("Resources") or {}).get("Limits") or {}).get("MemoryBytes") or 0)
+    if memory:
+        options["memory"] = f"{memory // (1 << 20)}m"
+    for constraint in (template.get("Placement") or {}).get("Constraints") or []:
+        key, sep, value = constraint.replace(" ", "").partition("==")
+        if sep and key == "node.id":
+            options["node_id"] = value
+    for mount in container.get("Mounts") or []:
+        if mount.get("Target") == spec.CONTAINER_MODEL_PATH and mount.get("Type") == "volume":
+            options["model_volume"] = mount.get("Source", "")
+            if labels.get(node_content.LABEL_MODEL_HASH):
+                options["model_hash"] = labels[node_content.LABEL_MODEL_HASH]
+    return DeploymentRecord(
+        id=labels[config.LABEL_DEPLOYMENT],
+        name=str(spec_.get("Name") or ""),
+        model_id=labels.get(config.LABEL_MODEL_ID, "unknown"),
+        host_id=host_id,
+        port=port,
+        bind="0.0.0.0",
+        image=str(container.get("Image") or "").split("@", 1)[0],
+        container_id=str(attrs["ID"]),
+        state=table.STATE_STARTING,
+        options=options,
+    )
 
 
 def _usable(nodes: list[swarm.NodeInfo]) -> list[swarm.NodeInfo]:
