@@ -35,6 +35,17 @@ NB_MODULE(_ext, m) {
       nb::kw_only(),
       "stream"_a = nb::none(),
       "``qmm`` of one ``x`` against several weights in one pass: a list of outputs.");
+  m.def(
+      "dequantize",
+      &anvyl::dequantize,
+      "w"_a,
+      "scales"_a,
+      "biases"_a,
+      "group_size"_a,
+      "bits"_a,
+      nb::kw_only(),
+      "stream"_a = nb::none(),
+      "``mx.dequantize`` with float32 scales, in float32 (fast on AVX-512 CPUs).");
   m.def("set_num_threads", &anvyl::set_num_threads, "n"_a, "Threads the kernel uses.");
   m.def("num_threads", &anvyl::num_threads, "Threads the kernel uses.");
   m.def("simd", &anvyl::simd, "The instruction set in use: avx512, avx2 or scalar.");

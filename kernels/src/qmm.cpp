@@ -305,6 +305,28 @@ void columns_512(const Problem& p, int64_t o_begin, int64_t o_end) {
   }
 }
 
+// Rows [o_begin, o_end) of the weight as float32 (scale * q + bias, as mx.dequantize computes).
+template <int BITS, int ST>
+AVX512 void dequantize_rows_512(const Problem& p, float* out, int64_t o_begin, int64_t o_end) {
+  const int64_t row_bytes = p.K * BITS / 8;
+  const int64_t groups = p.K / p.group_size;
+  for (int64_t o = o_begin; o < o_end; o++) {
+    const uint8_t* wr = p.w + o * row_bytes;
+    float* dst = out + o * p.K;
+    for (int64_t g = 0; g < groups; g++) {
+      __m512 s = _mm512_set1_ps(scale_at<ST>(p.scales, o * groups + g));
+      __m512 b = _mm512_set1_ps(scale_at<ST>(p.biases, o * groups + g));
+      for (int c = 0; c < p.group_size; c += 32) {
+        const int64_t k = g * p.group_size + c;
+        __m512 lo, hi;
+        unpack32_512<BITS>(wr + k * BITS / 8, lo, hi);
+        _mm512_storeu_ps(dst + k, _mm512_fmadd_ps(lo, s, b));
+        _mm512_storeu_ps(dst + k + 16, _mm512_fmadd_ps(hi, s, b));
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------- AVX2
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -624,6 +646,91 @@ void QMM::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>&
   const auto scale_dtype = inputs[2].dtype();
   ColumnsFn columns = bits_ == 4 ? pick_scale<4>(scale_dtype) : pick_scale<8>(scale_dtype);
   encoder.dispatch([problems = std::move(problems), columns]() { run(problems, columns); });
+}
+
+bool has_fast_dequantize() {
+  return isa() == Isa::Avx512;
+}
+
+mx::array dequantize(
+    const mx::array& w,
+    const mx::array& scales,
+    const mx::array& biases,
+    int group_size,
+    int bits,
+    mx::StreamOrDevice s) {
+  auto stream = mx::to_stream(s);
+  if (stream.device != mx::Device::cpu || !has_fast_dequantize() || (bits != 4 && bits != 8) ||
+      group_size % 32 != 0 || w.dtype() != mx::uint32 || w.ndim() != 2 ||
+      !w.is_available() || !w.flags().row_contiguous || !scales.is_available() ||
+      !scales.flags().row_contiguous || !biases.is_available() ||
+      !biases.flags().row_contiguous) {
+    return mx::dequantize(
+        w,
+        mx::astype(scales, mx::float32, s),
+        mx::astype(biases, mx::float32, s),
+        group_size,
+        bits,
+        "affine",
+        std::nullopt,
+        std::nullopt,
+        s);
+  }
+  const int N = w.shape(0);
+  const int K = static_cast<int>(static_cast<int64_t>(w.shape(1)) * 32 / bits);
+  if (K % group_size != 0 || scales.shape() != mx::Shape{N, K / group_size} ||
+      biases.shape() != scales.shape() || biases.dtype() != scales.dtype()) {
+    throw std::invalid_argument("[anvyl.dequantize] shapes of w, scales and biases do not match.");
+  }
+  return mx::array(
+      mx::Shape{N, K},
+      mx::float32,
+      std::make_shared<Dequantize>(stream, group_size, bits),
+      {w, scales, biases});
+}
+
+void Dequantize::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  const auto& w = inputs[0];
+  auto& out = outputs[0];
+  out.set_data(mx::allocator::malloc(out.nbytes()));
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  for (const auto& a : inputs) {
+    encoder.set_input_array(a);
+  }
+  encoder.set_output_array(out);
+  Problem p{
+      nullptr,
+      reinterpret_cast<const uint8_t*>(w.data<uint32_t>()),
+      inputs[1].data<void>(),
+      inputs[2].data<void>(),
+      nullptr,
+      0,
+      out.shape(1),
+      out.shape(0),
+      group_size_};
+  using RowsFn = void (*)(const Problem&, float*, int64_t, int64_t);
+  RowsFn rows;
+  const auto dtype = inputs[1].dtype();
+  const int st = dtype == mx::float16 ? F16 : dtype == mx::bfloat16 ? BF16 : F32;
+  if (bits_ == 4) {
+    rows = st == F16 ? dequantize_rows_512<4, F16>
+        : st == BF16 ? dequantize_rows_512<4, BF16>
+                     : dequantize_rows_512<4, F32>;
+  } else {
+    rows = st == F16 ? dequantize_rows_512<8, F16>
+        : st == BF16 ? dequantize_rows_512<8, BF16>
+                     : dequantize_rows_512<8, F32>;
+  }
+  encoder.dispatch([p, rows, y = out.data<float>()]() { rows(p, y, 0, p.N); });
+}
+
+void Dequantize::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
+  throw std::runtime_error("[anvyl.dequantize] has no GPU implementation.");
+}
+
+bool Dequantize::is_equivalent(const mx::Primitive& other) const {
+  const auto& o = static_cast<const Dequantize&>(other);
+  return group_size_ == o.group_size_ && bits_ == o.bits_;
 }
 
 void QMM::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {

@@ -31,6 +31,16 @@ std::vector<mx::array> qmm_many(
     int bits,
     mx::StreamOrDevice s = {});
 
+// `mx.dequantize` with float32 scales, fast (AVX-512; MLX's own op elsewhere): the weight for a
+// prompt's BLAS matmul.
+mx::array dequantize(
+    const mx::array& w,
+    const mx::array& scales,
+    const mx::array& biases,
+    int group_size,
+    int bits,
+    mx::StreamOrDevice s = {});
+
 // Threads the kernel splits output columns over (the calling thread included).
 void set_num_threads(int n);
 int num_threads();
@@ -48,6 +58,24 @@ class QMM : public mx::Primitive {
 
   const char* name() const override {
     return "AnvylQMM";
+  }
+  bool is_equivalent(const mx::Primitive& other) const override;
+
+ private:
+  int group_size_;
+  int bits_;
+};
+
+class Dequantize : public mx::Primitive {
+ public:
+  Dequantize(mx::Stream stream, int group_size, int bits)
+      : mx::Primitive(stream), group_size_(group_size), bits_(bits) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+  void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+
+  const char* name() const override {
+    return "AnvylDequantize";
   }
   bool is_equivalent(const mx::Primitive& other) const override;
 

@@ -225,3 +225,19 @@ def test_shared_input_projections_match_separate_ones() -> None:
 def _qkv(layer: KernelLinear) -> tuple[mx.array, mx.array, mx.array]:
     """A kernel layer's packed weight, scales and biases."""
     return layer.weight, layer.scales, layer.biases
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16, mx.float32])
+def test_dequantize_matches_mlx(bits: int, dtype: mx.Dtype) -> None:
+    """The prompt path's dequantize gives MLX's float32 weight (exactly, for 16-bit scales)."""
+    assert kernels is not None
+    wq, scales, biases = quantized(70, 384, 64, bits, dtype, seed=bits)
+    mx.eval(wq, scales, biases)
+    want = mx.dequantize(wq, scales.astype(mx.float32), biases.astype(mx.float32), 64, bits)
+    got = kernels.dequantize(wq, scales, biases, 64, bits)
+    assert got.dtype == mx.float32 and got.shape == want.shape
+    if dtype == mx.float32:
+        assert mx.allclose(got, want, rtol=1e-6, atol=1e-6).item()
+    else:
+        assert mx.array_equal(got, want).item()

