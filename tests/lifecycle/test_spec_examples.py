@@ -180,7 +180,7 @@ def test_production_deployment(
         assert lines[1] == "production-llama warming up", lines
         assert follow.poll() is None  # still following
         follow.send_signal(signal.SIGINT)
-        _, err = follow.communicate(timeout=15)
+        _, err = follow.communicate(timeout=60)  # generous: a loaded 2-core machine
     finally:
         if follow.poll() is None:
             follow.kill()
