@@ -24,6 +24,17 @@ def swarm(run_labels: dict[str, str]) -> Iterator[SwarmLab]:
 
 
 @pytest.fixture(scope="module")
+def swarm_tls(run_labels: dict[str, str]) -> Iterator[SwarmLab]:
+    """A fresh 3-node Swarm whose engines also listen on TCP with mutual TLS."""
+    lab = SwarmLab(3, labels=dict(run_labels), tls=True)
+    lab.up()
+    try:
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture(scope="module")
 def swarm_busybox(swarm: SwarmLab, docker_client: docker.DockerClient, busybox_image: str) -> str:
     """The test busybox image, loaded on every node through its engine API."""
     swarm.load_image(docker_client, busybox_image)

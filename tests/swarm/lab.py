@@ -58,7 +58,7 @@ class Node:
 
     @property
     def tcp_url(self) -> str:
-        """The engine's `tcp://` address on the lab's bridge (plain TCP: a private lab)."""
+        """The engine's `tcp://` address on the lab's bridge (TLS on a lab made with `tls`)."""
         return f"tcp://{self.address}:{ENGINE_TCP_PORT}"
 
     @contextlib.contextmanager
@@ -79,6 +79,9 @@ class SwarmLab:
     lab_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     labels: dict[str, str] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
+    # Engines listen on TCP with mutual TLS: a lab CA signs each engine's certificate (its
+    # address as subject) and one client certificate, `tls_files` (ca, cert, key).
+    tls: bool = False
 
     def __post_init__(self) -> None:
         third = int(self.lab_id[:2], 16) % 250 + 1  # 10.78.<third>.0/24, one per lab
@@ -122,8 +125,32 @@ class SwarmLab:
             raise
         return self
 
+    @property
+    def tls_files(self) -> tuple[Path, Path, Path]:
+        """The client's CA, certificate and key (PEM) for the engines of a `tls` lab."""
+        d = self.root / "tls"
+        return d / "ca.pem", d / "client-cert.pem", d / "client-key.pem"
+
+    def _certificates(self) -> None:
+        d = self.root / "tls"
+        d.mkdir(parents=True, exist_ok=True)
+        key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        _openssl("req", "-x509", *key, "-keyout", d / "ca-key.pem", "-out", d / "ca.pem",
+                 "-days", "2", "-subj", "/CN=anvyl-lab-ca")  # fmt: skip
+        wanted = [(f"n{n.index}", f"IP:{n.address}", "serverAuth") for n in self.nodes]
+        for name, san, usage in [*wanted, ("client", "DNS:client", "clientAuth")]:
+            ext = d / f"{name}.ext"
+            ext.write_text(f"subjectAltName={san}\nextendedKeyUsage={usage}\n")
+            _openssl("req", *key, "-keyout", d / f"{name}-key.pem", "-out", d / f"{name}.csr",
+                     "-subj", f"/CN={name}")  # fmt: skip
+            _openssl("x509", "-req", "-in", d / f"{name}.csr", "-CA", d / "ca.pem",
+                     "-CAkey", d / "ca-key.pem", "-CAcreateserial", "-days", "2",
+                     "-extfile", ext, "-out", d / f"{name}-cert.pem")  # fmt: skip
+
     def _network(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            self._certificates()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         br = self.bridge_ns
         _ip("netns", "add", br)
@@ -160,9 +187,8 @@ class SwarmLab:
             f"mount --move {cgroup} /sys/fs/cgroup; mount --bind {etc} /etc/docker; "
             f"exec dockerd --config-file {etc}/daemon.json --data-root {node.data_root} "
             f"--exec-root {node.exec_root} --pidfile {node.pidfile} -H unix://{node.socket} "
-            f"-H tcp://{node.address}:{ENGINE_TCP_PORT} "
-            f"--tls=false --log-level warn"
-            + "".join(f" --label {k}={v}" for k, v in self.labels.items())
+            f"-H tcp://{node.address}:{ENGINE_TCP_PORT} {self._tls_flags(node)} "
+            f"--log-level warn" + "".join(f" --label {k}={v}" for k, v in self.labels.items())
         )
         env = {**os.environ, "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE": "1"}
         env.pop("DOCKER_HOST", None)
@@ -187,6 +213,15 @@ class SwarmLab:
                 start_new_session=True,
             )
         _wait(lambda: _answers(node), READY_TIMEOUT_S, f"dockerd of node {node.index}", node.log)
+
+    def _tls_flags(self, node: Node) -> str:
+        if not self.tls:
+            return "--tls=false"
+        d = self.root / "tls"
+        return (
+            f"--tlsverify --tlscacert {d}/ca.pem --tlscert {d}/n{node.index}-cert.pem "
+            f"--tlskey {d}/n{node.index}-key.pem"
+        )
 
     def _swarm(self) -> None:
         with self.manager.client() as manager:
@@ -292,6 +327,12 @@ def _ip(*args: str, check: bool = True) -> None:
     result = subprocess.run(["ip", *args], capture_output=True, text=True)
     if check and result.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+
+
+def _openssl(*args: object) -> None:
+    result = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]}: {result.stderr.strip()}")
 
 
 def _netns_pids(netns: str) -> list[int]:

@@ -1,11 +1,11 @@
 """Images and model files reach the nodes without a registry, through each node's own engine.
 
-The module's lab starts with the model-server image on the manager only. Once `host add` tells
-Anvyl every worker's engine, `model start --replicas 2` loads the image on the workers and copies
-the model into a volume keyed by its content hash on every node that may run it; a second start
-finds both there. A node whose engine is unknown keeps the bind mount, and the start says so.
-Last, a server that lost its database adopts the running services again (and a lost API key is
-replaced).
+The module's lab starts with the model-server image on the manager only, its engines reachable
+over TCP with mutual TLS. Once `host add` tells Anvyl every worker's engine and certificates,
+`model start --replicas 2` loads the image on the workers and copies the model into a volume
+keyed by its content hash on every node that may run it; a second start finds both there. A
+node whose engine is unknown keeps the bind mount, and the start says so. Last, a server that
+lost its database adopts the running services again (and a lost API key is replaced).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ VOLUME_PREFIX = "anvyl-model-"
 
 @pytest.fixture(scope="module")
 def cluster(
-    swarm: SwarmLab,
+    swarm_tls: SwarmLab,
     docker_client: docker.DockerClient,
     modelserver_image: str,
     bundled_model: Path,
@@ -36,11 +36,21 @@ def cluster(
     run_labels: dict[str, str],
 ) -> Iterator[Cluster]:
     """The image on the manager only, `anvyl serve` there, every worker's engine recorded."""
-    swarm.load_image(docker_client, modelserver_image, nodes=[swarm.manager])
-    with serve_on(swarm, bundled_model, tmp_path_factory, run_labels) as served:
-        for node in swarm.nodes[1:]:
-            served.ok("host", "add", node.hostname, "--engine", node.tcp_url)
+    lab = swarm_tls
+    lab.load_image(docker_client, modelserver_image, nodes=[lab.manager])
+    with serve_on(lab, bundled_model, tmp_path_factory, run_labels) as served:
+        plain = served.cli("host", "add", lab.nodes[1].hostname, "--engine", lab.nodes[1].tcp_url)
+        assert plain.returncode != 0 and "cannot use" in plain.stderr  # TLS needs certificates
+        for node in lab.nodes[1:]:
+            added = served.cli("host", "add", node.hostname, *_tls(lab, node))
+            assert added.returncode == 0 and "without TLS" not in added.stderr, added.stderr
         yield served
+
+
+def _tls(lab: SwarmLab, node: Node) -> list[str]:
+    ca, cert, key = lab.tls_files
+    return ["--engine", node.tcp_url, "--tls-ca", str(ca), "--tls-cert", str(cert),
+            "--tls-key", str(key)]  # fmt: skip
 
 
 def _image_id(node: Node, tag: str) -> str:
@@ -124,7 +134,7 @@ def test_a_node_without_a_known_engine_keeps_the_bind_mount(cluster: Cluster) ->
         assert _model_mount(cluster, "bound")["Type"] == "bind"
         cluster.ok("model", "stop", "bound", timeout=60)
     finally:
-        cluster.ok("host", "add", third.hostname, "--engine", third.tcp_url)
+        cluster.ok("host", "add", third.hostname, *_tls(cluster.lab, third))
 
 
 def _chat(cluster: Cluster) -> bool:

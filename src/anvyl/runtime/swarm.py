@@ -112,16 +112,35 @@ class NodeEngineDriver(DockerDriver):
                     ca_cert=self.tls_ca or None,
                     verify=self.tls_ca or True,
                 )
-            client = docker.DockerClient(
+            api = (_own_ca_client() if self.tls_ca else docker.APIClient)(
                 base_url=self.base_url,
                 timeout=int(self.timeout),
                 tls=tls,
                 use_ssh_client=self.base_url.startswith("ssh://"),
             )
+            client = docker.DockerClient.__new__(docker.DockerClient)
+            client.api = api
         except Exception as exc:  # refused, TLS handshake, ssh failures, version negotiation
             raise self._unavailable(exc) from exc
         client.api.hooks["response"].append(_count_response)
         return client
+
+
+def _own_ca_client() -> type:
+    import docker
+
+    class OwnCAClient(docker.APIClient):  # type: ignore[misc]
+        """An API client that verifies with the given CA even when REQUESTS_CA_BUNDLE is set.
+
+        `requests` lets that variable override a session's own CA (it is read per request
+        while the session trusts the environment); the engine's CA must win.
+        """
+
+        def _retrieve_server_version(self) -> str:
+            self.trust_env = False  # before the first request: the version negotiation
+            return str(super()._retrieve_server_version())
+
+    return OwnCAClient
 
 
 def swarm_state(driver: DockerDriver) -> tuple[str, bool]:
