@@ -15,6 +15,7 @@ import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -113,6 +114,29 @@ def modelserver_image(docker_client: docker.DockerClient, run_labels: dict[str, 
         base_image=DEBIAN_BOOTSTRAP,
         container_labels=run_labels,
     )
+
+
+@pytest.fixture(scope="module")
+def model_home(tmp_path_factory: pytest.TempPathFactory, bundled_model: Path) -> Path:
+    """A temporary ANVYL_HOME holding (a link to) the bundled model, one per module."""
+    from models_harness import make_home
+
+    return make_home(tmp_path_factory.mktemp("anvyl-home"), bundled_model)
+
+
+@pytest.fixture(scope="module")
+def model_served(
+    model_home: Path, modelserver_image: str, run_labels: dict[str, str]
+) -> Iterator[Any]:
+    """One `anvyl serve` per module labelling its model containers; deployments stopped after."""
+    from models_harness import serve_models, stop_all
+
+    server = serve_models(model_home, run_labels)
+    yield server
+    try:
+        stop_all(server)
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

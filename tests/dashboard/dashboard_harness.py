@@ -17,8 +17,18 @@ import docker
 import httpx
 from fixtures_control_plane import Served, start_serve
 from helpers import free_port, wait_for
+from models_harness import MODEL_ID, SERVICE_LABEL, labels_env, make_home
 
-MODEL_ID = "smollm2-135m-instruct-mlx"
+__all__ = [
+    "CHROMIUM",
+    "MODEL_ID",
+    "Dashboard",
+    "make_home",
+    "model_containers",
+    "serve_dashboard",
+    "shut_down",
+]
+
 CHROMIUM = "/usr/bin/chromium"
 # Headless Chromium as root on a machine without a network (see the machine notes).
 CHROMIUM_ARGS = [
@@ -54,15 +64,6 @@ class Dashboard:
         return (self.served.home / "controller-id").read_text().strip()
 
 
-def make_home(root: Path, bundled_model: Path) -> Path:
-    """An ANVYL_HOME whose models/ links the bundled model."""
-    (root / "models").mkdir(parents=True, exist_ok=True)
-    link = root / "models" / bundled_model.name
-    if not link.exists():
-        link.symlink_to(bundled_model.resolve(), target_is_directory=True)
-    return root
-
-
 def serve_dashboard(
     home: Path,
     run_labels: dict[str, str],
@@ -72,7 +73,7 @@ def serve_dashboard(
 ) -> Dashboard:
     """`anvyl serve` with its dashboard on a free port; waits until the dashboard answers."""
     port = free_port()
-    env = {"ANVYL_LABELS": ",".join(f"{k}={v}" for k, v in run_labels.items())}
+    env = labels_env(run_labels)
     if token:
         env["ANVYL_TOKEN"] = token
     args = ["--dashboard-port", str(port), "--dashboard-host", dashboard_host]
@@ -95,7 +96,7 @@ def model_containers(
 ) -> list[Any]:
     """This server's model containers (running or not)."""
     selectors = [f"{k}={v}" for k, v in run_labels.items()]
-    selectors += ["anvyl.service=lmstudio-model", f"anvyl.controller={dash.controller_id()}"]
+    selectors += [SERVICE_LABEL, f"anvyl.controller={dash.controller_id()}"]
     return client.containers.list(all=True, filters={"label": selectors})
 
 

@@ -7,7 +7,6 @@ failing test leaves behind.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,11 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from fixtures_control_plane import Served, start_serve
+from fixtures_control_plane import Served
 from helpers import free_port
+from models_harness import MODEL_ID, deployments, make_home, ok, serve_models, start_model
 
-MODEL_ID = "smollm2-135m-instruct-mlx"
-START_TIMEOUT_S = 240.0
+__all__ = [
+    "MODEL_ID",
+    "GatewayServed",
+    "container_of",
+    "deployments",
+    "make_home",
+    "serve_gateway",
+    "start_models",
+    "stop_all",
+]
 
 
 @dataclass
@@ -35,47 +43,23 @@ class GatewayServed:
         return f"http://127.0.0.1:{self.gateway_port}"
 
 
-def make_home(root: Path, bundled_model: Path) -> Path:
-    """An ANVYL_HOME whose models/ links the bundled model (no copy)."""
-    (root / "models").mkdir(parents=True, exist_ok=True)
-    link = root / "models" / bundled_model.name
-    if not link.exists():
-        link.symlink_to(bundled_model.resolve(), target_is_directory=True)
-    return root
-
-
 def serve_gateway(home: Path, run_labels: dict[str, str], *args: str) -> GatewayServed:
     """`anvyl serve` with its gateway on a free port, labelling what it creates."""
     port = free_port()
-    labels = ",".join(f"{k}={v}" for k, v in run_labels.items())
-    served = start_serve(
-        home,
-        args=["--gateway-port", str(port), "--dashboard-port", "0", *args],
-        env={"ANVYL_LABELS": labels},
+    return GatewayServed(
+        serve_models(home, run_labels, args=("--gateway-port", str(port), *args)), port
     )
-    return GatewayServed(served, port)
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    """Assert a CLI call succeeded; return it."""
-    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 def start_models(served: Served, *arg_lists: list[str]) -> None:
     """`anvyl model start` for each argument list, in parallel (each waits until ready)."""
 
     def start(args: list[str]) -> subprocess.CompletedProcess[str]:
-        return served.cli("model", "start", MODEL_ID, *args, timeout=START_TIMEOUT_S)
+        return start_model(served, MODEL_ID, *args)
 
     with ThreadPoolExecutor(max_workers=len(arg_lists)) as pool:
         for result in pool.map(start, arg_lists):
             ok(result)
-
-
-def deployments(served: Served) -> list[dict[str, Any]]:
-    """`anvyl model ps -o json`."""
-    return json.loads(ok(served.cli("model", "ps", "-o", "json")).stdout)["deployments"]
 
 
 def stop_all(served: Served) -> None:

@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import docker
 import pytest
 from fixtures_control_plane import Served
 from helpers import wait_for
-from lifecycle_harness import deployments, make_home, model_containers, serve_models, stop_all
-
-
-@pytest.fixture(scope="module")
-def model_home(tmp_path_factory: pytest.TempPathFactory, bundled_model: Path) -> Path:
-    """A temporary ANVYL_HOME holding (a link to) the bundled model."""
-    return make_home(tmp_path_factory.mktemp("anvyl-home"), bundled_model)
-
-
-@pytest.fixture(scope="module")
-def model_served(
-    model_home: Path, modelserver_image: str, run_labels: dict[str, str]
-) -> Iterator[Served]:
-    """One `anvyl serve` per module, for tests that do not need their own."""
-    server = serve_models(model_home, run_labels)
-    yield server
-    try:
-        stop_all(server)
-    finally:
-        server.stop()
+from lifecycle_harness import deployments, model_containers, stop_all
 
 
 @pytest.fixture

@@ -6,82 +6,44 @@ Everything a test server creates carries the run's `anvyl.test=<run id>` label (
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import docker
 import httpx
-from fixtures_control_plane import Served, start_serve
 from helpers import free_port, wait_for
+from models_harness import (
+    MODEL_ID,
+    SERVICE_LABEL,
+    START_TIMEOUT_S,
+    deployments,
+    failed,
+    make_home,
+    model_containers,
+    ok,
+    serve_models,
+    start_model,
+    stop_all,
+)
 
-MODEL_ID = "smollm2-135m-instruct-mlx"
-SERVICE_LABEL = "anvyl.service=lmstudio-model"
-START_TIMEOUT_S = 180.0
-
-
-def make_home(root: Path, bundled_model: Path) -> Path:
-    """An ANVYL_HOME whose models/ links the bundled model (no copy)."""
-    (root / "models").mkdir(parents=True, exist_ok=True)
-    link = root / "models" / bundled_model.name
-    if not link.exists():
-        link.symlink_to(bundled_model.resolve(), target_is_directory=True)
-    return root
-
-
-def serve_models(
-    home: Path, run_labels: dict[str, str], *, args: tuple[str, ...] = (), **env: str
-) -> Served:
-    """`anvyl serve` on `home` that labels its model containers with the run's label."""
-    labels = ",".join(f"{k}={v}" for k, v in run_labels.items())
-    return start_serve(
-        home, args=("--dashboard-port", "0", *args), env={"ANVYL_LABELS": labels, **env}
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    """Assert a CLI call succeeded; return it."""
-    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-def failed(result: subprocess.CompletedProcess[str], *texts: str) -> str:
-    """Assert a CLI call failed with one clear error naming every text; return the error."""
-    assert result.returncode != 0, f"succeeded unexpectedly:\n{result.stdout}\n{result.stderr}"
-    assert "Traceback" not in result.stderr, result.stderr
-    for text in texts:
-        assert text in result.stderr, f"{text!r} not in: {result.stderr}"
-    return result.stderr
-
-
-def start_model(served: Served, *args: str) -> subprocess.CompletedProcess[str]:
-    """`anvyl model start <args>` (it waits for the model, hence the long timeout)."""
-    return served.cli("model", "start", *args, timeout=START_TIMEOUT_S)
-
-
-def deployments(served: Served) -> list[dict[str, Any]]:
-    """`anvyl model ps -o json`."""
-    return json.loads(ok(served.cli("model", "ps", "-o", "json")).stdout)["deployments"]
-
-
-def stop_all(served: Served) -> None:
-    """Stop every deployment the server knows (by deployment id), if it still runs."""
-    if served.proc.poll() is not None:
-        return
-    for d in deployments(served):
-        ok(served.cli("model", "stop", d["id"], "--timeout", "5", timeout=60))
-
-
-def model_containers(client: docker.DockerClient, run_labels: dict[str, str]) -> list[Any]:
-    """This run's model containers (running or not)."""
-    selectors = [SERVICE_LABEL, *(f"{k}={v}" for k, v in run_labels.items())]
-    return client.containers.list(all=True, filters={"label": selectors})
+__all__ = [
+    "MODEL_ID",
+    "SERVICE_LABEL",
+    "START_TIMEOUT_S",
+    "ModelServer",
+    "deployments",
+    "failed",
+    "make_home",
+    "model_containers",
+    "ok",
+    "serve_models",
+    "start_model",
+    "start_model_server",
+    "stop_all",
+]
 
 
 @dataclass
