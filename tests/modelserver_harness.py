@@ -54,6 +54,14 @@ class RunningServer:
         """What the server printed so far."""
         return self.log.read_text(errors="replace")
 
+    def health(self) -> int:
+        """The status `/health` on the health port answers now."""
+        return httpx.get(self.health_url, timeout=5).status_code
+
+    def stop(self) -> int:
+        """SIGTERM the server (SIGKILL if it hangs); its exit code."""
+        return stop_server(self)
+
 
 def start_server(
     model_dir: Path, log: Path, *args: str, api_key: str | None = None

@@ -17,7 +17,8 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
-from reliability_harness import MODEL_ID, ModelServer, start_model_server
+from modelserver_harness import RunningServer, start_server
+from reliability_harness import MODEL_ID
 from schemathesis import GenerationMode
 
 from anvyl.modelserver.lmstudio.routes import router as lmstudio_router
@@ -63,11 +64,20 @@ def openapi_schema() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def model_server(
     bundled_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ModelServer]:
+) -> Iterator[RunningServer]:
     """One real model server for the module: 8 tokens at most per request."""
     log = tmp_path_factory.mktemp("schemathesis") / "server.log"
-    server = start_model_server(
-        bundled_model, log, "--max-tokens-limit", "8", "--ctx", "512", "--max-batch", "4"
+    server = start_server(
+        bundled_model,
+        log,
+        "--model-id",
+        MODEL_ID,
+        "--max-tokens-limit",
+        "8",
+        "--ctx",
+        "512",
+        "--max-batch",
+        "4",
     )
     yield server
     server.stop()
@@ -87,7 +97,7 @@ STATUSES: dict[str, list[int]] = {}
 
 
 @pytest.mark.parametrize(("label", "mode"), CASES)
-def test_no_server_errors(label: str, mode: GenerationMode, model_server: ModelServer) -> None:
+def test_no_server_errors(label: str, mode: GenerationMode, model_server: RunningServer) -> None:
     """Every generated case of the operation is answered below 500; the server lives on."""
     operation = OPERATIONS[label]
 
@@ -105,7 +115,7 @@ def test_no_server_errors(label: str, mode: GenerationMode, model_server: ModelS
     check()
 
 
-def test_still_serving(model_server: ModelServer) -> None:
+def test_still_serving(model_server: RunningServer) -> None:
     """After all of it the server is healthy, still generates, and stops cleanly."""
     generated = [
         code for key, codes in STATUSES.items() if key.startswith("POST") for code in codes
