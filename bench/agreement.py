@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from engine import LLAMA_VENV, RESULTS, base_env, default_model, find_gguf, llama_python  # noqa: E402
+from _results import save  # noqa: E402
+from engine import LLAMA_VENV, base_env, default_model, find_gguf, llama_python  # noqa: E402
 
 PROMPTS = (
     "What is the capital of France?",
@@ -174,11 +173,8 @@ def main() -> int:
         n = r["prompts"]
         first, same = f"{r['first_token_agree']}/{n}", f"{r['prompts_identical']}/{n}"
         print(f"| {dtype:<14} | {r['agreement']:>9.1%} | {first:>11} | {same:>17} |")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out_file = RESULTS / f"agreement-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    meta = {"model": str(model), "gguf": str(gguf), "tokens": args.tokens, "host": platform.node()}
-    out_file.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    print(f"\nsaved {out_file.relative_to(ROOT)}")
+    meta = {"model": str(model), "gguf": str(gguf), "tokens": args.tokens}
+    save("agreement", {"meta": meta, "results": results})
     return 0
 
 

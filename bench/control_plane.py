@@ -16,7 +16,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import docker
 import grpc
+from _results import save
 from _serve import ANVYL, start_server
 
 from anvyl.api import anvyl_pb2 as pb
@@ -37,7 +37,6 @@ from anvyl.api import anvyl_pb2_grpc as rpc
 
 IMAGE = "anvyl-bench/busybox:1"
 COUNTS = (0, 10, 50)
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def ensure_image(client: docker.DockerClient) -> str:
@@ -166,18 +165,8 @@ def main() -> int:
             f"{r['containers']:>10} {r['rpc_p50_ms']:>7.2f}ms {r['rpc_p95_ms']:>7.2f}ms "
             f"{calls:>12} {r['cli_p50_ms']:>7.1f}ms {r['cli_p95_ms']:>7.1f}ms"
         )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = RESULTS / f"control_plane-{stamp}.json"
-    meta = {
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "loadavg_at_end": os.getloadavg(),
-        "engine": client.version().get("Version"),
-    }
-    out.write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
-    print(f"saved {out}")
+    meta = {"engine": client.version().get("Version")}
+    save("control_plane", {"meta": meta, "results": rows})
     client.close()
     return 0
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,13 +28,13 @@ from pathlib import Path
 import docker
 import grpc
 import httpx
+from _results import save
 from _serve import ANVYL, free_port, start_server
 
 from anvyl.api import anvyl_pb2 as pb
 from anvyl.api import anvyl_pb2_grpc as rpc
 
 COUNTS = (0, 1, 4)
-RESULTS = Path(__file__).resolve().parent / "results"
 FIRST_TOKEN_TARGET_S = 3.0
 PS_TARGET_MS = 250.0
 
@@ -209,19 +208,8 @@ def main() -> int:
             f"{r['cli_p50_ms']:>7.1f}ms {r['cli_p95_ms']:>7.1f}ms"
         )
     print(f"target: `model ps` median ≤ {PS_TARGET_MS:.0f} ms")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"lifecycle-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    meta = {
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "loadavg_at_end": os.getloadavg(),
-        "engine": client.version().get("Version"),
-    }
-    out.write_text(
-        json.dumps({"meta": meta, "cold_start": cold_row, "model_ps": ps_rows}, indent=2) + "\n"
-    )
-    print(f"saved {out}")
+    meta = {"engine": client.version().get("Version")}
+    save("lifecycle", {"meta": meta, "cold_start": cold_row, "model_ps": ps_rows})
     client.close()
     return 0
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -37,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "reliability")]
 
 import docker  # noqa: E402
+from _results import save  # noqa: E402
 from fixtures_control_plane import ANVYL, Served  # noqa: E402
 from helpers import free_port, imaging_cache_dir, test_cache_dir, wait_for  # noqa: E402
 from reliability_harness import (  # noqa: E402
@@ -48,7 +47,6 @@ from reliability_harness import (  # noqa: E402
 )
 from scenarios import Tally, disconnect_waves, streaming_load  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 LABEL = "anvyl.bench"
 
 
@@ -257,15 +255,11 @@ def main() -> int:
                 with contextlib.suppress(docker.errors.APIError):
                     c.remove(force=True, v=True)
     print_table(rows)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"reliability-{time.strftime('%Y%m%d-%H%M%S')}.json"
     report = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "seconds": round(time.monotonic() - started, 1),
         "rows": [{**r.row(), "health_failures": r.health_failures, "notes": r.notes} for r in rows],
     }
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"saved {out.relative_to(ROOT)}")
+    save("reliability", report)
     return 0 if all(r.lost == 0 and r.server_errors == 0 for r in rows) else 1
 
 
