@@ -137,6 +137,30 @@ def test_a_node_without_a_known_engine_keeps_the_bind_mount(cluster: Cluster) ->
         cluster.ok("host", "add", third.hostname, *_tls(cluster.lab, third))
 
 
+def test_scaling_up_needs_every_engine_and_uses_the_volume(cluster: Cluster) -> None:
+    third = cluster.lab.nodes[2]
+    cluster.ok("model", "start", MODEL_ID, "--name", "grow", "--port", str(free_port()),
+               "--memory", "1g", timeout=START_TIMEOUT_S)  # fmt: skip
+    try:
+        cluster.ok("host", "remove", third.hostname)
+        try:
+            refused = cluster.cli("model", "scale", "grow", "3")
+            assert refused.returncode != 0, refused.stdout
+            assert f"cannot reach the engine of {third.hostname}" in refused.stderr
+        finally:
+            cluster.ok("host", "add", third.hostname, *_tls(cluster.lab, third))
+        cluster.ok("model", "scale", "grow", "3", timeout=120)
+        nodes = wait_for(
+            lambda: nodes if len(nodes := cluster.ready_nodes("grow")) == 3 else None,
+            timeout=START_TIMEOUT_S,
+            what="three replicas ready",
+        )
+        assert len(set(nodes)) == 3
+        assert _model_mount(cluster, "grow")["Type"] == "volume"
+    finally:
+        cluster.ok("model", "stop", "grow", timeout=60)
+
+
 def _chat(cluster: Cluster) -> bool:
     client = openai.OpenAI(base_url=f"{cluster.gateway}/v1", api_key="unused", max_retries=0)
     try:

@@ -479,7 +479,15 @@ class SwarmDeployments:
                 f"{replicas} replicas need {replicas} distinct nodes; {len(usable)} can take one"
             )
         volume = record.options.get("model_volume")
-        if volume and replicas > 0:  # nodes may have joined since the start: give them the model
+        growing = replicas > _desired_replicas(driver, record.container_id)
+        if volume and growing:  # nodes may have joined since the start: give them the model
+            unknown = [n.hostname for n in usable if self.node_driver(driver, n.id) is None]
+            if unknown:  # Swarm would give a replica there an empty volume
+                raise FailedPrecondition(
+                    f"{record.name} reads its model from a volume Anvyl copies to each node, "
+                    f"but it cannot reach the engine of {', '.join(unknown)}: "
+                    "`anvyl host add NODE --engine URL` first (or drain those nodes)"
+                )
             model = resolve_model(self.models.home, record.model_id)
             _, found = self.prepare_nodes(driver, usable, record.image, model, lambda *_: None)
             if found and found != record.options.get("model_hash"):
