@@ -16,6 +16,7 @@ from typing import Any
 
 import docker
 import httpx
+import lmstudio as lms
 import openai
 import pytest
 from helpers import free_port, wait_for
@@ -123,6 +124,16 @@ def test_two_replicas_on_distinct_nodes_behind_the_gateway(cluster: Cluster, two
         model=MODEL_ID, messages=QUESTION, max_tokens=3, stream=True
     )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+def test_lmstudio_sdk_through_the_gateway(cluster: Cluster, two: str) -> None:
+    """LM Studio's SDK on the gateway reaches the Swarm replicas (their generated key held)."""
+    wait_for(lambda: _gateway_ready(cluster) == 2, timeout=30, what="the gateway sees both")
+    port = int(cluster.gateway.rsplit(":", 1)[1])
+    with lms.Client(f"127.0.0.1:{port}") as client:
+        assert [m.identifier for m in client.llm.list_loaded()] == [MODEL_ID]
+        result = client.llm.model(MODEL_ID).respond(QUESTION[0]["content"], config={"maxTokens": 8})
+        assert result.content and result.stats.predicted_tokens_count
 
 
 def test_host_metrics_of_every_node(cluster: Cluster, two: str) -> None:
