@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 
 import typer
 
@@ -85,13 +88,30 @@ def logs(
         request, timeout=None if follow else CALL_TIMEOUT_S, metadata=client.metadata
     )
     out = sys.stdout.buffer
+    interrupted = threading.Event()
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        # Cancelling wakes the stream at once, wherever it waits.
+        interrupted.set()
+        call.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         with output.cli_errors(client.target):
             for chunk in call:
                 out.write(chunk.data)
                 out.flush()
+    except typer.Exit:
+        if not interrupted.is_set():
+            raise
     finally:
         call.cancel()
+        signal.signal(signal.SIGINT, previous)
+    if interrupted.is_set():
+        # Ctrl-C: leave now. Interpreter teardown with gRPC's threads could hang (seen in CI).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(output.EXIT_INTERRUPTED)
 
 
 @app.command(
