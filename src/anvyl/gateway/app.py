@@ -86,7 +86,7 @@ class Gateway:
         if path == "/v1/models" or path.startswith("/v1/models/"):
             if method != "GET":
                 await _error(send, 405, f"{method} is not allowed on {path}")
-            elif not self._authorized(scope, self._all_client_keys()):
+            elif not self._authorized(scope, self.all_client_keys()):
                 await _unauthorized(send)
             else:
                 await self._models(send, path.removeprefix("/v1/models").strip("/"))
@@ -127,20 +127,23 @@ class Gateway:
             return
         await _respond(send, 200, _json(match))
 
-    def _all_client_keys(self) -> set[str]:
+    def all_client_keys(self) -> set[str]:
+        """Every model's own key that clients may send."""
         return {r.target.client_key for r in self.table.replicas() if r.target.client_key}
 
-    def _authorized(self, scope: Scope, client_keys: set[str]) -> bool:
+    def accepts(self, given: str | None, client_keys: set[str]) -> bool:
         """The server's token, or the model's own API key, when either is required."""
-        accepted = set(client_keys)
+        accepted = client_keys - {""}
         if self.token:
             accepted.add(self.token)
         if not accepted:
             return True
-        given = _bearer(scope)
         return given is not None and any(
             hmac.compare_digest(given.encode(), key.encode()) for key in accepted
         )
+
+    def _authorized(self, scope: Scope, client_keys: set[str]) -> bool:
+        return self.accepts(_bearer(scope), client_keys)
 
     # -- the proxy -------------------------------------------------------------------------
 

@@ -75,8 +75,8 @@ class Session(SocketSession):
         """With a token, only a client that sent it (or some model's own key) gets in."""
         if not self.gateway.token:
             return None
-        keys = {self.gateway.token} | {r.target.client_key for r in self.gateway.table.replicas()}
-        return None if any(self.credential_matches(k) for k in keys - {""}) else TOKEN_REFUSED
+        accepted = self.gateway.accepts(self.credential, self.gateway.all_client_keys())
+        return None if accepted else TOKEN_REFUSED
 
     def on_channel(self, channel_id: Any, endpoint: str, param: Any) -> None:
         """Relay the channel to a replica of its model."""
@@ -101,10 +101,7 @@ class Session(SocketSession):
 
     def _may_use(self, replicas: list[Replica]) -> bool:
         """The HTTP rules: the server's token or the model's own key, when either is set."""
-        accepted = {r.target.client_key for r in replicas} - {""}
-        if self.gateway.token:
-            accepted.add(self.gateway.token)
-        return not accepted or any(self.credential_matches(k) for k in accepted)
+        return self.gateway.accepts(self.credential, {r.target.client_key for r in replicas})
 
     # ------------------------------------------------------------------ calls
 
@@ -197,7 +194,7 @@ class Session(SocketSession):
                 title = f"the replica serving {model} went away before the answer was complete"
                 await self.send(p.channel_error(channel_id, {"title": title}))
                 return
-            await self.send({k: v for k, v in frame.items()} | {"channelId": channel_id})
+            await self.send({**frame, "channelId": channel_id})
             if frame.get("type") in ("channelClose", "channelError"):
                 return
 
