@@ -1,7 +1,29 @@
-"""Anvyl's CPU kernels for MLX: `qmm`, a quantized matmul for the few rows of a decode step."""
+"""Anvyl's CPU kernels for MLX: a quantized matmul for decode steps and the rest of a layer."""
 
 import mlx.core  # noqa: F401  (loads libmlx.so and the array type before the extension)
 
-from anvyl_kernels._ext import dequantize, num_threads, qmm, qmm_many, set_num_threads, simd
+from anvyl_kernels._ext import (
+    attention,
+    dequantize,
+    num_threads,
+    qmm,
+    qmm_many,
+    rms_norm,
+    rope_heads,
+    set_num_threads,
+    simd,
+    swiglu,
+)
 
-__all__ = ["dequantize", "num_threads", "qmm", "qmm_many", "set_num_threads", "simd"]
+__all__ = [
+    "attention",
+    "dequantize",
+    "num_threads",
+    "qmm",
+    "qmm_many",
+    "rms_norm",
+    "rope_heads",
+    "set_num_threads",
+    "simd",
+    "swiglu",
+]

@@ -512,6 +512,10 @@ int num_threads() {
   return Pool::get().size();
 }
 
+void parallel_for(int n_tasks, const std::function<void(int)>& f) {
+  Pool::get().run(n_tasks, f);
+}
+
 std::string simd() {
   switch (isa()) {
     case Isa::Avx512: return "avx512";

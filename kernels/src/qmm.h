@@ -1,6 +1,7 @@
 // Anvyl's quantized matmul for the CPU: y = x @ dequantize(w).T for the few rows of a decode step.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "mlx/ops.h"
@@ -44,6 +45,9 @@ mx::array dequantize(
 // Threads the kernel splits output columns over (the calling thread included).
 void set_num_threads(int n);
 int num_threads();
+
+// Calls f(i) for i in [0, n_tasks) on the kernel's thread pool (the calling thread included).
+void parallel_for(int n_tasks, const std::function<void(int)>& f);
 
 // The instruction set the kernel runs with on this CPU: "avx512", "avx2" or "scalar".
 std::string simd();

@@ -1,0 +1,593 @@
+// The non-matmul parts of a decoder layer as single CPU primitives (see layers.h).
+//
+// Inputs may be strided views (a transposed projection, a slice of a KV cache buffer): rows are
+// addressed through the array's strides, and an input whose last axis is not contiguous is
+// gathered into a temporary first. All arithmetic is float32.
+
+#include "layers.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include "mlx/allocator.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "qmm.h"
+
+namespace anvyl {
+
+namespace {
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+// Bodies shared by the AVX-512 and generic entry points, compiled into each.
+#define BODY inline __attribute__((always_inline))
+
+bool avx512() {
+  static bool value = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  }();
+  return value;
+}
+
+// A float32 input as rows of its last axis: the row pointers are computed from the strides, or
+// from a packed copy when the last axis is not contiguous (made when the task runs).
+struct Rows {
+  const float* base = nullptr;
+  std::vector<int64_t> offsets;
+  int64_t width = 0;
+  // Set when a gather is needed: the source layout and the destination.
+  float* packed = nullptr;
+  mx::Shape shape;
+  mx::Strides strides;
+
+  const float* row(int64_t r) const {
+    return base + offsets[r];
+  }
+
+  // Runs on the encoder's thread, before any row is read.
+  void prepare() const {
+    if (packed == nullptr) {
+      return;
+    }
+    const float* src = base_src;
+    const size_t n = static_cast<size_t>(offsets.size() * width);
+    for (size_t i = 0; i < n; i++) {
+      int64_t loc = 0;
+      size_t rest = i;
+      for (int d = static_cast<int>(shape.size()) - 1; d >= 0; d--) {
+        loc += static_cast<int64_t>(rest % shape[d]) * strides[d];
+        rest /= shape[d];
+      }
+      packed[i] = src[loc];
+    }
+  }
+
+  const float* base_src = nullptr;
+};
+
+Rows rows_of(const mx::array& a, mx::cpu::CommandEncoder& encoder) {
+  Rows r;
+  const int nd = static_cast<int>(a.ndim());
+  r.width = nd == 0 ? 1 : a.shape(-1);
+  const int64_t n_rows = r.width == 0 ? 0 : static_cast<int64_t>(a.size()) / r.width;
+  r.offsets.resize(n_rows);
+  if (nd > 0 && a.shape(-1) > 1 && a.strides()[nd - 1] != 1) {
+    mx::array packed(a.shape(), mx::float32, nullptr, {});
+    packed.set_data(mx::allocator::malloc(packed.nbytes()));
+    encoder.add_temporary(packed);
+    r.packed = packed.data<float>();
+    r.base_src = a.data<float>();
+    r.shape = a.shape();
+    r.strides = a.strides();
+    r.base = r.packed;
+    for (int64_t i = 0; i < n_rows; i++) {
+      r.offsets[i] = i * r.width;
+    }
+    return r;
+  }
+  r.base = a.data<float>();
+  for (int64_t i = 0; i < n_rows; i++) {
+    int64_t off = 0;
+    int64_t rest = i;
+    for (int d = nd - 2; d >= 0; d--) {
+      off += (rest % a.shape(d)) * a.strides()[d];
+      rest /= a.shape(d);
+    }
+    r.offsets[i] = off;
+  }
+  return r;
+}
+
+void check_cpu(const mx::Stream& stream, const char* op) {
+  if (stream.device != mx::Device::cpu) {
+    throw std::invalid_argument(std::string("[anvyl.") + op + "] runs on the CPU only.");
+  }
+}
+
+mx::array as_float32(const mx::array& a, mx::StreamOrDevice s) {
+  return a.dtype() == mx::float32 ? a : mx::astype(a, mx::float32, s);
+}
+
+// ---------------------------------------------------------------- rms_norm
+
+BODY void rms_norm_row(const float* x, const float* w, float* y, int64_t n, float eps) {
+  float acc[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    for (int j = 0; j < 16; j++) {
+      acc[j] += x[i + j] * x[i + j];
+    }
+  }
+  float sum = 0;
+  for (int j = 0; j < 16; j++) {
+    sum += acc[j];
+  }
+  for (; i < n; i++) {
+    sum += x[i] * x[i];
+  }
+  const float r = 1.0f / std::sqrt(sum / static_cast<float>(n) + eps);
+  for (i = 0; i < n; i++) {
+    y[i] = w[i] * (x[i] * r);
+  }
+}
+
+AVX512 void rms_norm_rows_512(const Rows& x, const float* w, float* y, float eps) {
+  for (size_t r = 0; r < x.offsets.size(); r++) {
+    rms_norm_row(x.row(r), w, y + r * x.width, x.width, eps);
+  }
+}
+
+void rms_norm_rows(const Rows& x, const float* w, float* y, float eps) {
+  for (size_t r = 0; r < x.offsets.size(); r++) {
+    rms_norm_row(x.row(r), w, y + r * x.width, x.width, eps);
+  }
+}
+
+// ---------------------------------------------------------------- swiglu
+
+BODY float silu(float g) {
+  return g / (1.0f + std::exp(-g));
+}
+
+BODY void swiglu_rows(const Rows& g, const Rows& u, float* y) {
+  for (size_t r = 0; r < g.offsets.size(); r++) {
+    const float* gr = g.row(r);
+    const float* ur = u.row(r);
+    float* yr = y + r * g.width;
+    for (int64_t i = 0; i < g.width; i++) {
+      yr[i] = silu(gr[i]) * ur[i];
+    }
+  }
+}
+
+AVX512 void swiglu_rows_512(const Rows& g, const Rows& u, float* y) {
+  swiglu_rows(g, u, y);
+}
+
+// ---------------------------------------------------------------- attention
+
+struct AttentionProblem {
+  // q[b, h, l, :], k/v[b, h, s, :] through strides; the last axis contiguous.
+  const float* q;
+  const float* k;
+  const float* v;
+  int64_t qs[3];
+  int64_t ks[3];
+  int64_t vs[3];
+  int64_t B, Hq, Hkv, L, S, D;
+  float scale;
+  // The mask through broadcast strides (0 where it broadcasts), or null.
+  const void* mask;
+  bool mask_bool;
+  int64_t ms[4];
+  bool causal;
+  float* out;  // (B, L, Hq * D)
+};
+
+BODY float dot(const float* a, const float* b, int64_t n) {
+  float acc[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    for (int j = 0; j < 16; j++) {
+      acc[j] += a[i + j] * b[i + j];
+    }
+  }
+  float sum = 0;
+  for (int j = 0; j < 16; j++) {
+    sum += acc[j];
+  }
+  for (; i < n; i++) {
+    sum += a[i] * b[i];
+  }
+  return sum;
+}
+
+BODY void attend(const AttentionProblem& p, int64_t b, int64_t h, float* scores, float* qbuf) {
+  const int64_t kvh = h / (p.Hq / p.Hkv);
+  const float* kb = p.k + b * p.ks[0] + kvh * p.ks[1];
+  const float* vb = p.v + b * p.vs[0] + kvh * p.vs[1];
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  for (int64_t l = 0; l < p.L; l++) {
+    const float* qr = p.q + b * p.qs[0] + h * p.qs[1] + l * p.qs[2];
+    for (int64_t d = 0; d < p.D; d++) {
+      qbuf[d] = qr[d] * p.scale;
+    }
+    const int64_t visible = p.causal ? l + p.S - p.L + 1 : p.S;
+    float best = neg_inf;
+    for (int64_t s = 0; s < p.S; s++) {
+      float score = neg_inf;
+      if (s < visible) {
+        score = dot(qbuf, kb + s * p.ks[2], p.D);
+        if (p.mask != nullptr) {
+          const int64_t m = b * p.ms[0] + h * p.ms[1] + l * p.ms[2] + s * p.ms[3];
+          if (p.mask_bool) {
+            if (!static_cast<const bool*>(p.mask)[m]) {
+              score = neg_inf;
+            }
+          } else {
+            score += static_cast<const float*>(p.mask)[m];
+          }
+        }
+      }
+      scores[s] = score;
+      best = std::max(best, score);
+    }
+    float* o = p.out + (b * p.L + l) * p.Hq * p.D + h * p.D;
+    std::fill(o, o + p.D, 0.0f);
+    if (best == neg_inf) {  // every key hidden (a padding row): zeros, not NaN
+      continue;
+    }
+    float total = 0;
+    for (int64_t s = 0; s < p.S; s++) {
+      const float e = scores[s] == neg_inf ? 0.0f : std::exp(scores[s] - best);
+      scores[s] = e;
+      total += e;
+    }
+    for (int64_t s = 0; s < p.S; s++) {
+      const float w = scores[s];
+      if (w == 0.0f) {
+        continue;
+      }
+      const float* vr = vb + s * p.vs[2];
+      for (int64_t d = 0; d < p.D; d++) {
+        o[d] += w * vr[d];
+      }
+    }
+    const float inv = 1.0f / total;
+    for (int64_t d = 0; d < p.D; d++) {
+      o[d] *= inv;
+    }
+  }
+}
+
+void attend_task(const AttentionProblem& p, int64_t task) {
+  std::vector<float> scores(p.S);
+  std::vector<float> qbuf(p.D);
+  attend(p, task / p.Hq, task % p.Hq, scores.data(), qbuf.data());
+}
+
+AVX512 void attend_task_512(const AttentionProblem& p, int64_t task) {
+  std::vector<float> scores(p.S);
+  std::vector<float> qbuf(p.D);
+  attend(p, task / p.Hq, task % p.Hq, scores.data(), qbuf.data());
+}
+
+} // namespace
+
+// ---------------------------------------------------------------- ops
+
+mx::array rms_norm(const mx::array& x, const mx::array& w, float eps, mx::StreamOrDevice s) {
+  auto stream = mx::to_stream(s);
+  check_cpu(stream, "rms_norm");
+  if (x.ndim() < 1 || w.ndim() != 1 || w.shape(0) != x.shape(-1)) {
+    throw std::invalid_argument("[anvyl.rms_norm] w must be 1-D and match x's last axis.");
+  }
+  return mx::array(
+      x.shape(),
+      mx::float32,
+      std::make_shared<RMSNorm>(stream, eps),
+      {as_float32(x, s), as_float32(w, s)});
+}
+
+void RMSNorm::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  auto& out = outputs[0];
+  out.set_data(mx::allocator::malloc(out.nbytes()));
+  for (const auto& a : inputs) {
+    encoder.set_input_array(a);
+  }
+  encoder.set_output_array(out);
+  Rows x = rows_of(inputs[0], encoder);
+  Rows w = rows_of(inputs[1], encoder);
+  encoder.dispatch([x = std::move(x), w = std::move(w), y = out.data<float>(), eps = eps_]() {
+    x.prepare();
+    w.prepare();
+    if (avx512()) {
+      rms_norm_rows_512(x, w.row(0), y, eps);
+    } else {
+      rms_norm_rows(x, w.row(0), y, eps);
+    }
+  });
+}
+
+bool RMSNorm::is_equivalent(const mx::Primitive& other) const {
+  return eps_ == static_cast<const RMSNorm&>(other).eps_;
+}
+
+mx::array swiglu(const mx::array& gate, const mx::array& up, mx::StreamOrDevice s) {
+  auto stream = mx::to_stream(s);
+  check_cpu(stream, "swiglu");
+  if (gate.shape() != up.shape()) {
+    throw std::invalid_argument("[anvyl.swiglu] gate and up must have the same shape.");
+  }
+  return mx::array(
+      gate.shape(),
+      mx::float32,
+      std::make_shared<SwiGLU>(stream),
+      {as_float32(gate, s), as_float32(up, s)});
+}
+
+void SwiGLU::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  auto& out = outputs[0];
+  out.set_data(mx::allocator::malloc(out.nbytes()));
+  for (const auto& a : inputs) {
+    encoder.set_input_array(a);
+  }
+  encoder.set_output_array(out);
+  Rows g = rows_of(inputs[0], encoder);
+  Rows u = rows_of(inputs[1], encoder);
+  encoder.dispatch([g = std::move(g), u = std::move(u), y = out.data<float>()]() {
+    g.prepare();
+    u.prepare();
+    if (avx512()) {
+      swiglu_rows_512(g, u, y);
+    } else {
+      swiglu_rows(g, u, y);
+    }
+  });
+}
+
+mx::array rope_heads(
+    const mx::array& x,
+    int n_heads,
+    int dims,
+    bool traditional,
+    float base,
+    float scale,
+    const mx::array& offset,
+    mx::StreamOrDevice s) {
+  auto stream = mx::to_stream(s);
+  check_cpu(stream, "rope_heads");
+  if (x.ndim() != 3 || n_heads <= 0 || x.shape(2) % n_heads != 0) {
+    throw std::invalid_argument("[anvyl.rope_heads] x must be (B, L, n_heads * head_dim).");
+  }
+  const int B = x.shape(0);
+  const int L = x.shape(1);
+  const int D = x.shape(2) / n_heads;
+  if (dims <= 0 || dims > D || dims % 2 != 0) {
+    throw std::invalid_argument("[anvyl.rope_heads] dims must be even and at most head_dim.");
+  }
+  if (offset.ndim() > 1 || (offset.ndim() == 1 && offset.shape(0) != B) ||
+      !mx::issubdtype(offset.dtype(), mx::integer)) {
+    throw std::invalid_argument("[anvyl.rope_heads] offset must be an integer or one per row.");
+  }
+  return mx::array(
+      mx::Shape{B, n_heads, L, D},
+      mx::float32,
+      std::make_shared<RoPEHeads>(stream, n_heads, dims, traditional, base, scale),
+      {as_float32(x, s), offset.dtype() == mx::int32 ? offset : mx::astype(offset, mx::int32, s)});
+}
+
+void RoPEHeads::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  auto& out = outputs[0];
+  out.set_data(mx::allocator::malloc(out.nbytes()));
+  for (const auto& a : inputs) {
+    encoder.set_input_array(a);
+  }
+  encoder.set_output_array(out);
+  const auto& x = inputs[0];
+  Rows rows = rows_of(x, encoder);
+  const auto& offset = inputs[1];
+  encoder.dispatch([rows = std::move(rows),
+                    offsets = offset.data<int32_t>(),
+                    per_row = offset.ndim() == 1,
+                    y = out.data<float>(),
+                    B = static_cast<int64_t>(x.shape(0)),
+                    L = static_cast<int64_t>(x.shape(1)),
+                    H = static_cast<int64_t>(n_heads_),
+                    dims = dims_,
+                    traditional = traditional_,
+                    base = base_,
+                    scale = scale_]() {
+    rows.prepare();
+    const int64_t D = rows.width / H;
+    const int half = dims / 2;
+    std::vector<float> inv_freq(half);
+    const float step = -std::log(base) / static_cast<float>(half);
+    for (int i = 0; i < half; i++) {
+      inv_freq[i] = std::exp(static_cast<float>(i) * step);
+    }
+    std::vector<float> cosv(half), sinv(half);
+    for (int64_t b = 0; b < B; b++) {
+      const int64_t start = offsets[per_row ? b : 0];
+      for (int64_t l = 0; l < L; l++) {
+        const float pos = static_cast<float>(start + l) * scale;
+        for (int i = 0; i < half; i++) {
+          const float theta = pos * inv_freq[i];
+          cosv[i] = std::cos(theta);
+          sinv[i] = std::sin(theta);
+        }
+        const float* xr = rows.row(b * L + l);
+        for (int64_t h = 0; h < H; h++) {
+          const float* xi = xr + h * D;
+          float* yo = y + ((b * H + h) * L + l) * D;
+          for (int i = 0; i < half; i++) {
+            const int a = traditional ? 2 * i : i;
+            const int c = traditional ? 2 * i + 1 : i + half;
+            const float x1 = xi[a];
+            const float x2 = xi[c];
+            yo[a] = x1 * cosv[i] - x2 * sinv[i];
+            yo[c] = x1 * sinv[i] + x2 * cosv[i];
+          }
+          for (int64_t d = dims; d < D; d++) {
+            yo[d] = xi[d];
+          }
+        }
+      }
+    }
+  });
+}
+
+bool RoPEHeads::is_equivalent(const mx::Primitive& other) const {
+  const auto& o = static_cast<const RoPEHeads&>(other);
+  return n_heads_ == o.n_heads_ && dims_ == o.dims_ && traditional_ == o.traditional_ &&
+      base_ == o.base_ && scale_ == o.scale_;
+}
+
+mx::array attention(
+    const mx::array& q,
+    const mx::array& k,
+    const mx::array& v,
+    float scale,
+    const std::optional<mx::array>& mask,
+    bool causal,
+    mx::StreamOrDevice s) {
+  auto stream = mx::to_stream(s);
+  check_cpu(stream, "attention");
+  if (q.ndim() != 4 || k.ndim() != 4 || v.shape() != k.shape() || q.shape(0) != k.shape(0) ||
+      q.shape(3) != k.shape(3) || k.shape(1) == 0 || q.shape(1) % k.shape(1) != 0) {
+    throw std::invalid_argument(
+        "[anvyl.attention] q must be (B, Hq, L, D) and k, v (B, Hkv, S, D), Hq a multiple of Hkv.");
+  }
+  const int B = q.shape(0);
+  const int Hq = q.shape(1);
+  const int L = q.shape(2);
+  const int D = q.shape(3);
+  std::vector<mx::array> inputs{as_float32(q, s), as_float32(k, s), as_float32(v, s)};
+  if (mask) {
+    if (mask->ndim() > 4) {
+      throw std::invalid_argument("[anvyl.attention] mask has more than 4 axes.");
+    }
+    const mx::Shape full{B, Hq, L, k.shape(2)};
+    const int off = 4 - static_cast<int>(mask->ndim());
+    for (int d = 0; d < static_cast<int>(mask->ndim()); d++) {
+      if (mask->shape(d) != 1 && mask->shape(d) != full[off + d]) {
+        throw std::invalid_argument("[anvyl.attention] mask does not broadcast to (B, Hq, L, S).");
+      }
+    }
+    inputs.push_back(mask->dtype() == mx::bool_ ? *mask : as_float32(*mask, s));
+  }
+  return mx::array(
+      mx::Shape{B, L, Hq * D},
+      mx::float32,
+      std::make_shared<Attention>(stream, scale, mask.has_value(), causal),
+      std::move(inputs));
+}
+
+void Attention::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  auto& out = outputs[0];
+  out.set_data(mx::allocator::malloc(out.nbytes()));
+  for (const auto& a : inputs) {
+    encoder.set_input_array(a);
+  }
+  encoder.set_output_array(out);
+  // q, k and v with a contiguous last axis (else a packed copy, made by the task).
+  std::vector<Rows> packs;
+  AttentionProblem p{};
+  const float* ptrs[3];
+  int64_t strides[3][3];
+  for (int i = 0; i < 3; i++) {
+    const auto& a = inputs[i];
+    if (a.shape(3) > 1 && a.strides()[3] != 1) {
+      packs.push_back(rows_of(a, encoder));
+      ptrs[i] = packs.back().base;
+      strides[i][0] = a.shape(1) * a.shape(2) * a.shape(3);
+      strides[i][1] = a.shape(2) * a.shape(3);
+      strides[i][2] = a.shape(3);
+    } else {
+      ptrs[i] = a.data<float>();
+      for (int d = 0; d < 3; d++) {
+        strides[i][d] = a.strides()[d];
+      }
+    }
+  }
+  p.q = ptrs[0];
+  p.k = ptrs[1];
+  p.v = ptrs[2];
+  std::memcpy(p.qs, strides[0], sizeof(p.qs));
+  std::memcpy(p.ks, strides[1], sizeof(p.ks));
+  std::memcpy(p.vs, strides[2], sizeof(p.vs));
+  p.B = inputs[0].shape(0);
+  p.Hq = inputs[0].shape(1);
+  p.L = inputs[0].shape(2);
+  p.D = inputs[0].shape(3);
+  p.Hkv = inputs[1].shape(1);
+  p.S = inputs[1].shape(2);
+  p.scale = scale_;
+  p.causal = causal_;
+  p.out = out.data<float>();
+  if (has_mask_) {
+    const auto& m = inputs[3];
+    p.mask = m.data<void>();
+    p.mask_bool = m.dtype() == mx::bool_;
+    const int off = 4 - static_cast<int>(m.ndim());
+    for (int d = 0; d < 4; d++) {
+      p.ms[d] = d < off || m.shape(d - off) == 1 ? 0 : m.strides()[d - off];
+    }
+  }
+  encoder.dispatch([p, packs = std::move(packs)]() {
+    for (const auto& r : packs) {
+      r.prepare();
+    }
+    const int n = static_cast<int>(p.B * p.Hq);
+    const bool wide = avx512();
+    // Threads only pay off with enough work per task.
+    auto task = [&](int i) {
+      if (wide) {
+        attend_task_512(p, i);
+      } else {
+        attend_task(p, i);
+      }
+    };
+    if (p.L * p.S * p.D * n >= (1 << 18)) {
+      parallel_for(n, task);
+    } else {
+      for (int i = 0; i < n; i++) {
+        task(i);
+      }
+    }
+  });
+}
+
+bool Attention::is_equivalent(const mx::Primitive& other) const {
+  const auto& o = static_cast<const Attention&>(other);
+  return scale_ == o.scale_ && has_mask_ == o.has_mask_ && causal_ == o.causal_;
+}
+
+void RMSNorm::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
+  throw std::runtime_error("[anvyl.rms_norm] has no GPU implementation.");
+}
+
+void SwiGLU::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
+  throw std::runtime_error("[anvyl.swiglu] has no GPU implementation.");
+}
+
+void RoPEHeads::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
+  throw std::runtime_error("[anvyl.rope_heads] has no GPU implementation.");
+}
+
+void Attention::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
+  throw std::runtime_error("[anvyl.attention] has no GPU implementation.");
+}
+
+} // namespace anvyl
