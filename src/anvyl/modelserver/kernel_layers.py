@@ -17,6 +17,7 @@ Llama and Mistral checkpoints load as. Attention over more than `KERNEL_MAX_ROWS
 
 from __future__ import annotations
 
+import logging
 import os
 from types import ModuleType
 from typing import Any
@@ -28,6 +29,8 @@ from mlx_lm.models import llama
 from mlx_lm.models.base import scaled_dot_product_attention
 
 from anvyl.modelserver.kernel import KERNEL_MAX_ROWS
+
+log = logging.getLogger("anvyl.modelserver")
 
 
 class KernelRMSNorm(nn.Module):
@@ -115,9 +118,38 @@ def _replaceable_attention(module: Any) -> bool:
     return type(module) is llama.Attention and type(module.rope) is nn.RoPE
 
 
+def layers_work(kernels: ModuleType) -> bool:
+    """Whether `kernels` has the layer ops and they agree with MLX's on a small problem."""
+    try:
+        key = mx.random.key(1)
+        x = mx.random.normal((2, 3, 128), key=key)
+        w = mx.random.normal((128,), key=mx.random.split(key)[0])
+        offset = mx.array([5, 0], dtype=mx.int32)
+        heads = x.reshape(2, 3, 2, 64).transpose(0, 2, 1, 3)
+        sdpa = mx.fast.scaled_dot_product_attention
+        checks = [
+            (kernels.rms_norm(x, w, 1e-5), mx.fast.rms_norm(x, w, 1e-5)),
+            (kernels.swiglu(x, x * w), nn.silu(x) * (x * w)),
+            (
+                kernels.rope_heads(x, 2, 64, False, 10000.0, 1.0, offset),
+                mx.fast.rope(heads, 64, traditional=False, base=10000.0, scale=1.0, offset=offset),
+            ),
+            (
+                kernels.attention(heads, heads, heads, 0.125, None, True),
+                sdpa(heads, heads, heads, scale=0.125, mask="causal")
+                .transpose(0, 2, 1, 3)
+                .reshape(2, 3, 128),
+            ),
+        ]
+        return all(mx.allclose(got, want, rtol=1e-4, atol=1e-4).item() for got, want in checks)
+    except Exception:  # an extension built before these ops, or an ABI mismatch
+        log.debug("kernel layer ops unavailable; keeping MLX's", exc_info=True)
+        return False
+
+
 def use_kernel_layers(model: Any, kernels: ModuleType) -> int:
     """Swap norms, Llama attention and Llama MLPs for kernel ones; return how many."""
-    if os.environ.get("ANVYL_KERNEL_LAYERS", "1") == "0":
+    if os.environ.get("ANVYL_KERNEL_LAYERS", "1") == "0" or not layers_work(kernels):
         return 0
     replaced: list[tuple[str, nn.Module]] = []
     for name, module in model.named_modules():

@@ -126,18 +126,20 @@ def blas() -> BlasThreads:
 
 
 def kernel_threads(cpus: int, env: Mapping[str, str] | None = None) -> int:
-    """Threads for Anvyl's quantized kernel (`ANVYL_KERNEL_THREADS` fixes it).
+    """Threads for Anvyl's quantized kernel (`ANVYL_KERNEL_THREADS` fixes it): every usable CPU.
 
-    The count includes MLX's stream thread, which runs a share itself. One CPU is left for the
-    Python thread that builds the next step's graph while the current one computes: measured
-    on 2 busy cores, in one process alternating step by step, decode at batch 1/8/16 took
-    38/82/166 ms (median) with one kernel thread and 56/109/196 ms with two.
+    The count includes MLX's stream thread, which runs a share itself. While MLX's CPU fallbacks
+    made each decode step thousands of graph nodes, the Python thread building the next step
+    needed a core of its own and one kernel thread was fastest on 2 cores. With norms, rope and
+    attention as single kernel nodes (`kernel_layers.py`) that changed: measured on a quiet 2-core
+    machine in one `bench/engine.py` run, decode at 1/4/8/16 streams gave 35.0/85.4/108.0/121.4
+    tokens/s with two kernel threads against 27.4/75.4/83.5/96.1 with one.
     """
     env = os.environ if env is None else env
     override = env.get("ANVYL_KERNEL_THREADS", "")
     if override.isdigit() and int(override) > 0:
         return int(override)
-    return max(1, min(cpus - 1, MAX_BLAS_THREADS))
+    return max(1, min(cpus, MAX_BLAS_THREADS))
 
 
 def configure_threads(kernels: Any = None) -> int | None:

@@ -1,0 +1,123 @@
+"""The kernel's layer ops: norm, rotary embedding, attention and SwiGLU, each one graph node.
+
+They must compute what MLX's own ops compute, up to float32 rounding, for every layout the model
+hands them (strided views of a KV cache, per-row offsets, boolean, additive and causal masks).
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+import pytest
+
+from anvyl.modelserver.kernel import load_kernels
+from anvyl.modelserver.kernel_layers import layers_work
+
+kernels = load_kernels()
+pytestmark = pytest.mark.skipif(
+    kernels is None, reason="anvyl_kernels is not installed (scripts/setup.sh builds it)"
+)
+
+
+def assert_close(got: mx.array, want: mx.array, tol: float = 1e-5) -> None:
+    """Same shape, float32, equal up to rounding relative to the largest value."""
+    assert got.shape == want.shape and got.dtype == mx.float32
+    scale = mx.abs(want).max().item() + 1e-6
+    assert mx.abs(got - want).max().item() <= tol * scale
+
+
+def heads(x: mx.array, n: int) -> mx.array:
+    """(B, L, n * D) as (B, n, L, D), the way mlx-lm's attention reshapes a projection."""
+    B, L, _ = x.shape
+    return x.reshape(B, L, n, -1).transpose(0, 2, 1, 3)
+
+
+def test_layer_ops_pass_their_self_check() -> None:
+    assert layers_work(kernels)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 576), (3, 7, 576), (2, 5, 100)])
+def test_rms_norm_matches_mlx(shape: tuple[int, ...]) -> None:
+    x = mx.random.normal(shape, key=mx.random.key(0)) * 3
+    w = mx.random.normal((shape[-1],), key=mx.random.key(1))
+    assert_close(kernels.rms_norm(x, w, 1e-5), mx.fast.rms_norm(x, w, 1e-5))
+    strided = mx.random.normal((shape[-1], *shape[:-1]), key=mx.random.key(2)).moveaxis(0, -1)
+    assert_close(kernels.rms_norm(strided, w, 1e-5), mx.fast.rms_norm(strided, w, 1e-5))
+
+
+def test_swiglu_matches_mlx() -> None:
+    g = mx.random.normal((4, 3, 1536), key=mx.random.key(3)) * 4
+    u = mx.random.normal((4, 3, 1536), key=mx.random.key(4))
+    assert_close(kernels.swiglu(g, u), nn.silu(g) * u)
+    assert_close(kernels.swiglu(g.T, u.T), nn.silu(g.T) * u.T)
+
+
+@pytest.mark.parametrize("traditional", [False, True])
+@pytest.mark.parametrize("offset", [0, 37, [5, -3, 200]])
+def test_rope_heads_matches_mlx(traditional: bool, offset: int | list[int]) -> None:
+    x = mx.random.normal((3, 6, 9 * 64), key=mx.random.key(5))
+    off = mx.array(offset, dtype=mx.int32)
+    for dims in (64, 32):
+        want = mx.fast.rope(
+            heads(x, 9), dims, traditional=traditional, base=100000.0, scale=0.5, offset=off
+        )
+        got = kernels.rope_heads(x, 9, dims, traditional, 100000.0, 0.5, off)
+        assert_close(got, want)
+
+
+def attention_reference(q, k, v, scale, mask):
+    out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
+    B, H, L, D = out.shape
+    return out.transpose(0, 2, 1, 3).reshape(B, L, H * D)
+
+
+@pytest.mark.parametrize("L", [1, 4])
+def test_attention_matches_mlx_over_a_kv_cache_slice(L: int) -> None:
+    """Keys and values as mlx-lm's BatchKVCache hands them: a slice of a bigger buffer."""
+    B, Hq, Hkv, D, S = 3, 9, 3, 64, 41
+    q = mx.random.normal((B, Hq, L, D), key=mx.random.key(6))
+    kbuf = mx.random.normal((B, Hkv, 256, D), key=mx.random.key(7))
+    vbuf = mx.random.normal((B, Hkv, 256, D), key=mx.random.key(8))
+    k, v = kbuf[..., :S, :], vbuf[..., :S, :]
+    left_padding = mx.array([0, 4, 17])
+    rinds = mx.arange(S)
+    mask = (rinds[None] <= mx.arange(S - L, S)[:, None]) & (
+        left_padding[:, None, None, None] <= rinds
+    )
+    assert_close(kernels.attention(q, k, v, 0.125, mask), attention_reference(q, k, v, 0.125, mask))
+    assert_close(
+        kernels.attention(q, k, v, 0.125, None, True), attention_reference(q, k, v, 0.125, "causal")
+    )
+    additive = mx.random.normal((L, S), key=mx.random.key(9))
+    assert_close(
+        kernels.attention(q, k, v, 0.125, additive), attention_reference(q, k, v, 0.125, additive)
+    )
+    transposed_q = mx.random.normal((B, L, Hq, D), key=mx.random.key(10)).transpose(0, 2, 1, 3)
+    assert_close(
+        kernels.attention(transposed_q, k, v, 0.125),
+        attention_reference(transposed_q, k, v, 0.125, None),
+    )
+
+
+def test_attention_of_a_fully_hidden_row_is_zero_not_nan() -> None:
+    q = mx.random.normal((1, 2, 1, 64), key=mx.random.key(11))
+    k = mx.random.normal((1, 1, 5, 64), key=mx.random.key(12))
+    out = kernels.attention(q, k, k, 0.125, mx.zeros((1, 1, 1, 5), dtype=mx.bool_))
+    assert mx.array_equal(out, mx.zeros((1, 1, 128))).item()
+
+
+def test_layer_ops_reject_bad_shapes() -> None:
+    x = mx.zeros((2, 3, 576))
+    with pytest.raises(ValueError, match="match x's last axis"):
+        kernels.rms_norm(x, mx.zeros((5,)), 1e-5)
+    with pytest.raises(ValueError, match="same shape"):
+        kernels.swiglu(x, mx.zeros((2, 3, 5)))
+    with pytest.raises(ValueError, match="n_heads"):
+        kernels.rope_heads(x, 7, 64, False, 1e4, 1.0, mx.array(0))
+    with pytest.raises(ValueError, match="one per row"):
+        kernels.rope_heads(x, 9, 64, False, 1e4, 1.0, mx.array([1, 2, 3]))
+    q = mx.zeros((2, 9, 1, 64))
+    with pytest.raises(ValueError, match="multiple of Hkv"):
+        kernels.attention(q, mx.zeros((2, 2, 5, 64)), mx.zeros((2, 2, 5, 64)), 0.1)
+    with pytest.raises(ValueError, match="broadcast"):
+        kernels.attention(q, mx.zeros((2, 3, 5, 64)), mx.zeros((2, 3, 5, 64)), 0.1, mx.zeros((4,)))
