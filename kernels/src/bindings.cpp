@@ -76,6 +76,7 @@ NB_MODULE(_ext, m) {
       "scale"_a,
       "offset"_a,
       nb::kw_only(),
+      "float16_out"_a = false,
       "stream"_a = nb::none(),
       "Rotary embedding of a (B, L, H * D) projection, returned as (B, H, L, D) (CPU).");
   m.def(

@@ -23,7 +23,7 @@ namespace anvyl {
 
 namespace {
 
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
 // Bodies shared by the AVX-512 and generic entry points, compiled into each.
 #define BODY inline __attribute__((always_inline))
 
@@ -174,10 +174,12 @@ AVX512 void swiglu_rows_512(const Rows& g, const Rows& u, float* y) {
 // ---------------------------------------------------------------- attention
 
 struct AttentionProblem {
-  // q[b, h, l, :], k/v[b, h, s, :] through strides; the last axis contiguous.
+  // q[b, h, l, :], k/v[b, h, s, :] through strides; the last axis contiguous. Keys and values
+  // are float32 or float16 (a half-size KV cache), per `kv_half`.
   const float* q;
-  const float* k;
-  const float* v;
+  const void* k;
+  const void* v;
+  bool kv_half;
   int64_t qs[3];
   int64_t ks[3];
   int64_t vs[3];
@@ -191,12 +193,13 @@ struct AttentionProblem {
   float* out;  // (B, L, Hq * D)
 };
 
-BODY float dot(const float* a, const float* b, int64_t n) {
+template <typename KV>
+BODY float dot(const float* a, const KV* b, int64_t n) {
   float acc[16] = {0};
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     for (int j = 0; j < 16; j++) {
-      acc[j] += a[i + j] * b[i + j];
+      acc[j] += a[i + j] * static_cast<float>(b[i + j]);
     }
   }
   float sum = 0;
@@ -204,15 +207,44 @@ BODY float dot(const float* a, const float* b, int64_t n) {
     sum += acc[j];
   }
   for (; i < n; i++) {
-    sum += a[i] * b[i];
+    sum += a[i] * static_cast<float>(b[i]);
   }
   return sum;
 }
 
+// 16 lanes at a time with explicit AVX-512 (float16 keys and values converted by vcvtph2ps).
+template <typename KV>
+AVX512 inline __m512 load16(const KV* p) {
+  if constexpr (sizeof(KV) == 2) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  } else {
+    return _mm512_loadu_ps(p);
+  }
+}
+
+template <typename KV>
+AVX512 float dot_512(const float* a, const KV* b, int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), load16(b + i), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+template <typename KV>
+AVX512 void axpy_512(float w, const KV* v, float* o, int64_t n) {
+  const __m512 wv = _mm512_set1_ps(w);
+  for (int64_t i = 0; i < n; i += 16) {
+    _mm512_storeu_ps(o + i, _mm512_fmadd_ps(wv, load16(v + i), _mm512_loadu_ps(o + i)));
+  }
+}
+
+// WIDE: the AVX-512 entry point, for head sizes that are a multiple of 16.
+template <typename KV, bool WIDE>
 BODY void attend(const AttentionProblem& p, int64_t b, int64_t h, float* scores, float* qbuf) {
   const int64_t kvh = h / (p.Hq / p.Hkv);
-  const float* kb = p.k + b * p.ks[0] + kvh * p.ks[1];
-  const float* vb = p.v + b * p.vs[0] + kvh * p.vs[1];
+  const KV* kb = static_cast<const KV*>(p.k) + b * p.ks[0] + kvh * p.ks[1];
+  const KV* vb = static_cast<const KV*>(p.v) + b * p.vs[0] + kvh * p.vs[1];
   const float neg_inf = -std::numeric_limits<float>::infinity();
   for (int64_t l = 0; l < p.L; l++) {
     const float* qr = p.q + b * p.qs[0] + h * p.qs[1] + l * p.qs[2];
@@ -224,7 +256,11 @@ BODY void attend(const AttentionProblem& p, int64_t b, int64_t h, float* scores,
     for (int64_t s = 0; s < p.S; s++) {
       float score = neg_inf;
       if (s < visible) {
-        score = dot(qbuf, kb + s * p.ks[2], p.D);
+        if constexpr (WIDE) {
+          score = dot_512(qbuf, kb + s * p.ks[2], p.D);
+        } else {
+          score = dot(qbuf, kb + s * p.ks[2], p.D);
+        }
         if (p.mask != nullptr) {
           const int64_t m = b * p.ms[0] + h * p.ms[1] + l * p.ms[2] + s * p.ms[3];
           if (p.mask_bool) {
@@ -255,9 +291,13 @@ BODY void attend(const AttentionProblem& p, int64_t b, int64_t h, float* scores,
       if (w == 0.0f) {
         continue;
       }
-      const float* vr = vb + s * p.vs[2];
-      for (int64_t d = 0; d < p.D; d++) {
-        o[d] += w * vr[d];
+      const KV* vr = vb + s * p.vs[2];
+      if constexpr (WIDE) {
+        axpy_512(w, vr, o, p.D);
+      } else {
+        for (int64_t d = 0; d < p.D; d++) {
+          o[d] += w * static_cast<float>(vr[d]);
+        }
       }
     }
     const float inv = 1.0f / total;
@@ -270,13 +310,21 @@ BODY void attend(const AttentionProblem& p, int64_t b, int64_t h, float* scores,
 void attend_task(const AttentionProblem& p, int64_t task) {
   std::vector<float> scores(p.S);
   std::vector<float> qbuf(p.D);
-  attend(p, task / p.Hq, task % p.Hq, scores.data(), qbuf.data());
+  if (p.kv_half) {
+    attend<_Float16, false>(p, task / p.Hq, task % p.Hq, scores.data(), qbuf.data());
+  } else {
+    attend<float, false>(p, task / p.Hq, task % p.Hq, scores.data(), qbuf.data());
+  }
 }
 
 AVX512 void attend_task_512(const AttentionProblem& p, int64_t task) {
   std::vector<float> scores(p.S);
   std::vector<float> qbuf(p.D);
-  attend(p, task / p.Hq, task % p.Hq, scores.data(), qbuf.data());
+  if (p.kv_half) {
+    attend<_Float16, true>(p, task / p.Hq, task % p.Hq, scores.data(), qbuf.data());
+  } else {
+    attend<float, true>(p, task / p.Hq, task % p.Hq, scores.data(), qbuf.data());
+  }
 }
 
 } // namespace
@@ -363,6 +411,7 @@ mx::array rope_heads(
     float base,
     float scale,
     const mx::array& offset,
+    bool float16_out,
     mx::StreamOrDevice s) {
   auto stream = mx::to_stream(s);
   check_cpu(stream, "rope_heads");
@@ -372,7 +421,7 @@ mx::array rope_heads(
   const int B = x.shape(0);
   const int L = x.shape(1);
   const int D = x.shape(2) / n_heads;
-  if (dims <= 0 || dims > D || dims % 2 != 0) {
+  if (dims < 0 || dims > D || dims % 2 != 0) {
     throw std::invalid_argument("[anvyl.rope_heads] dims must be even and at most head_dim.");
   }
   if (offset.ndim() > 1 || (offset.ndim() == 1 && offset.shape(0) != B) ||
@@ -381,10 +430,66 @@ mx::array rope_heads(
   }
   return mx::array(
       mx::Shape{B, n_heads, L, D},
-      mx::float32,
+      float16_out ? mx::float16 : mx::float32,
       std::make_shared<RoPEHeads>(stream, n_heads, dims, traditional, base, scale),
       {as_float32(x, s), offset.dtype() == mx::int32 ? offset : mx::astype(offset, mx::int32, s)});
 }
+
+namespace {
+
+struct RopeJob {
+  Rows rows;
+  const int32_t* offsets;
+  bool per_row;
+  int64_t B, L, H;
+  int dims;
+  bool traditional;
+  float base;
+  float scale;
+};
+
+// Rotates (or, with dims 0, only copies) every head of every row into y, (B, H, L, D) of T.
+template <typename T>
+void rope_rows(const RopeJob& j, T* y) {
+  j.rows.prepare();
+  const int64_t D = j.rows.width / j.H;
+  const int half = j.dims / 2;
+  std::vector<float> inv_freq(half);
+  const float step = half > 0 ? -std::log(j.base) / static_cast<float>(half) : 0.0f;
+  for (int i = 0; i < half; i++) {
+    inv_freq[i] = std::exp(static_cast<float>(i) * step);
+  }
+  std::vector<float> cosv(half), sinv(half);
+  for (int64_t b = 0; b < j.B; b++) {
+    const int64_t start = j.offsets == nullptr ? 0 : j.offsets[j.per_row ? b : 0];
+    for (int64_t l = 0; l < j.L; l++) {
+      const float pos = static_cast<float>(start + l) * j.scale;
+      for (int i = 0; i < half; i++) {
+        const float theta = pos * inv_freq[i];
+        cosv[i] = std::cos(theta);
+        sinv[i] = std::sin(theta);
+      }
+      const float* xr = j.rows.row(b * j.L + l);
+      for (int64_t h = 0; h < j.H; h++) {
+        const float* xi = xr + h * D;
+        T* yo = y + ((b * j.H + h) * j.L + l) * D;
+        for (int i = 0; i < half; i++) {
+          const int a = j.traditional ? 2 * i : i;
+          const int c = j.traditional ? 2 * i + 1 : i + half;
+          const float x1 = xi[a];
+          const float x2 = xi[c];
+          yo[a] = static_cast<T>(x1 * cosv[i] - x2 * sinv[i]);
+          yo[c] = static_cast<T>(x1 * sinv[i] + x2 * cosv[i]);
+        }
+        for (int64_t d = j.dims; d < D; d++) {
+          yo[d] = static_cast<T>(xi[d]);
+        }
+      }
+    }
+  }
+}
+
+} // namespace
 
 void RoPEHeads::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
   auto& encoder = mx::cpu::get_command_encoder(stream());
@@ -395,56 +500,23 @@ void RoPEHeads::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::a
   }
   encoder.set_output_array(out);
   const auto& x = inputs[0];
-  Rows rows = rows_of(x, encoder);
   const auto& offset = inputs[1];
-  encoder.dispatch([rows = std::move(rows),
-                    offsets = offset.data<int32_t>(),
-                    per_row = offset.ndim() == 1,
-                    y = out.data<float>(),
-                    B = static_cast<int64_t>(x.shape(0)),
-                    L = static_cast<int64_t>(x.shape(1)),
-                    H = static_cast<int64_t>(n_heads_),
-                    dims = dims_,
-                    traditional = traditional_,
-                    base = base_,
-                    scale = scale_]() {
-    rows.prepare();
-    const int64_t D = rows.width / H;
-    const int half = dims / 2;
-    std::vector<float> inv_freq(half);
-    const float step = -std::log(base) / static_cast<float>(half);
-    for (int i = 0; i < half; i++) {
-      inv_freq[i] = std::exp(static_cast<float>(i) * step);
-    }
-    std::vector<float> cosv(half), sinv(half);
-    for (int64_t b = 0; b < B; b++) {
-      const int64_t start = offsets[per_row ? b : 0];
-      for (int64_t l = 0; l < L; l++) {
-        const float pos = static_cast<float>(start + l) * scale;
-        for (int i = 0; i < half; i++) {
-          const float theta = pos * inv_freq[i];
-          cosv[i] = std::cos(theta);
-          sinv[i] = std::sin(theta);
-        }
-        const float* xr = rows.row(b * L + l);
-        for (int64_t h = 0; h < H; h++) {
-          const float* xi = xr + h * D;
-          float* yo = y + ((b * H + h) * L + l) * D;
-          for (int i = 0; i < half; i++) {
-            const int a = traditional ? 2 * i : i;
-            const int c = traditional ? 2 * i + 1 : i + half;
-            const float x1 = xi[a];
-            const float x2 = xi[c];
-            yo[a] = x1 * cosv[i] - x2 * sinv[i];
-            yo[c] = x1 * sinv[i] + x2 * cosv[i];
-          }
-          for (int64_t d = dims; d < D; d++) {
-            yo[d] = xi[d];
-          }
-        }
-      }
-    }
-  });
+  RopeJob job{
+      rows_of(x, encoder),
+      dims_ > 0 ? offset.data<int32_t>() : nullptr,
+      offset.ndim() == 1,
+      x.shape(0),
+      x.shape(1),
+      n_heads_,
+      dims_,
+      traditional_,
+      base_,
+      scale_};
+  if (out.dtype() == mx::float16) {
+    encoder.dispatch([job = std::move(job), y = out.data<_Float16>()]() { rope_rows(job, y); });
+  } else {
+    encoder.dispatch([job = std::move(job), y = out.data<float>()]() { rope_rows(job, y); });
+  }
 }
 
 bool RoPEHeads::is_equivalent(const mx::Primitive& other) const {
@@ -472,7 +544,10 @@ mx::array attention(
   const int Hq = q.shape(1);
   const int L = q.shape(2);
   const int D = q.shape(3);
-  std::vector<mx::array> inputs{as_float32(q, s), as_float32(k, s), as_float32(v, s)};
+  // Keys and values stay float16 when both are (a half-size KV cache); else float32.
+  const bool half = k.dtype() == mx::float16 && v.dtype() == mx::float16;
+  std::vector<mx::array> inputs{
+      as_float32(q, s), half ? k : as_float32(k, s), half ? v : as_float32(v, s)};
   if (mask) {
     if (mask->ndim() > 4) {
       throw std::invalid_argument("[anvyl.attention] mask has more than 4 axes.");
@@ -504,24 +579,28 @@ void Attention::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::a
   // q, k and v with a contiguous last axis (else a packed copy, made by the task).
   std::vector<Rows> packs;
   AttentionProblem p{};
-  const float* ptrs[3];
+  p.kv_half = inputs[1].dtype() == mx::float16;
+  const void* ptrs[3];
   int64_t strides[3][3];
   for (int i = 0; i < 3; i++) {
     const auto& a = inputs[i];
     if (a.shape(3) > 1 && a.strides()[3] != 1) {
+      if (a.dtype() != mx::float32) {
+        throw std::invalid_argument("[anvyl.attention] float16 keys and values must be contiguous in D.");
+      }
       packs.push_back(rows_of(a, encoder));
       ptrs[i] = packs.back().base;
       strides[i][0] = a.shape(1) * a.shape(2) * a.shape(3);
       strides[i][1] = a.shape(2) * a.shape(3);
       strides[i][2] = a.shape(3);
     } else {
-      ptrs[i] = a.data<float>();
+      ptrs[i] = a.data<void>();
       for (int d = 0; d < 3; d++) {
         strides[i][d] = a.strides()[d];
       }
     }
   }
-  p.q = ptrs[0];
+  p.q = static_cast<const float*>(ptrs[0]);
   p.k = ptrs[1];
   p.v = ptrs[2];
   std::memcpy(p.qs, strides[0], sizeof(p.qs));
@@ -550,7 +629,7 @@ void Attention::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::a
       r.prepare();
     }
     const int n = static_cast<int>(p.B * p.Hq);
-    const bool wide = avx512();
+    const bool wide = avx512() && p.D % 16 == 0;
     // Threads only pay off with enough work per task.
     auto task = [&](int i) {
       if (wide) {

@@ -24,7 +24,9 @@ mx::array swiglu(const mx::array& gate, const mx::array& up, mx::StreamOrDevice 
 
 // Rotary position embedding of a projection `x` of shape (B, L, n_heads * head_dim), returned as
 // (B, n_heads, L, head_dim): the reshape and transpose of the attention are part of the op. The
-// first `dims` features of each head rotate; `offset` is a scalar or one position per batch row.
+// first `dims` features of each head rotate (0: none, only the layout changes); `offset` is a
+// scalar or one position per batch row. `float16_out`: the result in float16 (for a half-size KV
+// cache), else float32.
 mx::array rope_heads(
     const mx::array& x,
     int n_heads,
@@ -33,11 +35,13 @@ mx::array rope_heads(
     float base,
     float scale,
     const mx::array& offset,
+    bool float16_out = false,
     mx::StreamOrDevice s = {});
 
 // Attention of queries (B, Hq, L, D) over keys and values (B, Hkv, S, D) (Hq a multiple of Hkv),
 // returned as (B, L, Hq * D). `mask` broadcasts to (B, Hq, L, S): boolean (false hides a key) or
-// additive; `causal` hides key s from query l when s > l + S - L.
+// additive; `causal` hides key s from query l when s > l + S - L. Keys and values may be float16
+// (read as such: a half-size KV cache); everything else is computed in float32.
 mx::array attention(
     const mx::array& q,
     const mx::array& k,

@@ -121,3 +121,25 @@ def test_layer_ops_reject_bad_shapes() -> None:
         kernels.attention(q, mx.zeros((2, 2, 5, 64)), mx.zeros((2, 2, 5, 64)), 0.1)
     with pytest.raises(ValueError, match="broadcast"):
         kernels.attention(q, mx.zeros((2, 3, 5, 64)), mx.zeros((2, 3, 5, 64)), 0.1, mx.zeros((4,)))
+
+
+def test_attention_reads_a_float16_kv_cache() -> None:
+    """Half-size keys and values are read as stored: the result is float32 attention over them."""
+    q = mx.random.normal((2, 9, 1, 64), key=mx.random.key(13))
+    kbuf = mx.random.normal((2, 3, 64, 64), key=mx.random.key(14)).astype(mx.float16)
+    vbuf = mx.random.normal((2, 3, 64, 64), key=mx.random.key(15)).astype(mx.float16)
+    k, v = kbuf[..., :37, :], vbuf[..., :37, :]
+    got = kernels.attention(q, k, v, 0.125)
+    want = attention_reference(q, k.astype(mx.float32), v.astype(mx.float32), 0.125, None)
+    assert_close(got, want)
+
+
+def test_rope_heads_writes_float16_and_dims_zero_only_changes_the_layout() -> None:
+    x = mx.random.normal((2, 3, 3 * 64), key=mx.random.key(16))
+    off = mx.array([4, 9], dtype=mx.int32)
+    half = kernels.rope_heads(x, 3, 64, False, 1e4, 1.0, off, float16_out=True)
+    assert half.dtype == mx.float16
+    full = kernels.rope_heads(x, 3, 64, False, 1e4, 1.0, off)
+    assert mx.array_equal(half, full.astype(mx.float16)).item()
+    moved = kernels.rope_heads(x, 3, 0, False, 1.0, 1.0, off)
+    assert mx.array_equal(moved, heads(x, 3)).item()

@@ -45,6 +45,10 @@ FinishReason = Literal["stop", "length", "cancelled", "error"]
 EngineState = Literal["loading", "ready", "failed", "stopped"]
 DEFAULT_PREFILL_STEP = 512
 DEFAULT_BUSY_PREFILL_STEP = 128
+# Tokens a batch's KV cache grows by (mlx-lm allocates 256 at a time: 11.8 MB per sequence of the
+# bundled model in float32, most of it unused by a chat turn). Measured with 16 streams of 148
+# tokens: 32 keeps 113 MB of cache instead of 195, decode speed unchanged within noise.
+DEFAULT_KV_STEP = 32
 
 
 @dataclass(frozen=True)
@@ -274,6 +278,9 @@ class Engine:
         """A fresh mlx-lm BatchGenerator over the loaded model."""
         import mlx.core as mx
         from mlx_lm.generate import BatchGenerator
+        from mlx_lm.models.cache import BatchKVCache
+
+        BatchKVCache.step = _env_int("ANVYL_KV_STEP", DEFAULT_KV_STEP) or DEFAULT_KV_STEP
 
         assert self.loaded is not None
         eos = sorted(self.loaded.tokenizer.eos_token_ids)
