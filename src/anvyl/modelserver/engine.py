@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from anvyl.modelserver.errors import QueueFull, Unavailable
-from anvyl.modelserver.loader import LoadedModel, ModelLoader
+from anvyl.modelserver.loader import LoadedModel, ModelLoader, release_free_memory
 from anvyl.modelserver.metrics import Metrics
 from anvyl.modelserver.prefix_cache import DEFAULT_MAX_BYTES, PrefixCache
 from anvyl.modelserver.sampling import SamplingParams, make_logits_processors, make_sampler
@@ -273,6 +273,8 @@ class Engine:
                     log.exception("generation step failed")
                     self._fail_active(f"generation failed: {type(exc).__name__}: {exc}")
                     self._generator = self._new_generator()
+                if not self._active and not self._waiting and self._inbox.empty():
+                    release_free_memory()
 
     def _new_generator(self) -> Any:
         """A fresh mlx-lm BatchGenerator over the loaded model."""

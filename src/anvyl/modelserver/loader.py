@@ -11,6 +11,7 @@ kernel too; `ANVYL_KERNEL=0` gives MLX's own quantized matmul.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -175,6 +176,22 @@ def keep_heap_small() -> bool:
     except (OSError, AttributeError):  # not glibc
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+def release_free_memory() -> None:
+    """Give MLX's cached buffers and glibc's free heap pages back to the system (when idle).
+
+    After a burst, freed KV caches and activations stay mapped (MLX's buffer cache, holes in the
+    heap): measured after 16 streams of the bundled model, RSS stayed ~60 MB above what the next
+    request needed. Called when the engine runs out of work; costs a few milliseconds.
+    """
+    import mlx.core as mx
+
+    mx.clear_cache()
+    if os.environ.get("ANVYL_MALLOC_TUNING") == "0":
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def dequantize(model: Any) -> None:
