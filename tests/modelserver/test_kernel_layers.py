@@ -143,3 +143,60 @@ def test_rope_heads_writes_float16_and_dims_zero_only_changes_the_layout() -> No
     assert mx.array_equal(half, full.astype(mx.float16)).item()
     moved = kernels.rope_heads(x, 3, 0, False, 1.0, 1.0, off)
     assert mx.array_equal(moved, heads(x, 3)).item()
+
+
+def llama_attention():
+    """A small mlx-lm Llama attention (float32 weights, GQA, rope base 1e5)."""
+    from mlx_lm.models import llama
+
+    args = llama.ModelArgs(
+        model_type="llama",
+        hidden_size=128,
+        num_hidden_layers=1,
+        intermediate_size=256,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-5,
+        vocab_size=16,
+        rope_theta=100000.0,
+    )
+    mx.random.seed(20)
+    attn = llama.Attention(args)
+    mx.eval(attn.parameters())
+    return attn
+
+
+@pytest.mark.parametrize("kv_dtype", ["float16", "float32"])
+def test_kernel_attention_module_matches_mlx_lm_over_a_prompt_and_decode_steps(
+    kv_dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prefill then three decode steps through both modules, each with its own KV cache."""
+    from mlx_lm.models.cache import KVCache
+
+    from anvyl.modelserver.kernel_layers import KernelAttention
+
+    monkeypatch.setenv("ANVYL_KV_DTYPE", kv_dtype)
+    attn = llama_attention()
+    fast = KernelAttention(attn, kernels)
+    ours, theirs = KVCache(), KVCache()
+    x = mx.random.normal((1, 7, 128), key=mx.random.key(21))
+    steps = [(x, "causal")] + [
+        (mx.random.normal((1, 1, 128), key=mx.random.key(22 + i)), None) for i in range(3)
+    ]
+    tol = 2e-3 if kv_dtype == "float16" else 1e-5
+    for inputs, mask in steps:
+        assert_close(fast(inputs, mask, ours), attn(inputs, mask, theirs), tol=tol)
+    assert ours.keys.dtype == getattr(mx, kv_dtype)
+
+
+def test_kernel_attention_module_falls_back_for_a_quantized_kv_cache() -> None:
+    from mlx_lm.models.cache import QuantizedKVCache
+
+    from anvyl.modelserver.kernel_layers import KernelAttention
+
+    attn = llama_attention()
+    fast = KernelAttention(attn, kernels)
+    x = mx.random.normal((1, 5, 128), key=mx.random.key(30))
+    got = fast(x, "causal", QuantizedKVCache(group_size=32, bits=8))
+    want = attn(x, "causal", QuantizedKVCache(group_size=32, bits=8))
+    assert_close(got, want, tol=2e-2)

@@ -65,7 +65,7 @@ class KernelMLP(nn.Module):
 
 
 class KernelAttention(nn.Module):
-    """Llama's attention with the rotary embedding and (for decode steps) attention in the kernel.
+    """Llama's attention with the rotary embedding and the attention itself in the kernel.
 
     The rotary op reads the projection as it comes out of the matmul and writes the heads
     layout, so the reshape and transpose of each of q and k are part of it; the attention op
@@ -107,14 +107,11 @@ class KernelAttention(nn.Module):
             causal = isinstance(mask, str)
             array_mask = None if causal else mask
             output = self._attention(queries, keys, values, self.scale, array_mask, causal)
-        else:
+        else:  # a quantized KV cache (tuples) or a mask kind the kernel does not know
+            if isinstance(keys, mx.array):
+                keys, values = keys.astype(mx.float32), values.astype(mx.float32)
             output = scaled_dot_product_attention(
-                queries,
-                keys.astype(mx.float32),
-                values.astype(mx.float32),
-                cache=cache,
-                scale=self.scale,
-                mask=mask,
+                queries, keys, values, cache=cache, scale=self.scale, mask=mask
             )
             output = output.transpose(0, 2, 1, 3).reshape(B, L, -1)
         return self.o_proj(output)
@@ -124,7 +121,10 @@ def kv_cache_dtype() -> mx.Dtype:
     """The KV cache's dtype: float16 (half the memory), or float32 with `ANVYL_KV_DTYPE=float32`.
 
     Keys and values are rounded to float16 as they enter the cache; attention reads them as
-    such and computes in float32. Measured on the bundled model: ... (see the module docstring).
+    such and computes in float32. Measured on the bundled model: greedy ids unchanged
+    (`tests/modelserver/test_engine_greedy.py`), 16 streams of 148 tokens hold 59 MB of cache
+    instead of 118, and the model server peaked at 397 MiB instead of 561 in `bench/engine.py`
+    (with 32-token growth; decode 0-10% slower than float32 within that run's noise).
     """
     return mx.float32 if os.environ.get("ANVYL_KV_DTYPE") == "float32" else mx.float16
 
