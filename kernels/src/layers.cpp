@@ -18,6 +18,7 @@
 #include "mlx/allocator.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "qmm.h"
+#include "strided.h"
 
 namespace anvyl {
 
@@ -56,17 +57,7 @@ struct Rows {
     if (packed == nullptr) {
       return;
     }
-    const float* src = base_src;
-    const size_t n = static_cast<size_t>(offsets.size() * width);
-    for (size_t i = 0; i < n; i++) {
-      int64_t loc = 0;
-      size_t rest = i;
-      for (int d = static_cast<int>(shape.size()) - 1; d >= 0; d--) {
-        loc += static_cast<int64_t>(rest % shape[d]) * strides[d];
-        rest /= shape[d];
-      }
-      packed[i] = src[loc];
-    }
+    gather_strided(base_src, packed, shape, strides, static_cast<size_t>(offsets.size() * width));
   }
 
   const float* base_src = nullptr;
@@ -103,6 +94,20 @@ Rows rows_of(const mx::array& a, mx::cpu::CommandEncoder& encoder) {
     r.offsets[i] = off;
   }
   return r;
+}
+
+// Allocates every output and registers inputs and outputs with the encoder (every op's start).
+void bind(
+    mx::cpu::CommandEncoder& encoder,
+    const std::vector<mx::array>& inputs,
+    std::vector<mx::array>& outputs) {
+  for (const auto& a : inputs) {
+    encoder.set_input_array(a);
+  }
+  for (auto& out : outputs) {
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    encoder.set_output_array(out);
+  }
 }
 
 void check_cpu(const mx::Stream& stream, const char* op) {
@@ -346,12 +351,8 @@ mx::array rms_norm(const mx::array& x, const mx::array& w, float eps, mx::Stream
 
 void RMSNorm::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
   auto& encoder = mx::cpu::get_command_encoder(stream());
+  bind(encoder, inputs, outputs);
   auto& out = outputs[0];
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  for (const auto& a : inputs) {
-    encoder.set_input_array(a);
-  }
-  encoder.set_output_array(out);
   Rows x = rows_of(inputs[0], encoder);
   Rows w = rows_of(inputs[1], encoder);
   encoder.dispatch([x = std::move(x), w = std::move(w), y = out.data<float>(), eps = eps_]() {
@@ -384,12 +385,8 @@ mx::array swiglu(const mx::array& gate, const mx::array& up, mx::StreamOrDevice 
 
 void SwiGLU::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
   auto& encoder = mx::cpu::get_command_encoder(stream());
+  bind(encoder, inputs, outputs);
   auto& out = outputs[0];
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  for (const auto& a : inputs) {
-    encoder.set_input_array(a);
-  }
-  encoder.set_output_array(out);
   Rows g = rows_of(inputs[0], encoder);
   Rows u = rows_of(inputs[1], encoder);
   encoder.dispatch([g = std::move(g), u = std::move(u), y = out.data<float>()]() {
@@ -493,12 +490,8 @@ void rope_rows(const RopeJob& j, T* y) {
 
 void RoPEHeads::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
   auto& encoder = mx::cpu::get_command_encoder(stream());
+  bind(encoder, inputs, outputs);
   auto& out = outputs[0];
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  for (const auto& a : inputs) {
-    encoder.set_input_array(a);
-  }
-  encoder.set_output_array(out);
   const auto& x = inputs[0];
   const auto& offset = inputs[1];
   RopeJob job{
@@ -570,12 +563,8 @@ mx::array attention(
 
 void Attention::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
   auto& encoder = mx::cpu::get_command_encoder(stream());
+  bind(encoder, inputs, outputs);
   auto& out = outputs[0];
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  for (const auto& a : inputs) {
-    encoder.set_input_array(a);
-  }
-  encoder.set_output_array(out);
   // q, k and v with a contiguous last axis (else a packed copy, made by the task).
   std::vector<Rows> packs;
   AttentionProblem p{};

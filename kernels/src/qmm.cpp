@@ -7,6 +7,7 @@
 // rows reads the weights once. Output columns are split over a small spinning thread pool.
 
 #include "qmm.h"
+#include "strided.h"
 
 #include <immintrin.h>
 #include <sched.h>
@@ -621,15 +622,7 @@ void QMM::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>&
     encoder.set_output_array(packed);
     float* dst = packed.data<float>();
     encoder.dispatch([src = x_ptr, dst, shape = x.shape(), strides = x.strides(), n = x.size()]() {
-      for (size_t i = 0; i < n; i++) {
-        int64_t loc = 0;
-        size_t rest = i;
-        for (int d = static_cast<int>(shape.size()) - 1; d >= 0; d--) {
-          loc += static_cast<int64_t>(rest % shape[d]) * strides[d];
-          rest /= shape[d];
-        }
-        dst[i] = src[loc];
-      }
+      gather_strided(src, dst, shape, strides, n);
     });
     x_ptr = dst;
   }
