@@ -28,22 +28,14 @@ namespace {
 // Bodies shared by the AVX-512 and generic entry points, compiled into each.
 #define BODY inline __attribute__((always_inline))
 
-bool avx512() {
-  static bool value = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  }();
-  return value;
-}
-
 // A float32 input as rows of its last axis: the row pointers are computed from the strides, or
 // from a packed copy when the last axis is not contiguous (made when the task runs).
 struct Rows {
   const float* base = nullptr;
   std::vector<int64_t> offsets;
   int64_t width = 0;
-  // Set when a gather is needed: the source layout and the destination.
+  // Set when a gather is needed: the source, its layout and the destination.
+  const float* base_src = nullptr;
   float* packed = nullptr;
   mx::Shape shape;
   mx::Strides strides;
@@ -59,8 +51,6 @@ struct Rows {
     }
     gather_strided(base_src, packed, shape, strides, static_cast<size_t>(offsets.size() * width));
   }
-
-  const float* base_src = nullptr;
 };
 
 Rows rows_of(const mx::array& a, mx::cpu::CommandEncoder& encoder) {
@@ -143,16 +133,14 @@ BODY void rms_norm_row(const float* x, const float* w, float* y, int64_t n, floa
   }
 }
 
-AVX512 void rms_norm_rows_512(const Rows& x, const float* w, float* y, float eps) {
+BODY void rms_norm_rows(const Rows& x, const float* w, float* y, float eps) {
   for (size_t r = 0; r < x.offsets.size(); r++) {
     rms_norm_row(x.row(r), w, y + r * x.width, x.width, eps);
   }
 }
 
-void rms_norm_rows(const Rows& x, const float* w, float* y, float eps) {
-  for (size_t r = 0; r < x.offsets.size(); r++) {
-    rms_norm_row(x.row(r), w, y + r * x.width, x.width, eps);
-  }
+AVX512 void rms_norm_rows_512(const Rows& x, const float* w, float* y, float eps) {
+  rms_norm_rows(x, w, y, eps);
 }
 
 // ---------------------------------------------------------------- swiglu
@@ -312,24 +300,24 @@ BODY void attend(const AttentionProblem& p, int64_t b, int64_t h, float* scores,
   }
 }
 
-void attend_task(const AttentionProblem& p, int64_t task) {
+// One (batch row, query head) pair: task = b * Hq + h.
+template <bool WIDE>
+BODY void attend_task_body(const AttentionProblem& p, int64_t task) {
   std::vector<float> scores(p.S);
   std::vector<float> qbuf(p.D);
   if (p.kv_half) {
-    attend<_Float16, false>(p, task / p.Hq, task % p.Hq, scores.data(), qbuf.data());
+    attend<_Float16, WIDE>(p, task / p.Hq, task % p.Hq, scores.data(), qbuf.data());
   } else {
-    attend<float, false>(p, task / p.Hq, task % p.Hq, scores.data(), qbuf.data());
+    attend<float, WIDE>(p, task / p.Hq, task % p.Hq, scores.data(), qbuf.data());
   }
 }
 
+void attend_task(const AttentionProblem& p, int64_t task) {
+  attend_task_body<false>(p, task);
+}
+
 AVX512 void attend_task_512(const AttentionProblem& p, int64_t task) {
-  std::vector<float> scores(p.S);
-  std::vector<float> qbuf(p.D);
-  if (p.kv_half) {
-    attend<_Float16, true>(p, task / p.Hq, task % p.Hq, scores.data(), qbuf.data());
-  } else {
-    attend<float, true>(p, task / p.Hq, task % p.Hq, scores.data(), qbuf.data());
-  }
+  attend_task_body<true>(p, task);
 }
 
 } // namespace
@@ -358,7 +346,7 @@ void RMSNorm::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::arr
   encoder.dispatch([x = std::move(x), w = std::move(w), y = out.data<float>(), eps = eps_]() {
     x.prepare();
     w.prepare();
-    if (avx512()) {
+    if (has_avx512()) {
       rms_norm_rows_512(x, w.row(0), y, eps);
     } else {
       rms_norm_rows(x, w.row(0), y, eps);
@@ -392,7 +380,7 @@ void SwiGLU::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::arra
   encoder.dispatch([g = std::move(g), u = std::move(u), y = out.data<float>()]() {
     g.prepare();
     u.prepare();
-    if (avx512()) {
+    if (has_avx512()) {
       swiglu_rows_512(g, u, y);
     } else {
       swiglu_rows(g, u, y);
@@ -618,7 +606,7 @@ void Attention::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::a
       r.prepare();
     }
     const int n = static_cast<int>(p.B * p.Hq);
-    const bool wide = avx512() && p.D % 16 == 0;
+    const bool wide = has_avx512() && p.D % 16 == 0;
     // Threads only pay off with enough work per task.
     auto task = [&](int i) {
       if (wide) {

@@ -645,7 +645,7 @@ void QMM::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>&
   encoder.dispatch([problems = std::move(problems), columns]() { run(problems, columns); });
 }
 
-bool has_fast_dequantize() {
+bool has_avx512() {
   return isa() == Isa::Avx512;
 }
 
@@ -657,7 +657,7 @@ mx::array dequantize(
     int bits,
     mx::StreamOrDevice s) {
   auto stream = mx::to_stream(s);
-  if (stream.device != mx::Device::cpu || !has_fast_dequantize() || (bits != 4 && bits != 8) ||
+  if (stream.device != mx::Device::cpu || !has_avx512() || (bits != 4 && bits != 8) ||
       group_size % 32 != 0 || w.dtype() != mx::uint32 || w.ndim() != 2 ||
       !w.is_available() || !w.flags().row_contiguous || !scales.is_available() ||
       !scales.flags().row_contiguous || !biases.is_available() ||

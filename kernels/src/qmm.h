@@ -52,6 +52,9 @@ void parallel_for(int n_tasks, const std::function<void(int)>& f);
 // The instruction set the kernel runs with on this CPU: "avx512", "avx2" or "scalar".
 std::string simd();
 
+// Whether that is AVX-512 (the layer ops and the fast dequantize use it too).
+bool has_avx512();
+
 class QMM : public mx::Primitive {
  public:
   QMM(mx::Stream stream, int group_size, int bits)
