@@ -11,8 +11,8 @@ kernel too; `ANVYL_KERNEL=0` gives MLX's own quantized matmul.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
+import functools
 import json
 import logging
 import os
@@ -171,11 +171,8 @@ def keep_heap_small() -> bool:
     """
     if os.environ.get("ANVYL_MALLOC_TUNING") == "0" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    mallopt = _glibc_function("mallopt")
+    return mallopt is not None and bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 def release_free_memory() -> None:
@@ -190,8 +187,18 @@ def release_free_memory() -> None:
     mx.clear_cache()
     if os.environ.get("ANVYL_MALLOC_TUNING") == "0":
         return
-    with contextlib.suppress(OSError, AttributeError):  # not glibc
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    malloc_trim = _glibc_function("malloc_trim")
+    if malloc_trim is not None:
+        malloc_trim(0)
+
+
+@functools.cache
+def _glibc_function(name: str) -> Any:
+    """glibc's function `name` through ctypes (loaded once), or None when libc is not glibc."""
+    try:
+        return getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
 
 
 def dequantize(model: Any) -> None:

@@ -60,21 +60,25 @@ def usable_cpus(root: Path = CGROUP_ROOT) -> int:
     return max(1, cpus)
 
 
+def _override(name: str, env: Mapping[str, str] | None) -> int | None:
+    """A positive thread count set in `env` (default: the process's) under `name`, or None."""
+    value = (os.environ if env is None else env).get(name, "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def blas_threads(cpus: int, env: Mapping[str, str] | None = None) -> int:
     """OpenBLAS threads for `cpus` usable CPUs (one left for MLX's own thread)."""
-    env = os.environ if env is None else env
-    override = env.get("ANVYL_BLAS_THREADS", "")
-    if override.isdigit() and int(override) > 0:
-        return int(override)
+    override = _override("ANVYL_BLAS_THREADS", env)
+    if override:
+        return override
     return max(1, min(cpus - 1, MAX_BLAS_THREADS))
 
 
 def prefill_threads(cpus: int, env: Mapping[str, str] | None = None) -> int:
     """OpenBLAS threads for a prefill with nothing decoding beside it (every usable CPU)."""
-    env = os.environ if env is None else env
-    override = env.get("ANVYL_BLAS_THREADS", "")
-    if override.isdigit() and int(override) > 0:
-        return int(override)
+    override = _override("ANVYL_BLAS_THREADS", env)
+    if override:
+        return override
     return max(1, min(cpus, MAX_BLAS_THREADS))
 
 
@@ -135,10 +139,9 @@ def kernel_threads(cpus: int, env: Mapping[str, str] | None = None) -> int:
     machine in one `bench/engine.py` run, decode at 1/4/8/16 streams gave 35.0/85.4/108.0/121.4
     tokens/s with two kernel threads against 27.4/75.4/83.5/96.1 with one.
     """
-    env = os.environ if env is None else env
-    override = env.get("ANVYL_KERNEL_THREADS", "")
-    if override.isdigit() and int(override) > 0:
-        return int(override)
+    override = _override("ANVYL_KERNEL_THREADS", env)
+    if override:
+        return override
     return max(1, min(cpus, MAX_BLAS_THREADS))
 
 
