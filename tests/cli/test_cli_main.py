@@ -11,7 +11,7 @@ import pytest
 from fixtures_control_plane import ANVYL, Served, start_serve
 from helpers import free_port
 
-from anvyl.cli.client import Target, parse_address, resolve_target
+from anvyl.cli.address import Target, parse_address, resolve_target
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

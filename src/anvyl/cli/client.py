@@ -1,26 +1,29 @@
-"""Reaching the control plane: address options, the channel, the token and the stubs."""
+"""Reaching the control plane: address options, the channel, the token, the stubs and calls."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from anvyl import config
+from anvyl.cli.address import ADDR_ENV, Target, resolve_target
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     import grpc
+    from google.protobuf.message import Message
 
     from anvyl.api import anvyl_pb2_grpc as rpc
 
-ADDR_ENV = "ANVYL_ADDR"
 TOKEN_ENV = "ANVYL_TOKEN"
 # A PEM file of the CA (or the server's own certificate) to trust: the channel then uses TLS.
 TLS_CA_ENV = "ANVYL_TLS_CA"
 CALL_TIMEOUT_S = 60.0
+STUBS = ("hosts", "containers", "models", "cluster")  # the services `Client.call` reaches
 CONTEXT_SETTINGS = {"help_option_names": ["--help"]}
 
 # The spec names both spellings: --host/-h and --port/-p (model list), --anvyl-host/--anvyl-port
@@ -57,49 +60,12 @@ AnvylPortOption = Annotated[
 ]
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where the Anvyl server is."""
-
-    host: str
-    port: int
-
-    @property
-    def address(self) -> str:
-        """`host:port` as users write it (IPv6 literals bracketed)."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_address(value: str) -> Target:
-    """Parse `host:port`, `host`, `:port` or `[v6]:port` (missing parts take the defaults)."""
-    value = value.strip()
-    host, port = config.DEFAULT_SERVER_HOST, config.DEFAULT_SERVER_PORT
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            raise typer.BadParameter(f"bad {ADDR_ENV} {value!r}: unclosed '['")
-        host, rest = value[1:end], value[end + 1 :]
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif value.count(":") == 1:
-        host_text, port_text = value.split(":")
-        host = host_text or host
-    else:
-        host, port_text = value or host, ""
-    if port_text:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            raise typer.BadParameter(f"bad {ADDR_ENV} {value!r}: the port must be 1-65535")
-        port = int(port_text)
-    return Target(host=host, port=port)
-
-
-def resolve_target(host: str | None = None, port: int | None = None) -> Target:
-    """Options win over `$ANVYL_ADDR`, which wins over localhost:50051."""
-    base = parse_address(os.environ.get(ADDR_ENV, ""))
-    return Target(host=host or base.host, port=port or base.port)
-
-
 class Client:
-    """A channel to the Anvyl server and its stubs; call metadata carries the token."""
+    """A channel to the Anvyl server and its stubs; call metadata carries the token.
+
+    Example:
+        reply = connect(host, port).call("models.ListDeployments", pb.ListDeploymentsRequest())
+    """
 
     def __init__(self, target: Target, *, token: str | None = None) -> None:
         self.target = target
@@ -150,10 +116,35 @@ class Client:
 
         return rpc.ClusterServiceStub(self.channel)
 
-    def close(self) -> None:
-        """Close the channel if it was opened."""
-        if "channel" in self.__dict__:
-            self.channel.close()
+    def call(self, rpc: str, request: Message, *, timeout: float | None = CALL_TIMEOUT_S) -> Any:
+        """Make one unary call and return its reply; a failure prints one line and exits.
+
+        Args:
+            rpc: `service.Method`, the service being one of this client's stubs
+                (`hosts`, `containers`, `models`, `cluster`), e.g. `"models.ListDeployments"`.
+            request: The request message.
+            timeout: The call's deadline in seconds (None: none).
+        """
+        with self.errors():
+            return self.invoke(rpc, request, timeout=timeout)
+
+    def invoke(self, rpc: str, request: Message, *, timeout: float | None = None) -> Any:
+        """Start a call (a stream's iterator, or a unary reply) with the token's metadata.
+
+        Failures are left to the caller: use it inside `with client.errors():`, around the
+        iteration of a stream or with a spinner that must stop before the error line.
+        """
+        service, _, method = rpc.partition(".")
+        if service not in STUBS:
+            raise ValueError(f"unknown service {service!r} in {rpc!r}")
+        stub = getattr(self, service)
+        return getattr(stub, method)(request, timeout=timeout, metadata=self.metadata)
+
+    def errors(self) -> AbstractContextManager[None]:
+        """gRPC failures and Ctrl-C inside the block become one line and an exit code."""
+        from anvyl.cli.output import cli_errors
+
+        return cli_errors(self.target)
 
 
 def connect(host: str | None = None, port: int | None = None) -> Client:

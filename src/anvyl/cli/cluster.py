@@ -6,10 +6,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.markup import escape
 
 from anvyl.cli import output
-from anvyl.cli.client import CALL_TIMEOUT_S, CONTEXT_SETTINGS, HostOption, PortOption, connect
+from anvyl.cli.client import CONTEXT_SETTINGS, HostOption, PortOption, connect
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -32,13 +31,10 @@ def init(
     """Make the server's engine the first manager of a new Swarm."""
     from anvyl.api import anvyl_pb2 as pb
 
-    client = connect(host, port)
-    with output.cli_errors(client.target):
-        reply = client.cluster.InitCluster(
-            pb.InitClusterRequest(advertise_addr=advertise_addr, listen_addr=listen_addr),
-            timeout=CALL_TIMEOUT_S,
-            metadata=client.metadata,
-        )
+    reply = connect(host, port).call(
+        "cluster.InitCluster",
+        pb.InitClusterRequest(advertise_addr=advertise_addr, listen_addr=listen_addr),
+    )
     typer.echo(f"Swarm initialised; this engine is node {reply.node_id} (manager)")
     typer.echo("Add nodes with the command `anvyl cluster join-token` prints.")
 
@@ -53,33 +49,8 @@ def join_token(
     """Print the command another engine runs to join the Swarm."""
     from anvyl.api import anvyl_pb2 as pb
 
-    client = connect(host, port)
-    with output.cli_errors(client.target):
-        reply = client.cluster.GetJoinToken(
-            pb.GetJoinTokenRequest(role=role), timeout=CALL_TIMEOUT_S, metadata=client.metadata
-        )
+    reply = connect(host, port).call("cluster.GetJoinToken", pb.GetJoinTokenRequest(role=role))
     typer.echo(reply.token if quiet else reply.command)
-
-
-def node_json(n: pb.Node) -> dict[str, Any]:
-    """One node, in `-o json`'s schema."""
-    return {
-        "id": n.id,
-        "hostname": n.hostname,
-        "address": n.address,
-        "role": n.role,
-        "leader": n.leader,
-        "availability": n.availability,
-        "state": n.state,
-        "cpus": n.cpus,
-        "memory_bytes": n.memory_bytes,
-        "engine_version": n.engine_version,
-        "labels": dict(n.labels),
-        "models": list(n.models),
-        "engine_url": n.engine_url,
-        "engine_state": n.engine_state,
-        "engine_reason": n.engine_reason,
-    }
 
 
 def print_nodes(nodes: Sequence[pb.Node]) -> None:
@@ -125,6 +96,8 @@ def print_nodes(nodes: Sequence[pb.Node]) -> None:
 
 def _engine_access(n: pb.Node) -> str:
     """Whether Anvyl reaches the node's own engine (needed to put images and models there)."""
+    from rich.markup import escape
+
     if n.engine_state == "reachable":
         return f"[green]reachable[/green] [dim]{n.engine_url}[/dim]"
     if n.engine_state == "unreachable":

@@ -45,23 +45,17 @@ def list_containers(
     """List Anvyl-managed containers (running ones unless --all)."""
     from anvyl.api import anvyl_pb2 as pb
 
-    client = connect(host, port)
-    with output.cli_errors(client.target):
-        reply = client.containers.ListContainers(
-            pb.ListContainersRequest(all=all, host_id=host_id, labels=label),
-            timeout=CALL_TIMEOUT_S,
-            metadata=client.metadata,
-        )
-    if out is OutputFormat.json:
-        output.print_json({"containers": [output.container_json(c) for c in reply.containers]})
-        return
-    output.print_table(
-        None,
+    reply = connect(host, port).call(
+        "containers.ListContainers",
+        pb.ListContainersRequest(all=all, host_id=host_id, labels=label),
+    )
+    output.print_listing(
+        out,
+        "containers",
+        reply.containers,
+        output.container_json,
         ["CONTAINER ID", "NAME", "IMAGE", "STATE", "STATUS", "PORTS", "HOST"],
-        [
-            [c.id[:12], c.name, c.image, c.state, c.status, output.ports_text(c), c.host_id]
-            for c in reply.containers
-        ],
+        lambda c: [c.id[:12], c.name, c.image, c.state, c.status, output.ports_text(c), c.host_id],
     )
 
 
@@ -84,8 +78,8 @@ def logs(
     request = pb.StreamLogsRequest(container=container, host_id=host_id, follow=follow)
     if lines is not None:
         request.tail = lines
-    call = client.containers.StreamLogs(
-        request, timeout=None if follow else CALL_TIMEOUT_S, metadata=client.metadata
+    call = client.invoke(
+        "containers.StreamLogs", request, timeout=None if follow else CALL_TIMEOUT_S
     )
     out = sys.stdout.buffer
     interrupted = threading.Event()
@@ -97,7 +91,7 @@ def logs(
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        with output.cli_errors(client.target):
+        with client.errors():
             for chunk in call:
                 out.write(chunk.data)
                 out.flush()
@@ -136,13 +130,11 @@ def exec_command(
     argv = command[1:] if command and command[0] == "--" else list(command)
     if not argv:
         raise typer.BadParameter("a command to run is required", param_hint="COMMAND")
-    client = connect(host, port)
-    with output.cli_errors(client.target):
-        reply = client.containers.ExecContainer(
-            pb.ExecContainerRequest(container=container, host_id=host_id, command=argv),
-            timeout=None,
-            metadata=client.metadata,
-        )
+    reply = connect(host, port).call(
+        "containers.ExecContainer",
+        pb.ExecContainerRequest(container=container, host_id=host_id, command=argv),
+        timeout=None,
+    )
     sys.stdout.buffer.write(reply.stdout)
     sys.stdout.buffer.flush()
     sys.stderr.buffer.write(reply.stderr)
@@ -169,14 +161,10 @@ def stop(
     """Stop a container (SIGTERM, then SIGKILL after the timeout)."""
     from anvyl.api import anvyl_pb2 as pb
 
-    client = connect(host, port)
     request = pb.StopContainerRequest(container=container, host_id=host_id)
     if timeout is not None:
         request.timeout_seconds = timeout
-    with output.cli_errors(client.target):
-        stopped = client.containers.StopContainer(
-            request,
-            timeout=CALL_TIMEOUT_S + (timeout or 10),
-            metadata=client.metadata,
-        )
+    stopped = connect(host, port).call(
+        "containers.StopContainer", request, timeout=CALL_TIMEOUT_S + (timeout or 10)
+    )
     output.console().print(f"stopped {stopped.name} ({stopped.id[:12]}): {stopped.status}")

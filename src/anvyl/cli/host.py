@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
 
 from anvyl.cli import output
 from anvyl.cli.client import CALL_TIMEOUT_S, CONTEXT_SETTINGS, HostOption, PortOption, connect
@@ -28,13 +27,12 @@ def list_hosts(
     import grpc
 
     from anvyl.api import anvyl_pb2 as pb
-    from anvyl.cli.cluster import node_json, print_nodes
 
     client = connect(host, port)
-    with output.cli_errors(client.target):
+    with client.errors():
         try:
-            nodes = client.cluster.ListNodes(
-                pb.ListNodesRequest(), timeout=CALL_TIMEOUT_S, metadata=client.metadata
+            nodes = client.invoke(
+                "cluster.ListNodes", pb.ListNodesRequest(), timeout=CALL_TIMEOUT_S
             ).nodes
         except grpc.RpcError as exc:
             # Not a Swarm manager, or the engine is down: list the registered engines, which
@@ -46,42 +44,42 @@ def list_hosts(
                 raise
             nodes = None
     if nodes is not None:
+        from anvyl.cli.cluster import print_nodes
+
         if out is OutputFormat.json:
-            output.print_json({"hosts": [node_json(n) for n in nodes]})
+            output.print_json({"hosts": [output.node_json(n) for n in nodes]})
         else:
             print_nodes(nodes)
         return
-    with output.cli_errors(client.target):
-        reply = client.hosts.ListHosts(
-            pb.ListHostsRequest(), timeout=CALL_TIMEOUT_S, metadata=client.metadata
-        )
-    if out is OutputFormat.json:
-        output.print_json({"hosts": [output.host_json(h) for h in reply.hosts]})
-        return
-    rows = []
-    for h in reply.hosts:
-        if h.status == pb.HOST_STATUS_REACHABLE:
-            status = "[green]reachable[/green]"
-        else:
-            status = f"[red]unreachable[/red] [dim]({h.status_reason})[/dim]"
-        reachable = h.status == pb.HOST_STATUS_REACHABLE
-        rows.append(
-            [
-                h.id,
-                h.name + (" [dim](local)[/dim]" if h.local else ""),
-                h.address,
-                status,
-                str(h.cpus) if reachable else "-",
-                output.human_bytes(h.memory_bytes) if reachable else "-",
-                h.engine_version or "-",
-                str(h.running_containers) if reachable else "-",
-            ]
-        )
-    output.print_table(
-        None,
+    reply = client.call("hosts.ListHosts", pb.ListHostsRequest())
+    output.print_listing(
+        out,
+        "hosts",
+        reply.hosts,
+        output.host_json,
         ["ID", "NAME", "ADDRESS", "STATUS", "CPUS", "MEMORY", "ENGINE", "RUNNING"],
-        rows,
+        _host_row,
     )
+
+
+def _host_row(h: pb.Host) -> list[str]:
+    from anvyl.api import anvyl_pb2 as pb
+
+    reachable = h.status == pb.HOST_STATUS_REACHABLE
+    if reachable:
+        status = "[green]reachable[/green]"
+    else:
+        status = f"[red]unreachable[/red] [dim]({h.status_reason})[/dim]"
+    return [
+        h.id,
+        h.name + (" [dim](local)[/dim]" if h.local else ""),
+        h.address,
+        status,
+        str(h.cpus) if reachable else "-",
+        output.human_bytes(h.memory_bytes) if reachable else "-",
+        h.engine_version or "-",
+        str(h.running_containers) if reachable else "-",
+    ]
 
 
 @app.command("metrics")
@@ -94,13 +92,7 @@ def metrics(
     """Show CPU, memory, disk and load of a host, and the usage of Anvyl's containers on it."""
     from anvyl.api import anvyl_pb2 as pb
 
-    client = connect(host, port)
-    with output.cli_errors(client.target):
-        m = client.hosts.GetHostMetrics(
-            pb.GetHostMetricsRequest(host_id=host_id),
-            timeout=CALL_TIMEOUT_S,
-            metadata=client.metadata,
-        )
+    m = connect(host, port).call("hosts.GetHostMetrics", pb.GetHostMetricsRequest(host_id=host_id))
     if out is OutputFormat.json:
         output.print_json(output.metrics_json(m))
         return
@@ -137,6 +129,8 @@ def metrics(
         columns += ["DEPLOYMENT", "TASK"]
     output.print_table("containers", [*columns, "CPU %", "MEMORY", "LIMIT"], rows)
     if not stats:
+        from rich.markup import escape
+
         output.console(stderr=True).print(
             f"[yellow]no per-container figures:[/yellow] {escape(m.container_stats_reason)}",
             highlight=False,
@@ -183,6 +177,8 @@ def _print_node(n: pb.NodeMetrics) -> None:
             ],
         )
     else:
+        from rich.markup import escape
+
         output.console(stderr=True).print(
             f"[yellow]engine {escape(where)}: {n.engine_state}[/yellow] "
             f"[dim]({escape(n.engine_reason)})[/dim]",
@@ -214,13 +210,9 @@ def add(
             pems[name] = path.read_bytes() if path is not None else b""
         except OSError as exc:
             output.fail(f"cannot read --{name.replace('_', '-')} {path}: {exc.strerror}")
-    client = connect(host, port)
-    with output.cli_errors(client.target):
-        reply = client.cluster.SetNodeEngine(
-            pb.SetNodeEngineRequest(node=node, url=engine, **pems),
-            timeout=CALL_TIMEOUT_S,
-            metadata=client.metadata,
-        )
+    reply = connect(host, port).call(
+        "cluster.SetNodeEngine", pb.SetNodeEngineRequest(node=node, url=engine, **pems)
+    )
     typer.echo(f"node {reply.hostname} ({reply.id[:12]}): engine {reply.engine_url} recorded")
     if reply.engine_url.startswith("tcp://") and not pems["tls_cert"]:
         output.console(stderr=True).print(
@@ -239,11 +231,9 @@ def remove(
     """Forget how to reach a node's engine (the node stays in the Swarm)."""
     from anvyl.api import anvyl_pb2 as pb
 
-    client = connect(host, port)
-    with output.cli_errors(client.target):
-        reply = client.cluster.RemoveNodeEngine(
-            pb.RemoveNodeEngineRequest(node=node), timeout=CALL_TIMEOUT_S, metadata=client.metadata
-        )
+    reply = connect(host, port).call(
+        "cluster.RemoveNodeEngine", pb.RemoveNodeEngineRequest(node=node)
+    )
     typer.echo(f"node {reply.hostname} ({reply.id[:12]}): engine forgotten")
 
 
@@ -270,11 +260,8 @@ def activate(
 def _set_availability(node: str, availability: str, host: str | None, port: int | None) -> None:
     from anvyl.api import anvyl_pb2 as pb
 
-    client = connect(host, port)
-    with output.cli_errors(client.target):
-        reply = client.cluster.SetNodeAvailability(
-            pb.SetNodeAvailabilityRequest(node=node, availability=availability),
-            timeout=CALL_TIMEOUT_S,
-            metadata=client.metadata,
-        )
+    reply = connect(host, port).call(
+        "cluster.SetNodeAvailability",
+        pb.SetNodeAvailabilityRequest(node=node, availability=availability),
+    )
     typer.echo(f"node {reply.hostname} ({reply.id[:12]}) is now {reply.availability}")

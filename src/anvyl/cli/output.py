@@ -11,10 +11,10 @@ import enum
 import json
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from anvyl.api import anvyl_pb2 as pb
-    from anvyl.cli.client import Target
+    from anvyl.cli.address import Target
 
 EXIT_ERROR = 1
 EXIT_UNREACHABLE = 2
@@ -33,6 +33,8 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 PIPE_WIDTH = 240
 ERROR_KEY = "anvyl-error"  # trailing metadata set by the server's error interceptor
+
+T = TypeVar("T")
 
 
 class OutputFormat(enum.StrEnum):
@@ -79,6 +81,27 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
     for row in rows:
         table.add_row(*row)
     out.print(table)
+
+
+def print_listing(
+    out: OutputFormat,
+    key: str,
+    items: Sequence[T],
+    to_json: Callable[[T], dict[str, Any]],
+    columns: Sequence[str],
+    to_row: Callable[[T], Sequence[str]],
+    *,
+    title: str | None = None,
+) -> None:
+    """Print a listing: `{key: [to_json(item), ...]}` for `-o json`, else a table of rows.
+
+    Example:
+        print_listing(out, "hosts", hosts, host_json, ["ID", "NAME"], lambda h: [h.id, h.name])
+    """
+    if out is OutputFormat.json:
+        print_json({key: [to_json(item) for item in items]})
+    else:
+        print_table(title, columns, [to_row(item) for item in items])
 
 
 def error_line(message: str, *, prefix: str = "error: ") -> None:
@@ -222,8 +245,6 @@ def metrics_json(m: pb.HostMetrics) -> dict[str, Any]:
         ],
     }
     if m.HasField("node"):
-        from anvyl.cli.cluster import node_json
-
         n = m.node
         result["node"] = {
             **node_json(n.node),
@@ -236,6 +257,27 @@ def metrics_json(m: pb.HostMetrics) -> dict[str, Any]:
         result["container_stats"] = m.container_stats
         result["container_stats_reason"] = m.container_stats_reason
     return result
+
+
+def node_json(n: pb.Node) -> dict[str, Any]:
+    """One node, in `-o json`'s schema."""
+    return {
+        "id": n.id,
+        "hostname": n.hostname,
+        "address": n.address,
+        "role": n.role,
+        "leader": n.leader,
+        "availability": n.availability,
+        "state": n.state,
+        "cpus": n.cpus,
+        "memory_bytes": n.memory_bytes,
+        "engine_version": n.engine_version,
+        "labels": dict(n.labels),
+        "models": list(n.models),
+        "engine_url": n.engine_url,
+        "engine_state": n.engine_state,
+        "engine_reason": n.engine_reason,
+    }
 
 
 def engine_facts_json(e: pb.EngineFacts) -> dict[str, Any]:
