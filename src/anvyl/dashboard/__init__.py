@@ -19,7 +19,7 @@ from anvyl.errors import AlreadyExists, FailedPrecondition
 
 if TYPE_CHECKING:
     from anvyl.dashboard.server import DashboardServer
-    from anvyl.server.listen import TLSFiles
+    from anvyl.listeners import TLSFiles
     from anvyl.services import Services
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from anvyl.dashboard.protocol import anvyl_error_body, error_body, http_status
 from anvyl.dashboard.routes import STATIC_DIR, DashboardState, router
 from anvyl.dashboard.settings import DashboardConfig
 from anvyl.errors import AnvylError, InvalidArgument
-from anvyl.server.listen import TLSFiles, bind_socket, socket_url
+from anvyl.listeners import TLSFiles, bind_socket, socket_url
 from anvyl.services import Services
 
 log = logging.getLogger(__name__)

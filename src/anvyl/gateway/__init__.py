@@ -18,7 +18,7 @@ from anvyl.gateway.routing import RoutingTable, Target
 
 if TYPE_CHECKING:
     from anvyl.gateway.server import GatewayServer
-    from anvyl.server.listen import TLSFiles
+    from anvyl.listeners import TLSFiles
 
 log = logging.getLogger(__name__)
 

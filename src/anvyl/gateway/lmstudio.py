@@ -14,17 +14,17 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.websockets import WebSocket
 
-from anvyl.gateway.routing import Replica
+from anvyl.gateway.routing import Replica, RoutingTable
 from anvyl.gateway.upstream import GONE, Upstream, UpstreamRefused, UpstreamUnreachable
 from anvyl.modelserver.lmstudio import protocol as p
 from anvyl.modelserver.lmstudio.framing import SocketSession
 
 if TYPE_CHECKING:
-    from anvyl.gateway.app import Gateway
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,22 @@ TOKEN_REFUSED = p.ProtocolError(
         " `anvyl serve` on loopback without a token to use the LM Studio SDK."
     ),
 )
+
+
+class Gateway(Protocol):
+    """What the relay needs of the gateway that hosts it (`anvyl.gateway.app.Gateway`)."""
+
+    table: RoutingTable
+    client: httpx.AsyncClient
+    token: str | None
+
+    def all_client_keys(self) -> set[str]:
+        """Every model's own key that clients may send."""
+        ...
+
+    def accepts(self, given: str | None, client_keys: set[str]) -> bool:
+        """The server's token, or the model's own API key, when either is required."""
+        ...
 
 
 async def serve_socket(gateway: Gateway, websocket: WebSocket) -> None:

@@ -20,7 +20,7 @@ import uvicorn
 from anvyl.errors import InvalidArgument
 from anvyl.gateway.app import Gateway
 from anvyl.gateway.routing import Replica, RoutingTable, Target
-from anvyl.server.listen import TLSFiles, bind_socket, socket_url
+from anvyl.listeners import TLSFiles, bind_socket, socket_url
 
 log = logging.getLogger(__name__)
 

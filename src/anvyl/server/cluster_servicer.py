@@ -6,65 +6,11 @@ import grpc
 
 from anvyl.api import anvyl_pb2 as pb
 from anvyl.api import anvyl_pb2_grpc as rpc
-from anvyl.runtime.swarm import NodeInfo
+from anvyl.errors import FailedPrecondition
+from anvyl.server.cluster_messages import node_to_pb
+from anvyl.server.servicers import deployment_to_pb
 from anvyl.services import Services
-from anvyl.services.cluster import Cluster, NodeEngine, NodeMetrics, NodeView
-
-
-def node_to_pb(
-    node: NodeInfo, models: tuple[str, ...] = (), engine: NodeEngine | None = None
-) -> pb.Node:
-    """NodeInfo (and how Anvyl reaches its engine) → pb.Node."""
-    engine = engine or NodeEngine()
-    return pb.Node(
-        id=node.id,
-        hostname=node.hostname,
-        address=node.address,
-        role=node.role,
-        availability=node.availability,
-        state=node.state,
-        cpus=node.cpus,
-        memory_bytes=node.memory_bytes,
-        engine_version=node.engine_version,
-        labels=node.labels,
-        leader=node.leader,
-        models=list(models),
-        engine_url=engine.url,
-        engine_state=engine.state,
-        engine_reason=engine.reason,
-    )
-
-
-def node_metrics_to_pb(m: NodeMetrics) -> pb.NodeMetrics:
-    """NodeMetrics → pb.NodeMetrics."""
-    facts = None
-    if m.engine is not None:
-        e = m.engine
-        facts = pb.EngineFacts(
-            name=e.name,
-            version=e.version,
-            api_version=e.api_version,
-            os=e.os,
-            kernel_version=e.kernel_version,
-            architecture=e.architecture,
-            cpus=e.cpus,
-            memory_bytes=e.memory_bytes,
-            containers=e.containers,
-            containers_running=e.containers_running,
-            images=e.images,
-            storage_driver=e.storage_driver,
-            cgroup_version=e.cgroup_version,
-        )
-    return pb.NodeMetrics(
-        node=node_to_pb(
-            m.node, m.models, NodeEngine(m.engine_url, m.engine_state, m.engine_reason)
-        ),
-        nano_cpus=m.node.nano_cpus,
-        engine_url=m.engine_url,
-        engine_state=m.engine_state,
-        engine_reason=m.engine_reason,
-        engine=facts,
-    )
+from anvyl.services.cluster import Cluster, NodeView
 
 
 class ClusterServicer(rpc.ClusterServiceServicer):
@@ -108,8 +54,6 @@ class ClusterServicer(rpc.ClusterServiceServicer):
         self, request: pb.ScaleModelRequest, context: grpc.ServicerContext
     ) -> pb.Deployment:
         """Change the replica count of a Swarm deployment."""
-        from anvyl.errors import FailedPrecondition
-        from anvyl.server.servicers import deployment_to_pb
         from anvyl.services.swarm_deployments import is_swarm
 
         record = self.models.find(request.ref)

@@ -15,7 +15,7 @@ from anvyl.api import anvyl_pb2_grpc as rpc
 from anvyl.catalog import ModelInfo
 from anvyl.errors import InvalidArgument
 from anvyl.runtime import ContainerInfo
-from anvyl.server.cluster_servicer import node_metrics_to_pb
+from anvyl.server.cluster_messages import node_metrics_to_pb
 from anvyl.services import HostMetrics, HostView, Services
 from anvyl.services.cluster import Cluster
 from anvyl.services.models import DEFAULT_WAIT_TIMEOUT_S, DeploymentView, StartOptions
