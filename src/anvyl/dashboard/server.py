@@ -11,12 +11,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from anvyl.dashboard import api, chat, events, pages
 from anvyl.dashboard.auth import Guard, is_loopback_name
 from anvyl.dashboard.history import Sampler
 from anvyl.dashboard.jobs import StartJobs
 from anvyl.dashboard.protocol import anvyl_error_body, error_body, http_status
-from anvyl.dashboard.routes import STATIC_DIR, DashboardState, router
 from anvyl.dashboard.settings import DashboardConfig
+from anvyl.dashboard.state import STATIC_DIR, DashboardState
 from anvyl.errors import AnvylError, InvalidArgument
 from anvyl.listeners import TLSFiles, bind_socket, socket_url
 from anvyl.services import Services
@@ -27,10 +28,15 @@ SHUTDOWN_GRACE_S = 2.0
 
 
 def create_app(dash: DashboardState, *, loopback: bool) -> FastAPI:
-    """The FastAPI app over `dash`, wrapped in the token and same-origin guard."""
+    """The FastAPI app over `dash`, wrapped in the token and same-origin guard.
+
+    Its two exception handlers are the dashboard's one error boundary: routes raise, and every
+    `AnvylError` or invalid body becomes `{"error": ...}` with its HTTP status here.
+    """
     app = FastAPI(title="Anvyl dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.dashboard = dash
-    app.include_router(router)
+    for routes in (pages, api, events, chat):
+        app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(AnvylError)
