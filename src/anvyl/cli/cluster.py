@@ -53,45 +53,39 @@ def join_token(
     typer.echo(reply.token if quiet else reply.command)
 
 
-def print_nodes(nodes: Sequence[pb.Node]) -> None:
-    """The `host list` table of a Swarm."""
-    rows = []
-    for n in nodes:
-        state = f"[green]{n.state}[/green]" if n.state == "ready" else f"[red]{n.state}[/red]"
-        rows.append(
-            [
-                n.id[:12],
-                n.hostname,
-                n.address,
-                n.role + (" (leader)" if n.leader else ""),
-                n.availability,
-                state,
-                str(n.cpus),
-                output.human_bytes(n.memory_bytes),
-                n.engine_version,
-                ",".join(f"{k}={v}" for k, v in sorted(n.labels.items())) or "-",
-                ", ".join(n.models) or "-",
-                _engine_access(n),
-            ]
-        )
-    output.print_table(
-        None,
-        [
-            "ID",
-            "HOSTNAME",
-            "ADDRESS",
-            "ROLE",
-            "AVAILABILITY",
-            "STATE",
-            "CPUS",
-            "MEMORY",
-            "ENGINE",
-            "LABELS",
-            "MODELS",
-            "ENGINE ACCESS",
-        ],
-        rows,
-    )
+NODE_COLUMNS = (
+    "ID",
+    "HOSTNAME",
+    "ADDRESS",
+    "ROLE",
+    "AVAILABILITY",
+    "STATE",
+    "CPUS",
+    "MEMORY",
+    "ENGINE",
+    "LABELS",
+    "MODELS",
+    "ENGINE ACCESS",
+)
+
+
+def node_row(n: pb.Node) -> list[str]:
+    """One node in the `host list` table of a Swarm (`NODE_COLUMNS`)."""
+    state = f"[green]{n.state}[/green]" if n.state == "ready" else f"[red]{n.state}[/red]"
+    return [
+        n.id[:12],
+        n.hostname,
+        n.address,
+        n.role + (" (leader)" if n.leader else ""),
+        n.availability,
+        state,
+        str(n.cpus),
+        output.human_bytes(n.memory_bytes),
+        n.engine_version,
+        ",".join(f"{k}={v}" for k, v in sorted(n.labels.items())) or "-",
+        ", ".join(n.models) or "-",
+        _engine_access(n),
+    ]
 
 
 def _engine_access(n: pb.Node) -> str:

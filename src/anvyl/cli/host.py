@@ -44,12 +44,9 @@ def list_hosts(
                 raise
             nodes = None
     if nodes is not None:
-        from anvyl.cli.cluster import print_nodes
+        from anvyl.cli.cluster import NODE_COLUMNS, node_row
 
-        if out is OutputFormat.json:
-            output.print_json({"hosts": [output.node_json(n) for n in nodes]})
-        else:
-            print_nodes(nodes)
+        output.print_listing(out, "hosts", nodes, output.node_json, NODE_COLUMNS, node_row)
         return
     reply = client.call("hosts.ListHosts", pb.ListHostsRequest())
     output.print_listing(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from anvyl import __version__, config
+from anvyl import config
 from anvyl.cli import container, host
 from anvyl.cli.client import CONTEXT_SETTINGS, TOKEN_ENV
 
@@ -38,6 +38,8 @@ for _module, _name in (
 
 def _version(value: bool) -> None:
     if value:
+        from anvyl import __version__  # read from the installed metadata: only when asked
+
         typer.echo(f"anvyl {__version__}")
         raise typer.Exit()
 
