@@ -13,7 +13,7 @@ import shutil
 import sys
 import tarfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,39 @@ def busybox_image(docker_client: docker.DockerClient) -> str:
     return BUSYBOX_IMAGE
 
 
+@pytest.fixture
+def make_container(
+    docker_client: docker.DockerClient, busybox_image: str, run_labels: dict[str, str]
+) -> Iterator[Callable[..., Any]]:
+    """Start labelled busybox containers (Anvyl-managed unless managed=False); removed after."""
+    created: list[docker.models.containers.Container] = []
+
+    def make(
+        command: Sequence[str] = ("sleep", "300"),
+        *,
+        managed: bool = True,
+        labels: dict[str, str] | None = None,
+        name: str | None = None,
+    ) -> docker.models.containers.Container:
+        all_labels = {**run_labels, **(labels or {})}
+        if managed:
+            all_labels["anvyl.managed"] = "true"
+        container = docker_client.containers.run(
+            busybox_image,
+            list(command),
+            detach=True,
+            labels=all_labels,
+            name=name or f"anvyl-test-{uuid.uuid4().hex[:10]}",
+        )
+        created.append(container)
+        return container
+
+    yield make
+    for container in created:
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)
+
+
 @pytest.fixture(scope="session")
 def bundled_model() -> Path:
     """The bundled SmolLM2-135M-Instruct, converted to an MLX directory (cached between runs)."""
@@ -137,6 +170,23 @@ def model_served(
         stop_all(server)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def fresh_home(tmp_path: Path, bundled_model: Path) -> Path:
+    """An ANVYL_HOME of the test's own linking the bundled model (for restarts and faults)."""
+    from models_harness import make_home
+
+    return make_home(tmp_path / "home", bundled_model)
+
+
+@pytest.fixture
+def servers(run_labels: dict[str, str], modelserver_image: str) -> Iterator[Any]:
+    """Start `anvyl serve` on homes of the test's own (`servers.start(home)`); all stopped after."""
+    from models_harness import Servers
+
+    with Servers(run_labels) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

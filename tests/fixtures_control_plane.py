@@ -1,61 +1,25 @@
-"""Fixtures for the control-plane tests: labelled busybox containers, a real `anvyl serve`.
+"""A real `anvyl serve` subprocess for the control-plane tests, and the CLI run against it.
 
-The conftests of tests/runtime, tests/server and tests/cli import what they need from here.
+The `make_container` fixture (labelled busybox containers) lives in tests/conftest.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import free_port, wait_for
 
 ANVYL = str(Path(sys.executable).parent / "anvyl")
 MakeContainer = Callable[..., "docker.models.containers.Container"]
-
-
-@pytest.fixture
-def make_container(
-    docker_client: docker.DockerClient, busybox_image: str, run_labels: dict[str, str]
-) -> Iterator[MakeContainer]:
-    """Start labelled busybox containers (Anvyl-managed unless managed=False); removed after."""
-    created: list[docker.models.containers.Container] = []
-
-    def make(
-        command: Sequence[str] = ("sleep", "300"),
-        *,
-        managed: bool = True,
-        labels: dict[str, str] | None = None,
-        name: str | None = None,
-    ) -> docker.models.containers.Container:
-        all_labels = {**run_labels, **(labels or {})}
-        if managed:
-            all_labels["anvyl.managed"] = "true"
-        container = docker_client.containers.run(
-            busybox_image,
-            list(command),
-            detach=True,
-            labels=all_labels,
-            name=name or f"anvyl-test-{uuid.uuid4().hex[:10]}",
-        )
-        created.append(container)
-        return container
-
-    yield make
-    for container in created:
-        with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True)
 
 
 def health_status(address: str, *, token: str | None = None, timeout: float = 2.0) -> int:
@@ -135,11 +99,3 @@ def start_serve(
         served.stop(signal.SIGKILL)
         raise
     return served
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """One `anvyl serve` subprocess for a test module (temporary ANVYL_HOME)."""
-    server = start_serve(tmp_path_factory.mktemp("anvyl-home"))
-    yield server
-    server.stop()

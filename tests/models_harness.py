@@ -7,6 +7,7 @@ session fixture removes whatever a failing test leaves behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from pathlib import Path
@@ -84,3 +85,37 @@ def model_containers(
     selectors = [SERVICE_LABEL, *(f"{k}={v}" for k, v in run_labels.items())]
     selectors += [f"{k}={v}" for k, v in labels.items()]
     return client.containers.list(all=True, filters={"label": selectors})
+
+
+class Servers:
+    """`anvyl serve` processes a test starts on homes of its own (restarts, faults, engines).
+
+    Leaving the `with` block (or `close()`) stops every one still running, its deployments
+    first, even when the test failed; the `servers` fixture of tests/conftest.py wraps it.
+    """
+
+    def __init__(self, run_labels: dict[str, str]) -> None:
+        self.run_labels = run_labels
+        self.started: list[Served] = []
+
+    def start(self, home: Path, *, args: tuple[str, ...] = (), **env: str) -> Served:
+        """`anvyl serve` on `home` (see `serve_models`), stopped with the others at the end."""
+        server = serve_models(home, self.run_labels, args=args, **env)
+        self.started.append(server)
+        return server
+
+    def close(self) -> None:
+        """Stop every server still running, newest first, each after its deployments."""
+        for server in reversed(self.started):
+            if server.proc.poll() is None:
+                with contextlib.suppress(Exception):
+                    for d in deployments(server):
+                        server.cli("model", "stop", d["id"], "--timeout", "5", timeout=60)
+            server.stop()
+        self.started.clear()
+
+    def __enter__(self) -> Servers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,5 +1,16 @@
-"""Fixtures of the CLI tests: a real `anvyl serve` subprocess per module, labelled containers."""
+"""Fixtures of the CLI tests: a real `anvyl serve` subprocess per module."""
 
-from fixtures_control_plane import make_container, served
+from __future__ import annotations
 
-__all__ = ["make_container", "served"]
+from collections.abc import Iterator
+
+import pytest
+from fixtures_control_plane import Served, start_serve
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One `anvyl serve` subprocess for a test module (temporary ANVYL_HOME)."""
+    server = start_serve(tmp_path_factory.mktemp("anvyl-home"))
+    yield server
+    server.stop()

@@ -19,10 +19,10 @@ from dashboard_harness import (
     CHROMIUM_ARGS,
     SCREENSHOTS,
     Dashboard,
-    make_home,
     serve_dashboard,
     shut_down,
 )
+from models_harness import make_home
 
 
 @pytest.fixture(scope="module")

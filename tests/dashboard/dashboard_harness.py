@@ -17,13 +17,11 @@ import docker
 import httpx
 from fixtures_control_plane import Served, start_serve
 from helpers import free_port, wait_for
-from models_harness import MODEL_ID, SERVICE_LABEL, labels_env, make_home
+from models_harness import SERVICE_LABEL, labels_env
 
 __all__ = [
     "CHROMIUM",
-    "MODEL_ID",
     "Dashboard",
-    "make_home",
     "model_containers",
     "serve_dashboard",
     "shut_down",

@@ -16,8 +16,9 @@ from typing import Any
 import docker
 import httpx
 import pytest
-from dashboard_harness import MODEL_ID, Dashboard, model_containers, serve_dashboard, shut_down
+from dashboard_harness import Dashboard, model_containers, serve_dashboard, shut_down
 from helpers import free_port, wait_for
+from models_harness import MODEL_ID
 
 DEPLOYMENT = "dash-model"
 MODEL_KEY = "dash-model-key"  # typed into the form: the playground must work through it

@@ -14,8 +14,9 @@ from typing import Any
 import docker
 import httpx
 import pytest
-from dashboard_harness import MODEL_ID, Dashboard, model_containers
+from dashboard_harness import Dashboard, model_containers
 from helpers import free_port, wait_for
+from models_harness import MODEL_ID
 
 NAME = "http-model"
 

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gateway_harness import GatewayServed, make_home, serve_gateway, stop_all
+from gateway_harness import GatewayServed, serve_gateway, stop_all
+from models_harness import make_home
 
 
 @pytest.fixture(scope="module")

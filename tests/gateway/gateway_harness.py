@@ -16,14 +16,11 @@ from typing import Any
 import docker
 from fixtures_control_plane import Served
 from helpers import free_port
-from models_harness import MODEL_ID, deployments, make_home, ok, serve_models, start_model
+from models_harness import MODEL_ID, deployments, ok, serve_models, start_model
 
 __all__ = [
-    "MODEL_ID",
     "GatewayServed",
     "container_of",
-    "deployments",
-    "make_home",
     "serve_gateway",
     "start_models",
     "stop_all",

@@ -14,8 +14,9 @@ import httpx
 import lmstudio as lms
 import openai
 import pytest
-from gateway_harness import MODEL_ID, GatewayServed, deployments, start_models
+from gateway_harness import GatewayServed, start_models
 from helpers import free_port, wait_for
+from models_harness import MODEL_ID, deployments
 
 pytestmark = [pytest.mark.docker, pytest.mark.model]
 

@@ -1,4 +1,4 @@
-"""Fixtures of the reliability tests (helpers live in reliability_harness.py)."""
+"""Fixtures of the reliability tests (helpers live in tests/models_harness.py)."""
 
 from __future__ import annotations
 

@@ -17,8 +17,8 @@ import grpc
 import pytest
 from fixtures_control_plane import Served
 from helpers import free_port, wait_for
+from models_harness import MODEL_ID, Servers, deployments, ok, start_model
 from private_engine import PrivateEngine, copy_image, private_engine
-from reliability_harness import MODEL_ID, deployments, make_home, ok, serve_models, start_model
 
 from anvyl.api import anvyl_pb2 as pb
 from anvyl.api import anvyl_pb2_grpc as rpc
@@ -48,41 +48,37 @@ def hosts(served: Served) -> list[dict[str, Any]]:
 
 
 def test_engine_restart_while_a_model_runs(
-    engine: PrivateEngine, tmp_path: Path, bundled_model: Path, run_labels: dict[str, str]
+    engine: PrivateEngine, fresh_home: Path, servers: Servers
 ) -> None:
-    home = make_home(tmp_path / "home", bundled_model)
-    served = serve_models(home, run_labels, DOCKER_HOST=engine.url)
-    try:
-        port = free_port()
-        ok(start_model(served, MODEL_ID, "--name", "engine-bound", "--port", str(port)))
-        (before,) = deployments(served)
-        assert before["state"] == "ready"
+    served = servers.start(fresh_home, DOCKER_HOST=engine.url)
+    port = free_port()
+    ok(start_model(served, MODEL_ID, "--name", "engine-bound", "--port", str(port)))
+    (before,) = deployments(served)
+    assert before["state"] == "ready"
 
-        engine.stop()
-        (host,) = hosts(served)
-        assert host["status"] == "unreachable" and host["status_reason"]
-        (during,) = deployments(served)
-        assert during["state"] == "unknown" and "unreachable" in during["state_reason"]
-        stopping = served.cli("model", "stop", "engine-bound")
-        assert stopping.returncode != 0 and "Traceback" not in stopping.stderr
-        assert "unreachable" in stopping.stderr
+    engine.stop()
+    (host,) = hosts(served)
+    assert host["status"] == "unreachable" and host["status_reason"]
+    (during,) = deployments(served)
+    assert during["state"] == "unknown" and "unreachable" in during["state_reason"]
+    stopping = served.cli("model", "stop", "engine-bound")
+    assert stopping.returncode != 0 and "Traceback" not in stopping.stderr
+    assert "unreachable" in stopping.stderr
 
-        engine.start()  # anvyl serve keeps running: it must reconnect on its own
-        wait_for(
-            lambda: hosts(served)[0]["status"] == "reachable",
-            timeout=60,
-            what="the host to be reachable again",
-        )
-        truth = engine.client().api.inspect_container(before["container_id"])["State"]
-        (after,) = deployments(served)
-        assert after["container_id"] == before["container_id"]
-        if truth["Running"]:
-            assert after["state"] in ("starting", "ready"), after
-        else:
-            assert after["state"] == "exited", after
-            assert f"code {truth['ExitCode']}" in after["state_reason"], (after, truth)
-        ok(served.cli("model", "stop", "engine-bound", "--timeout", "5", timeout=60))
-        assert deployments(served) == []
-        assert engine.client().containers.list(all=True) == []
-    finally:
-        served.stop()
+    engine.start()  # anvyl serve keeps running: it must reconnect on its own
+    wait_for(
+        lambda: hosts(served)[0]["status"] == "reachable",
+        timeout=60,
+        what="the host to be reachable again",
+    )
+    truth = engine.client().api.inspect_container(before["container_id"])["State"]
+    (after,) = deployments(served)
+    assert after["container_id"] == before["container_id"]
+    if truth["Running"]:
+        assert after["state"] in ("starting", "ready"), after
+    else:
+        assert after["state"] == "exited", after
+        assert f"code {truth['ExitCode']}" in after["state_reason"], (after, truth)
+    ok(served.cli("model", "stop", "engine-bound", "--timeout", "5", timeout=60))
+    assert deployments(served) == []
+    assert engine.client().containers.list(all=True) == []

@@ -25,14 +25,14 @@ import httpx
 import pytest
 from fixtures_control_plane import ANVYL, Served
 from helpers import free_port, wait_for
-from reliability_harness import (
+from models_harness import (
     MODEL_ID,
     START_TIMEOUT_S,
+    Servers,
     deployments,
     failed,
     make_home,
     ok,
-    serve_models,
     start_model,
 )
 
@@ -61,77 +61,54 @@ def home_containers(client: docker.DockerClient, home: Path) -> list[Any]:
     return client.containers.list(all=True, filters=flt)
 
 
-@contextlib.contextmanager
-def servers() -> Iterator[list[Served]]:
-    """Every server a test starts, stopped at the end (deployments first), even on failure."""
-    started: list[Served] = []
-    try:
-        yield started
-    finally:
-        for server in reversed(started):
-            if server.proc.poll() is None:
-                with contextlib.suppress(Exception):
-                    for d in deployments(server):
-                        server.cli("model", "stop", d["id"], "--timeout", "5", timeout=60)
-            server.stop()
-
-
 # -- kill -9 of the control plane during a start --------------------------------------------------
 
 
 @pytest.mark.parametrize("step", STEPS)
 def test_kill_serve_during_start(
-    step: str,
-    tmp_path: Path,
-    bundled_model: Path,
-    modelserver_image: str,
-    docker_client: docker.DockerClient,
-    run_labels: dict[str, str],
+    step: str, fresh_home: Path, servers: Servers, docker_client: docker.DockerClient
 ) -> None:
-    home = make_home(tmp_path / "home", bundled_model)
+    home = fresh_home
     port = free_port()
-    with servers() as started:
-        first = serve_models(home, run_labels, ANVYL_TEST_PAUSE_AT=step)
-        started.append(first)
-        starter = subprocess.Popen(
-            [ANVYL, "model", "start", MODEL_ID, "--name", "killed", "--port", str(port)],
-            env={**os.environ, "ANVYL_ADDR": first.address},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    first = servers.start(home, ANVYL_TEST_PAUSE_AT=step)
+    starter = subprocess.Popen(
+        [ANVYL, "model", "start", MODEL_ID, "--name", "killed", "--port", str(port)],
+        env={**os.environ, "ANVYL_ADDR": first.address},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            lambda: (home / f"test-paused-{step}").exists(),
+            timeout=START_TIMEOUT_S,
+            what=f"the start to pause at {step}",
         )
-        try:
-            wait_for(
-                lambda: (home / f"test-paused-{step}").exists(),
-                timeout=START_TIMEOUT_S,
-                what=f"the start to pause at {step}",
-            )
-            first.stop(signal.SIGKILL)
-        finally:
-            starter.kill()
-            starter.wait()
-        assert integrity(home) == "ok"
+        first.stop(signal.SIGKILL)
+    finally:
+        starter.kill()
+        starter.wait()
+    assert integrity(home) == "ok"
 
-        second = serve_models(home, run_labels)
-        started.append(second)
-        listed = deployments(second)
-        made = home_containers(docker_client, home)
-        # The store and the engine agree: one deployment with its container, or neither.
-        assert {d["container_id"] for d in listed} == {c.id for c in made}, (listed, made)
-        if step == "before-create":
-            assert listed == []
-        else:
-            (deployment,) = listed
-            assert deployment["state"] in ("starting", "ready"), deployment
-            wait_for(
-                lambda: deployments(second)[0]["state"] == "ready",
-                timeout=START_TIMEOUT_S,
-                what="the adopted deployment to be ready",
-            )
-            assert answers(port)
-            ok(second.cli("model", "stop", "killed", "--timeout", "5", timeout=60))
-        assert deployments(second) == []
-        assert home_containers(docker_client, home) == []
-        assert integrity(home) == "ok"
+    second = servers.start(home)
+    listed = deployments(second)
+    made = home_containers(docker_client, home)
+    # The store and the engine agree: one deployment with its container, or neither.
+    assert {d["container_id"] for d in listed} == {c.id for c in made}, (listed, made)
+    if step == "before-create":
+        assert listed == []
+    else:
+        (deployment,) = listed
+        assert deployment["state"] in ("starting", "ready"), deployment
+        wait_for(
+            lambda: deployments(second)[0]["state"] == "ready",
+            timeout=START_TIMEOUT_S,
+            what="the adopted deployment to be ready",
+        )
+        assert answers(port)
+        ok(second.cli("model", "stop", "killed", "--timeout", "5", timeout=60))
+    assert deployments(second) == []
+    assert home_containers(docker_client, home) == []
+    assert integrity(home) == "ok"
 
 
 # -- a crashing model container -------------------------------------------------------------------
@@ -226,46 +203,36 @@ def mounted(*args: str, target: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(target)], check=False)
 
 
-def test_read_only_home_refuses_clearly(
-    tmp_path: Path,
-    bundled_model: Path,
-    modelserver_image: str,
-    run_labels: dict[str, str],
-) -> None:
-    home = make_home(tmp_path / "home", bundled_model)
+def test_read_only_home_refuses_clearly(tmp_path: Path, fresh_home: Path, servers: Servers) -> None:
+    home = fresh_home
     port = free_port()
-    with servers() as started:
-        first = serve_models(home, run_labels)
-        started.append(first)
-        ok(start_model(first, MODEL_ID, "--name", "steady", "--port", str(port)))
-        first.stop()
-        with (
-            mounted("--bind", str(home), target=tmp_path / "ro") as ro,
-        ):
-            subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
-            result = subprocess.run(
-                [
-                    ANVYL,
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(free_port()),
-                    "--dashboard-port",
-                    "0",
-                ],
-                env={**os.environ, "ANVYL_HOME": str(ro)},
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert result.returncode != 0
-            assert "Read-only file system" in result.stderr, result.stderr
-            assert "Traceback" not in result.stderr
-            assert answers(port)  # the running model is untouched
-        second = serve_models(home, run_labels)
-        started.append(second)
-        assert deployment(second, "steady")["state"] == "ready"
+    first = servers.start(home)
+    ok(start_model(first, MODEL_ID, "--name", "steady", "--port", str(port)))
+    first.stop()
+    with mounted("--bind", str(home), target=tmp_path / "ro") as ro:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        result = subprocess.run(
+            [
+                ANVYL,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(free_port()),
+                "--dashboard-port",
+                "0",
+            ],
+            env={**os.environ, "ANVYL_HOME": str(ro)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode != 0
+        assert "Read-only file system" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert answers(port)  # the running model is untouched
+    second = servers.start(home)
+    assert deployment(second, "steady")["state"] == "ready"
 
 
 def test_full_disk_refuses_clearly(
@@ -277,9 +244,8 @@ def test_full_disk_refuses_clearly(
     with mounted("-t", "tmpfs", "-o", "size=16m", "tmpfs", target=tmp_path / "home") as home:
         make_home(home, bundled_model)
         port = free_port()
-        with servers() as started:
-            served = serve_models(home, run_labels)
-            started.append(served)
+        with Servers(run_labels) as servers:  # stopped before the tmpfs goes
+            served = servers.start(home)
             ok(start_model(served, MODEL_ID, "--name", "steady", "--port", str(port)))
             filler = home / "filler"
             with filler.open("wb") as f, contextlib.suppress(OSError):

@@ -23,7 +23,7 @@ from fixtures_control_plane import Served, health_status
 from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from reliability_harness import MODEL_ID, deployments, model_containers
+from models_harness import MODEL_ID, deployments, model_containers
 
 from anvyl.api import anvyl_pb2 as pb
 from anvyl.api import anvyl_pb2_grpc as rpc

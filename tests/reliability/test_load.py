@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fixtures_control_plane import Served
 from helpers import free_port, wait_for
-from reliability_harness import MODEL_ID, ok, start_model
+from models_harness import MODEL_ID, ok, start_model
 from scenarios import disconnect_waves, metrics, streaming_load
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.model]

@@ -17,8 +17,8 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
+from models_harness import MODEL_ID
 from modelserver_harness import RunningServer, start_server
-from reliability_harness import MODEL_ID
 from schemathesis import GenerationMode
 
 from anvyl.modelserver.lmstudio.routes import router as lmstudio_router

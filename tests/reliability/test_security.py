@@ -27,11 +27,10 @@ from fixtures_control_plane import (
     MakeContainer,
     Served,
     health_status,
-    make_container,
     start_serve,
 )
 from helpers import free_port, wait_for
-from reliability_harness import (
+from models_harness import (
     MODEL_ID,
     deployments,
     failed,
@@ -47,7 +46,6 @@ from anvyl.api import anvyl_pb2 as pb
 from anvyl.api import anvyl_pb2_grpc as rpc
 
 pytestmark = [pytest.mark.docker, pytest.mark.model]
-__all__ = ["make_container"]  # the fixture, imported for this module
 
 MARKER = Path("/tmp") / f"anvyl-pwned-{uuid.uuid4().hex[:8]}"
 SHELL = f"$(touch {MARKER});`touch {MARKER}`|touch {MARKER}&&touch {MARKER}"

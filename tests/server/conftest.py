@@ -7,11 +7,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from fixtures_control_plane import make_container
 
 from anvyl.server import AnvylServer, ServerConfig
-
-__all__ = ["channel", "make_container", "server"]
 
 
 @pytest.fixture
