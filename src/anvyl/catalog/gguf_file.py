@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anvyl.catalog.gguf_quants import BLOCK_LAYOUT
 from anvyl.errors import ImportFailed
 
 GGUF_MAGIC = b"GGUF"
@@ -27,14 +28,7 @@ GGML_TYPE_NAMES: dict[int, str] = {
     30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
 }  # fmt: skip
 
-# The types MLX's GGUF loader turns into arrays, with (elements per block, bytes per block).
-SUPPORTED_TYPES: dict[str, tuple[int, int]] = {
-    "F32": (1, 4),
-    "F16": (1, 2),
-    "Q4_0": (32, 18),
-    "Q4_1": (32, 20),
-    "Q8_0": (32, 34),
-}
+SUPPORTED_TYPES = BLOCK_LAYOUT  # type -> (elements per block, bytes per block)
 
 # Metadata value types: id -> struct format for scalars (8: string, 9: array).
 _SCALAR_FORMATS = {
@@ -71,7 +65,7 @@ class GGUFHeader:
         return str(self.metadata.get("general.architecture", ""))
 
     def unsupported_types(self) -> dict[str, int]:
-        """Tensor types MLX cannot load, with how many tensors use each."""
+        """Tensor types the import cannot convert, with how many tensors use each."""
         counts: dict[str, int] = {}
         for t in self.tensors:
             if t.type_name not in SUPPORTED_TYPES:
