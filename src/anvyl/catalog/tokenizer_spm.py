@@ -68,6 +68,7 @@ def special_token_processor(
     bos, eos = token("bos"), token("eos")
     if bos is None and eos is None:
         return None
+
     def sequence(name: str, type_id: int) -> str:
         parts = [f"{t[0]}:{type_id}" for t in (bos,) if t] + [f"${name}:{type_id}"]
         return " ".join(parts + [f"{t[0]}:{type_id}" for t in (eos,) if t])
