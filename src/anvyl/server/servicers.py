@@ -220,6 +220,14 @@ class ModelServicer(rpc.ModelServiceServicer):
 
         yield from _with_progress(run, event, context)
 
+    def PullModel(
+        self, request: pb.PullModelRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ImportModelEvent]:
+        """Pull a model from the Hugging Face Hub, streaming progress; cancelled with the call."""
+        from anvyl.server.pull_stream import pull_model_events
+
+        yield from pull_model_events(self.models.home, request, context)
+
     def RemoveModel(
         self, request: pb.RemoveModelRequest, context: grpc.ServicerContext
     ) -> pb.Model:
@@ -296,6 +304,7 @@ def model_to_pb(info: ModelInfo, *, running: int = 0) -> pb.Model:
         context_length=info.context_length or 0,
         memory_bytes=info.memory_bytes,
         running=running,
+        origin=info.origin,
     )
 
 
