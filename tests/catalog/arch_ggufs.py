@@ -396,11 +396,12 @@ def write_arch_gguf(
     qtype: QT = QT.F32,
     raw: dict[str, tuple[np.ndarray, QT]] | None = None,
     file_type: int | None = None,
+    split_max_tensors: int = 0,
 ) -> Path:
     """Write `weights` as llama.cpp would: 2-D tensors as `qtype` (norms, biases F32)."""
     cfg = arch.hf_config
     a = arch.gguf_arch
-    w = gguf.GGUFWriter(str(path), a)
+    w = gguf.GGUFWriter(str(path), a, split_max_tensors=split_max_tensors)
     w.add_context_length(cfg["max_position_embeddings"])
     w.add_embedding_length(HIDDEN)
     w.add_block_count(cfg["num_hidden_layers"])

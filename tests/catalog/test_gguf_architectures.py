@@ -236,6 +236,30 @@ def test_legacy_types_keep_exact_float16_scales(tmp_path: Path) -> None:
     assert json.loads((info.path / "config.json").read_text())["quantization"]["bits"] == 5
 
 
+def test_split_file_is_imported_from_its_first_part(tmp_path: Path) -> None:
+    arch = ARCHS["qwen2"]
+    vocab = gpt2_vocab()
+    weights = hf_weights(arch, len(vocab["tokens"]))
+    write_arch_gguf(tmp_path / "s.gguf", arch, vocab, weights, QT.Q8_0, split_max_tensors=8)
+    parts = sorted(p.name for p in tmp_path.glob("s-*.gguf"))
+    assert len(parts) == 4 and parts[0] == "s-00001-of-00004.gguf"
+    info = import_gguf(tmp_path / parts[0], tmp_path / "out", model_id="s-mlx")
+    expected = _logits(_reference_dir(tmp_path, arch, _reference_of_parts(arch, tmp_path, parts)))
+    np.testing.assert_allclose(_logits(info.path), expected, atol=2e-3)
+    with pytest.raises(ImportFailed, match="import its first part"):
+        import_gguf(tmp_path / parts[1], tmp_path / "out2", model_id="s2-mlx")
+    (tmp_path / parts[3]).unlink()
+    with pytest.raises(ImportFailed, match=f"{parts[3]} not found"):
+        import_gguf(tmp_path / parts[0], tmp_path / "out3", model_id="s3-mlx")
+
+
+def _reference_of_parts(arch: Arch, folder: Path, parts: list[str]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name in parts:
+        out |= gguf_reference_weights(arch, folder / name)
+    return out
+
+
 # --- tokenizers ---------------------------------------------------------------------------------
 
 

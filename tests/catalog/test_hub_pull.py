@@ -29,6 +29,7 @@ from anvyl.errors import (
 )
 
 MLX_REPO, GGUF_REPO, BARE_REPO = "tiny-org/Tiny-Llama-mlx", "tiny-org/Tiny-GGUF", "tiny-org/bare"
+SPLIT_REPO = "tiny-org/Split-GGUF"
 WEIGHTS = "model.safetensors"
 
 
@@ -49,11 +50,15 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     gg.mkdir()
     write_arch_gguf(gg / "Tiny-Q8_0.gguf", arch, vocab, weights, QT.Q8_0)
     write_arch_gguf(gg / "Tiny-Q4_K_M.gguf", arch, vocab, weights, QT.Q4_0)
+    split = root / "split" / "Q4_K_M"
+    split.mkdir(parents=True)
+    write_arch_gguf(split / "Big-Q4_K_M.gguf", arch, vocab, weights, QT.Q8_0, split_max_tensors=12)
+    (root / "split" / "Big-Q8_0.gguf").write_bytes((gg / "Tiny-Q8_0.gguf").read_bytes())
     bare = root / "bare"
     bare.mkdir()
     (bare / "README.md").write_text("weights elsewhere")
     (bare / "pytorch_model.bin").write_bytes(b"\0" * 4096)
-    return {MLX_REPO: mlx, GGUF_REPO: gg, BARE_REPO: bare}
+    return {MLX_REPO: mlx, GGUF_REPO: gg, BARE_REPO: bare, SPLIT_REPO: root / "split"}
 
 
 @pytest.fixture
@@ -117,6 +122,15 @@ def test_pull_gguf_repository(hub: tuple[FakeHub, str], tmp_path: Path) -> None:
     assert other.quantization == "q8_0"
     with pytest.raises(NotFound, match=r"no file 'nope.gguf'.*Tiny-Q8_0.gguf"):
         pulls.pull(GGUF_REPO, file="nope.gguf")
+
+
+def test_pull_split_gguf(hub: tuple[FakeHub, str], tmp_path: Path) -> None:
+    fake, url = hub
+    info = _pulls(tmp_path, url).pull(SPLIT_REPO)
+    assert info.id == "big-q4_k_m-mlx" and info.quantization == "q8_0"
+    parts = [r for r in fake.requests if r.startswith("GET") and "-of-00002.gguf" in r]
+    assert len(parts) == 2
+    assert not [r for r in fake.requests if "Big-Q8_0" in r]
 
 
 def test_interrupted_pull_resumes(hub: tuple[FakeHub, str], tmp_path: Path) -> None:

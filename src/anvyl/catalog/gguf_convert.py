@@ -85,23 +85,27 @@ def file_quantization(header: GGUFHeader) -> str:
 
 
 class TensorSource:
-    """Raw tensor bytes of one GGUF file, by tensor name, from a read-only memory map."""
+    """Raw tensor bytes of a GGUF file (or of every part of a split one), by tensor name."""
 
-    def __init__(self, path: Path, header: GGUFHeader) -> None:
-        self._data = np.memmap(path, dtype=np.uint8, mode="r")
-        self._header = header
-        self._by_name = {t.name: t for t in header.tensors}
+    def __init__(self, parts: list[tuple[Path, GGUFHeader]]) -> None:
+        self._where: dict[str, tuple[np.memmap, int, TensorInfo]] = {}
+        for path, header in parts:
+            data = np.memmap(path, dtype=np.uint8, mode="r")
+            for t in header.tensors:
+                self._where[t.name] = (data, header.data_offset, t)
 
     def info(self, name: str) -> TensorInfo | None:
-        return self._by_name.get(name)
+        found = self._where.get(name)
+        return found[2] if found else None
 
     def raw(self, t: TensorInfo) -> np.ndarray:
-        start = self._header.data_offset + t.offset
-        return self._data[start : start + (t.nbytes or 0)]
+        data, data_offset, _ = self._where[t.name]
+        start = data_offset + t.offset
+        return data[start : start + (t.nbytes or 0)]
 
     def floats(self, name: str) -> np.ndarray | None:
         """A float tensor (F32/F16) as float32, or None when the file has no such tensor."""
-        t = self._by_name.get(name)
+        t = self.info(name)
         if t is None:
             return None
         value = convert_tensor(self.raw(t), t.type_name, t.shape)

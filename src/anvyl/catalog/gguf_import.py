@@ -35,7 +35,7 @@ from anvyl.catalog.gguf_convert import (
     hyperparameters,
     write_weights,
 )
-from anvyl.catalog.gguf_file import read_gguf_header
+from anvyl.catalog.gguf_file import read_gguf_parts
 from anvyl.catalog.ids import derive_model_id, validate_model_id
 from anvyl.catalog.model_info import ModelInfo, describe_model, is_mlx_dir
 from anvyl.errors import AlreadyExists, ImportFailed, InvalidArgument
@@ -113,7 +113,7 @@ def import_gguf(
         raise InvalidArgument(f"{gguf_path} is not a file")
 
     report("reading header", 0.0)
-    header = read_gguf_header(gguf_path)
+    header, parts = read_gguf_parts(gguf_path)
     arch = architecture(header.architecture, gguf_path.name)
     check_types(header, gguf_path.name)
     hparams = hyperparameters(header)
@@ -124,8 +124,8 @@ def import_gguf(
 
     with _staging(dest_dir) as staging:
         report("checksum", 0.05)
-        sha256 = _sha256(gguf_path)
-        source = TensorSource(gguf_path, header)
+        sha256 = _sha256(gguf_path)  # of the first part of a split file
+        source = TensorSource(parts)
         report("converting tensors", 0.15)
         quantization = write_weights(
             staging,
@@ -146,6 +146,7 @@ def import_gguf(
                 "format": "mlx",
                 "source": source_name or gguf_path.name,
                 "source_sha256": sha256,
+                "source_parts": len(parts),
                 "source_format": "gguf",
                 "source_architecture": header.architecture,
                 "source_quantization": file_quantization(header),

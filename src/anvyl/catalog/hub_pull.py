@@ -295,15 +295,8 @@ def _import_gguf(
 ) -> ModelInfo:
     from anvyl.catalog.gguf_import import import_gguf
 
-    paths = [staging / f.name for f in selection.files]
-    if len(paths) > 1:
-        raise ImportFailed(
-            f"{selection.files[0].name} is split in {len(paths)} parts; joining split GGUF "
-            "files is not supported yet: merge them with llama-gguf-split --merge and import "
-            "the file"
-        )
     return import_gguf(
-        paths[0],
+        staging / selection.files[0].name,
         dest,
         model_id=model_id,
         progress=lambda step, f: progress(step, 0.5 + 0.5 * f),
