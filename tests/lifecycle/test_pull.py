@@ -5,13 +5,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
 import docker
 import httpx
-from helpers import free_port
+from fixtures_control_plane import ANVYL, start_serve
+from helpers import free_port, wait_for
 from lifecycle_harness import (
     assert_nothing_left,
     failed,
@@ -73,6 +77,44 @@ def test_pulled_model_starts_and_answers(
         assert_nothing_left(served, docker_client, run_labels)
     finally:
         stop_all(served)
+        served.stop()
+        server.shutdown()
+        server.server_close()
+
+
+def test_ctrl_c_cancels_the_pull_on_the_server(tmp_path: Path, bundled_model: Path) -> None:
+    hub = hub_server()
+    repo = tmp_path / "repo"
+    shutil.copytree(bundled_model, repo, ignore=shutil.ignore_patterns("anvyl.json"))
+    fake = hub.FakeHub({REPO: repo}, delay_per_chunk=0.05)  # ~1.3 MB/s: a pull of minutes
+    server, url = hub.serve(fake)
+    served = start_serve(tmp_path / "home", env={"HF_ENDPOINT": url, "HF_HOME": str(tmp_path)})
+    cli: subprocess.Popen[str] | None = None
+    try:
+        env = {**served.env, "ANVYL_ADDR": served.address}
+        cli = subprocess.Popen(
+            [ANVYL, "model", "pull", REPO], env=env, stderr=subprocess.PIPE, text=True
+        )
+        pulls = tmp_path / "home" / "models" / ".pulls"
+
+        def part_size() -> int:
+            return sum(p.stat().st_size for p in pulls.rglob("*.part")) if pulls.exists() else 0
+
+        wait_for(lambda: part_size() > 0, timeout=60, what="the download to start")
+        cli.send_signal(signal.SIGINT)
+        _, err = cli.communicate(timeout=30)
+        assert cli.returncode == 130 and "Pull cancelled; pull again to resume." in err, err
+        size = part_size()
+        time.sleep(1)  # the server's download must stay stopped: nothing grows
+        assert part_size() == size > 0
+        fake.delay_per_chunk = 0.0
+        ok(served.cli("model", "pull", REPO, timeout=300))
+        resumed = [r for r in fake.requests if r.startswith("GET") and "bytes=" in r]
+        assert resumed, fake.requests
+    finally:
+        if cli is not None and cli.poll() is None:
+            cli.kill()
+            cli.wait()
         served.stop()
         server.shutdown()
         server.server_close()
