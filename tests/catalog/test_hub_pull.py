@@ -30,6 +30,7 @@ from anvyl.errors import (
 
 MLX_REPO, GGUF_REPO, BARE_REPO = "tiny-org/Tiny-Llama-mlx", "tiny-org/Tiny-GGUF", "tiny-org/bare"
 SPLIT_REPO = "tiny-org/Split-GGUF"
+ODD_REPO = "tiny-org/odd-arch"
 WEIGHTS = "model.safetensors"
 
 
@@ -54,11 +55,21 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     split.mkdir(parents=True)
     write_arch_gguf(split / "Big-Q4_K_M.gguf", arch, vocab, weights, QT.Q8_0, split_max_tensors=12)
     (root / "split" / "Big-Q8_0.gguf").write_bytes((gg / "Tiny-Q8_0.gguf").read_bytes())
+    odd = root / "odd"
+    odd.mkdir()
+    (odd / "config.json").write_text(json.dumps({"model_type": "no-such-arch"}))
+    (odd / WEIGHTS).write_bytes(b"\0" * 4096)
     bare = root / "bare"
     bare.mkdir()
     (bare / "README.md").write_text("weights elsewhere")
     (bare / "pytorch_model.bin").write_bytes(b"\0" * 4096)
-    return {MLX_REPO: mlx, GGUF_REPO: gg, BARE_REPO: bare, SPLIT_REPO: root / "split"}
+    return {
+        MLX_REPO: mlx,
+        GGUF_REPO: gg,
+        BARE_REPO: bare,
+        SPLIT_REPO: root / "split",
+        ODD_REPO: odd,
+    }
 
 
 @pytest.fixture
@@ -162,7 +173,7 @@ def test_corrupted_file_is_detected(hub: tuple[FakeHub, str], tmp_path: Path) ->
 def test_unknown_repo_revision_and_unreachable_hub(
     hub: tuple[FakeHub, str], tmp_path: Path
 ) -> None:
-    _, url = hub
+    fake, url = hub
     pulls = _pulls(tmp_path, url)
     with pytest.raises(NotFound, match="no model repository tiny-org/missing on http"):
         pulls.pull("tiny-org/missing")
@@ -170,6 +181,13 @@ def test_unknown_repo_revision_and_unreachable_hub(
         pulls.pull(f"{MLX_REPO}:v9")
     with pytest.raises(InvalidArgument, match=r"not an MLX model: it has no config\.json"):
         pulls.pull(BARE_REPO)
+    with pytest.raises(ImportFailed, match="no model class for architecture 'no-such-arch'"):
+        pulls.pull(ODD_REPO)
+    assert not [
+        r
+        for r in fake.requests
+        if r.startswith("GET /tiny-org/odd-arch/resolve/") and r.split()[1].endswith(WEIGHTS)
+    ]
     with pytest.raises(InvalidArgument, match="not a Hugging Face repository"):
         pulls.pull("../../etc")
     closed = Pulls(tmp_path / "home", endpoint="http://127.0.0.1:9")

@@ -229,8 +229,10 @@ def _download_all(
         token=token or False, library_name="anvyl", library_version=__version__
     )
     timeout = httpx.Timeout(30.0, read=120.0)
+    # config.json first: a model type mlx-lm cannot load is refused before the weights come.
+    files = sorted(selection.files, key=lambda f: f.name != "config.json")
     with httpx.Client(headers=headers, follow_redirects=True, timeout=timeout) as client:
-        for f in selection.files:
+        for f in files:
             url = hf_hub_url(listing.ref.repo, f.name, revision=listing.commit, endpoint=endpoint)
             step = f"downloading {f.name}"
 
@@ -239,12 +241,13 @@ def _download_all(
 
             download(client, url, f, staging / f.name, on_bytes=on_bytes, cancel=cancel)
             done_before += f.size
+            if selection.kind == "mlx" and f.name == "config.json":
+                _check_mlx_architecture(staging / f.name)
 
 
 def _publish_mlx(
     staging: Path, selection: Selection, dest: Path, model_id: str, provenance: dict[str, Any]
 ) -> ModelInfo:
-    _check_mlx_architecture(staging / "config.json")
     out = dest.parent / f".{dest.name}.pulling"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
