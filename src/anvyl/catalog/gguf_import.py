@@ -13,7 +13,6 @@ place only at the end (so a failure leaves nothing half written):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from anvyl import __version__
+from anvyl.catalog.files import sha256_file
 from anvyl.catalog.gguf_arch import ARCHITECTURES, architecture
 from anvyl.catalog.gguf_convert import (
     TensorSource,
@@ -124,7 +124,7 @@ def import_gguf(
 
     with _staging(dest_dir) as staging:
         report("checksum", 0.05)
-        sha256 = _sha256(gguf_path)  # of the first part of a split file
+        sha256 = sha256_file(gguf_path)  # of the first part of a split file
         source = TensorSource(parts)
         report("converting tensors", 0.15)
         quantization = write_weights(
@@ -204,14 +204,6 @@ def _publish(staging: Path, dest: Path) -> None:
         if dest.exists():
             raise AlreadyExists(f"a model already exists at {dest}; remove it first") from exc
         raise ImportFailed(f"cannot move the imported model into {dest}: {exc}") from exc
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

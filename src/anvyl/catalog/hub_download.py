@@ -16,10 +16,9 @@ from pathlib import Path
 import grpc
 import httpx
 
+from anvyl.catalog.files import CHUNK, digest, sha256_file
 from anvyl.catalog.hub_repo import RepoFile
 from anvyl.errors import AnvylError, ImportFailed, RuntimeUnavailable
-
-CHUNK = 1 << 20
 
 
 class CancelFlag:
@@ -102,16 +101,9 @@ def download(
 
 def _verified(path: Path, file: RepoFile) -> bool:
     if file.sha256:
-        return _digest(path, hashlib.sha256()) == file.sha256.lower()
+        return sha256_file(path) == file.sha256.lower()
     if file.blob_id:
         sha1 = hashlib.sha1(usedforsecurity=False)
         sha1.update(f"blob {path.stat().st_size}\0".encode())
-        return _digest(path, sha1) == file.blob_id.lower()
+        return digest(path, sha1) == file.blob_id.lower()
     return False  # nothing to check against: refuse rather than trust
-
-
-def _digest(path: Path, digest: hashlib._Hash) -> str:
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

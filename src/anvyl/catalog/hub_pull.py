@@ -14,20 +14,19 @@ The token for gated or private repositories is the server's own (`HF_TOKEN`, or 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from anvyl import __version__
-from anvyl.catalog.hub_download import CancelFlag, download
+from anvyl.catalog.files import locked
+from anvyl.catalog.hub_download import CancelFlag, Cancelled, download
 from anvyl.catalog.hub_repo import Listing, RepoRef, Selection, list_repo, parse_ref, select_files
 from anvyl.catalog.ids import derive_model_id, validate_model_id
 from anvyl.catalog.model_info import ModelInfo, describe_model
@@ -131,10 +130,18 @@ class Pulls:
         if job.error is not None:
             raise job.error
         if job.result is None:
-            from anvyl.catalog.hub_download import Cancelled
-
             raise Cancelled("pull cancelled; the shared download goes on for the other pull")
         return job.result
+
+
+_SHARED: dict[Path, Pulls] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_pulls(home: Path) -> Pulls:
+    """This process's one `Pulls` for ANVYL_HOME `home` (the server's, so pulls share)."""
+    with _SHARED_LOCK:
+        return _SHARED.setdefault(Path(home), Pulls(Path(home)))
 
 
 def _pull(
@@ -162,7 +169,7 @@ def _pull(
         )
     staging = models_dir / ".pulls" / f"{ref.repo.replace('/', '--')}@{listing.commit[:12]}"
     staging.mkdir(parents=True, exist_ok=True)
-    with _locked(staging / ".lock"):
+    with locked(staging / ".lock"):  # one pull per folder across processes
         _check_disk(staging, selection)
         share = 0.5 if selection.kind == "gguf" else 0.95
         _download_all(listing, selection, staging, endpoint, token, progress, cancel, share)
@@ -306,17 +313,6 @@ def _import_gguf(
         source_name=f"hf.co/{provenance['source_repo']}/{selection.files[0].name}",
         provenance=provenance,
     )
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One pull per download folder across processes (a second server waits its turn)."""
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _gib(n: int) -> str:
