@@ -35,7 +35,7 @@ from anvyl.catalog.gguf_import import import_gguf
 from anvyl.catalog.gguf_quants import EXACT_TYPES, MLX_BITS
 from anvyl.errors import ImportFailed
 
-PROMPT = [5, 17, 42, 99, 123, 7, 250, 3]
+PROMPT = [(7 * i + 3) % 250 + 3 for i in range(48)]  # long enough for rope scaling and windows
 
 
 @pytest.fixture(scope="module")
