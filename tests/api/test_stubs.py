@@ -35,6 +35,7 @@ def test_proto_package_and_services() -> None:
     assert {m.name for m in services["ModelService"].methods} == {
         "ListModels",
         "ImportModel",
+        "PullModel",
         "RemoveModel",
         "StartModel",
         "ListDeployments",

@@ -136,21 +136,31 @@ def write_tiny_gguf(
             value = llama_cpp_permute(value, HEADS)
         elif name.endswith("k_proj.weight"):
             value = llama_cpp_permute(value, KV_HEADS)
-        gname = gguf_name(name)
-        if raw_override and gname in raw_override:
-            data, raw_type = raw_override[gname]
-            w.add_tensor(gname, data, raw_dtype=raw_type)
-        elif value.ndim == 1 or qtype == QT.F32:
-            w.add_tensor(gname, value)
-        elif qtype == QT.F16:
-            w.add_tensor(gname, value.astype(np.float16))
-        else:
-            w.add_tensor(gname, gguf.quants.quantize(value, qtype), raw_dtype=qtype)
+        add_weight(w, gguf_name(name), value, qtype, raw_override)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def add_weight(
+    w: gguf.GGUFWriter,
+    gname: str,
+    value: np.ndarray,
+    qtype: QT,
+    raw: dict[str, tuple[np.ndarray, QT]] | None = None,
+) -> None:
+    """One tensor as llama.cpp writes it: `raw` blocks if given, else 2-D as `qtype`, 1-D F32."""
+    if raw and gname in raw:
+        data, raw_type = raw[gname]
+        w.add_tensor(gname, data, raw_dtype=raw_type)
+    elif value.ndim == 1 or qtype == QT.F32:
+        w.add_tensor(gname, value)
+    elif qtype == QT.F16:
+        w.add_tensor(gname, value.astype(np.float16))
+    else:
+        w.add_tensor(gname, gguf.quants.quantize(value, qtype), raw_dtype=qtype)
 
 
 def unpermute_np(x: np.ndarray, n_heads: int) -> np.ndarray:

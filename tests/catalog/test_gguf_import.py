@@ -100,7 +100,9 @@ def test_bundled_model_answers_paris(bundled_model: Path) -> None:
 # --- crafted files --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("qtype", [QT.F32, QT.F16, QT.Q8_0, QT.Q4_0, QT.Q4_1], ids=lambda q: q.name)
+@pytest.mark.parametrize(
+    "qtype", [QT.F32, QT.F16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1], ids=lambda q: q.name
+)
 def test_tiny_llama_every_tensor_matches(tmp_path: Path, qtype: QT) -> None:
     src = write_tiny_gguf(tmp_path / "tiny.gguf", qtype=qtype)
     info = import_gguf(src, tmp_path / "models" / "tiny-mlx", model_id="tiny-mlx")
@@ -133,9 +135,12 @@ def test_untied_output_head(tmp_path: Path) -> None:
     assert_every_tensor_matches(src, info.path, HEADS, KV_HEADS)
 
 
-def test_bf16_is_refused(tmp_path: Path) -> None:
+def test_bf16_is_kept_as_bfloat16(tmp_path: Path) -> None:
     src = write_tiny_gguf(tmp_path / "bf16.gguf", qtype=QT.BF16)
-    _assert_refused(src, tmp_path, "BF16")
+    info = import_gguf(src, tmp_path / "out", model_id="bf16-mlx")
+    converted = mx.load(str(info.path / "model.safetensors"))
+    assert converted["model.layers.0.mlp.up_proj.weight"].dtype == mx.bfloat16
+    assert_every_tensor_matches(src, info.path, HEADS, KV_HEADS)
 
 
 def test_tiny_model_loads_in_mlx_lm(tmp_path: Path) -> None:
@@ -211,21 +216,21 @@ def test_truncated_in_the_header(tmp_path: Path) -> None:
 
 
 def test_unsupported_architecture(tmp_path: Path) -> None:
-    src = write_tiny_gguf(tmp_path / "qwen.gguf", arch="qwen2")
-    _assert_refused(src, tmp_path, "architecture 'qwen2'")
+    src = write_tiny_gguf(tmp_path / "falcon.gguf", arch="falcon")
+    _assert_refused(src, tmp_path, "architecture 'falcon'.*llama, qwen2, qwen3, gemma2")
 
 
 def test_unsupported_quantization(tmp_path: Path) -> None:
-    # One tensor as Q4_K (256-element super-blocks of 144 bytes), which MLX cannot load.
+    # One tensor as Q2_K (256-element super-blocks of 84 bytes), which Anvyl does not convert.
     weights = hf_weights()
     weights["model.layers.0.mlp.down_proj.weight"] = np.zeros((64, 256), dtype=np.float32)
-    raw = np.zeros((64, 144), dtype=np.uint8)
+    raw = np.zeros((64, 84), dtype=np.uint8)
     src = write_tiny_gguf(
-        tmp_path / "q4k.gguf",
+        tmp_path / "q2k.gguf",
         weights=weights,
-        raw_override={"blk.0.ffn_down.weight": (raw, QT.Q4_K)},
+        raw_override={"blk.0.ffn_down.weight": (raw, QT.Q2_K)},
     )
-    _assert_refused(src, tmp_path, r"Q4_K \(1 tensors\)")
+    _assert_refused(src, tmp_path, r"Q2_K \(1 tensors\)")
 
 
 def test_failure_mid_conversion_leaves_nothing(

@@ -24,6 +24,7 @@ MODEL_KEYS = [
     "context_length",
     "memory_bytes",
     "source",
+    "origin",
     "path",
     "running",
 ]

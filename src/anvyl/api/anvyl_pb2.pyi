@@ -280,7 +280,7 @@ class StopContainerRequest(_message.Message):
     def __init__(self, container: _Optional[str] = ..., host_id: _Optional[str] = ..., timeout_seconds: _Optional[int] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "path", "source", "architecture", "parameters", "quantization", "size_bytes", "context_length", "memory_bytes", "running")
+    __slots__ = ("id", "path", "source", "architecture", "parameters", "quantization", "size_bytes", "context_length", "memory_bytes", "running", "origin")
     ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -291,6 +291,7 @@ class Model(_message.Message):
     CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     id: str
     path: str
     source: str
@@ -301,7 +302,8 @@ class Model(_message.Message):
     context_length: int
     memory_bytes: int
     running: int
-    def __init__(self, id: _Optional[str] = ..., path: _Optional[str] = ..., source: _Optional[str] = ..., architecture: _Optional[str] = ..., parameters: _Optional[int] = ..., quantization: _Optional[str] = ..., size_bytes: _Optional[int] = ..., context_length: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., running: _Optional[int] = ...) -> None: ...
+    origin: str
+    def __init__(self, id: _Optional[str] = ..., path: _Optional[str] = ..., source: _Optional[str] = ..., architecture: _Optional[str] = ..., parameters: _Optional[int] = ..., quantization: _Optional[str] = ..., size_bytes: _Optional[int] = ..., context_length: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., running: _Optional[int] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -324,6 +326,16 @@ class ImportModelRequest(_message.Message):
     bundled: str
     link: bool
     def __init__(self, path: _Optional[str] = ..., name: _Optional[str] = ..., bundled: _Optional[str] = ..., link: _Optional[bool] = ...) -> None: ...
+
+class PullModelRequest(_message.Message):
+    __slots__ = ("repo", "file", "name")
+    REPO_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    repo: str
+    file: str
+    name: str
+    def __init__(self, repo: _Optional[str] = ..., file: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class ImportModelEvent(_message.Message):
     __slots__ = ("step", "fraction", "model")

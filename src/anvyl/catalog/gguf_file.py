@@ -8,11 +8,13 @@ bad input with an actionable message: not a GGUF file, truncated, unsupported qu
 from __future__ import annotations
 
 import mmap
+import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from anvyl.catalog.gguf_quants import BLOCK_LAYOUT
 from anvyl.errors import ImportFailed
 
 GGUF_MAGIC = b"GGUF"
@@ -27,14 +29,7 @@ GGML_TYPE_NAMES: dict[int, str] = {
     30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
 }  # fmt: skip
 
-# The types MLX's GGUF loader turns into arrays, with (elements per block, bytes per block).
-SUPPORTED_TYPES: dict[str, tuple[int, int]] = {
-    "F32": (1, 4),
-    "F16": (1, 2),
-    "Q4_0": (32, 18),
-    "Q4_1": (32, 20),
-    "Q8_0": (32, 34),
-}
+SUPPORTED_TYPES = BLOCK_LAYOUT  # type -> (elements per block, bytes per block)
 
 # Metadata value types: id -> struct format for scalars (8: string, 9: array).
 _SCALAR_FORMATS = {
@@ -71,7 +66,7 @@ class GGUFHeader:
         return str(self.metadata.get("general.architecture", ""))
 
     def unsupported_types(self) -> dict[str, int]:
-        """Tensor types MLX cannot load, with how many tensors use each."""
+        """Tensor types the import cannot convert, with how many tensors use each."""
         counts: dict[str, int] = {}
         for t in self.tensors:
             if t.type_name not in SUPPORTED_TYPES:
@@ -193,3 +188,32 @@ def _parse(buf: mmap.mmap, path: Path, size: int) -> GGUFHeader:
         # GGUF lists dimensions innermost first; numpy order is the reverse.
         tensors.append(TensorInfo(name, tuple(reversed(dims)), type_name, offset, nbytes))
     return GGUFHeader(version, metadata, tensors, data_offset, size)
+
+
+_SPLIT_RE = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<parts>\d{5})\.gguf$")
+
+
+def read_gguf_parts(path: Path) -> tuple[GGUFHeader, list[tuple[Path, GGUFHeader]]]:
+    """The header of a GGUF file, or of a split one (`-00001-of-0000N`) with its every part.
+
+    Returns the first part's header listing the tensors of all parts, and each part's own
+    header (whose tensor offsets are relative to that part's data).
+    """
+    first = read_gguf_header(path)
+    count = int(first.metadata.get("split.count", 1) or 1)
+    if count <= 1:
+        return first, [(path, first)]
+    m = _SPLIT_RE.match(path.name)
+    if not m or int(m.group("part")) != 1:
+        raise ImportFailed(
+            f"{path.name} is part of a split GGUF file ({count} parts); import its first part, "
+            "named ...-00001-of-0000N.gguf"
+        )
+    names = [f"{m.group('stem')}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+    missing = [n for n in names if not (path.parent / n).is_file()]
+    if missing:
+        raise ImportFailed(f"split GGUF file incomplete: {', '.join(missing)} not found")
+    rest = [(path.parent / n, read_gguf_header(path.parent / n)) for n in names[1:]]
+    parts = [(path, first), *rest]
+    tensors = [t for _, h in parts for t in h.tensors]
+    return replace(first, tensors=tensors), parts

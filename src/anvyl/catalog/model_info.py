@@ -50,6 +50,7 @@ class ModelInfo:
     memory_bytes: int  # estimated memory to serve, see the module docstring
     weights_bytes: int = 0  # bytes of tensor data in the safetensors files
     kv_bytes_per_token: int = 0  # fp16 K+V cache per token of context
+    origin: str = ""  # anvyl.json's source: "hf.co/OWNER/NAME@COMMIT" or the imported file
 
     def estimate_memory(self, context_length: int | None = None) -> int:
         """Memory needed to serve with `context_length` tokens (default: min(ctx, 4096))."""
@@ -141,6 +142,7 @@ def describe_model(path: Path, *, model_id: str, source: str) -> ModelInfo:
         memory_bytes=0,
         weights_bytes=weights_bytes,
         kv_bytes_per_token=_kv_bytes_per_token(cfg),
+        origin=_provenance(path).get("source", ""),
     )
     return _with_memory(info)
 
@@ -199,6 +201,15 @@ def _module_bits(
         if inferred in (2, 3, 4, 5, 6, 8):
             return int(inferred)
     return default_bits
+
+
+def _provenance(path: Path) -> dict[str, Any]:
+    """anvyl.json (written by import and pull), or {} when absent or unreadable."""
+    try:
+        data = json.loads((path / "anvyl.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _quantization_label(path: Path, bits_used: set[int], tensors: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from anvyl.cli.client import (
     connect,
 )
 from anvyl.cli.cluster import print_replicas, replica_json
+from anvyl.cli.model_pull import pull
 from anvyl.cli.output import OutputFormat, OutputOption
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="MLX models served as OpenAI-compatible containers.", context_settings=CONTEXT_SETTINGS
 )
+app.command("pull")(pull)
 
 START_PHASES = {
     "resolving": "Resolving the model",
@@ -49,6 +51,7 @@ def model_json(m: pb.Model) -> dict[str, Any]:
         "context_length": m.context_length or None,
         "memory_bytes": m.memory_bytes,
         "source": m.source,
+        "origin": m.origin,
         "path": m.path,
         "running": m.running,
     }
@@ -128,7 +131,7 @@ def list_models(
                 _parameters_text(m.parameters),
                 m.quantization,
                 output.human_bytes(m.size_bytes),
-                m.source,
+                f"{m.source} ({m.origin})" if m.origin else m.source,
                 str(m.running) if m.running else "-",
             ]
             for m in reply.models

@@ -220,6 +220,30 @@ class ModelServicer(rpc.ModelServiceServicer):
 
         yield from _with_progress(run, event, context)
 
+    def PullModel(
+        self, request: pb.PullModelRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ImportModelEvent]:
+        """Pull a model from the Hugging Face Hub, streaming progress; cancelled with the call."""
+        from anvyl.catalog.hub_pull import shared_pulls
+
+        cancel = threading.Event()
+        context.add_callback(cancel.set)  # the call ends (Ctrl-C too): stop, keep the partial
+
+        def run(progress: Callable[[str, str], None]) -> pb.ImportModelEvent:
+            info = shared_pulls(self.models.home).pull(
+                request.repo,
+                file=request.file,
+                name=request.name,
+                progress=lambda step, fraction: progress(str(fraction), step),
+                cancel=cancel,
+            )
+            return pb.ImportModelEvent(step="pulled", fraction=1.0, model=model_to_pb(info))
+
+        def event(fraction: str, step: str) -> pb.ImportModelEvent:
+            return pb.ImportModelEvent(step=step, fraction=float(fraction))
+
+        yield from _with_progress(run, event, context)
+
     def RemoveModel(
         self, request: pb.RemoveModelRequest, context: grpc.ServicerContext
     ) -> pb.Model:
@@ -296,6 +320,7 @@ def model_to_pb(info: ModelInfo, *, running: int = 0) -> pb.Model:
         context_length=info.context_length or 0,
         memory_bytes=info.memory_bytes,
         running=running,
+        origin=info.origin,
     )
 
 
