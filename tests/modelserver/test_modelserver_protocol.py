@@ -62,7 +62,16 @@ def test_supported_options_pass() -> None:
     refuse_unsupported(request)
 
 
-@pytest.mark.parametrize("extra", [{"echo": True}, {"suffix": "x"}, {"best_of": 3}, {"n": 3}])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"echo": True},
+        {"suffix": "x"},
+        {"best_of": 3},
+        {"n": 3},
+        {"response_format": {"type": "json_object"}},
+    ],
+)
 def test_unsupported_completion_features_are_refused(extra: dict[str, Any]) -> None:
     """Completions refuse echo, suffix, best_of and n."""
     request = CompletionRequest.model_validate({"model": "m", "prompt": "x"} | extra)

@@ -109,6 +109,7 @@ class CompletionRequest(SamplingRequest):
     echo: bool | None = None
     suffix: str | None = None
     best_of: int | None = None
+    response_format: dict[str, Any] | None = None
 
     def requested_max_tokens(self) -> int | None:
         """`max_tokens` (defaults to the server's limit)."""
@@ -132,17 +133,12 @@ def refuse_unsupported(request: SamplingRequest) -> None:
             _refuse("suffix", "suffix (insertion) is not supported")
         if request.best_of is not None and request.best_of > 1:
             _refuse("best_of", "best_of > 1 is not supported")
+        _refuse_response_format(request.response_format)
 
 
 def _refuse_unsupported_chat(request: ChatCompletionRequest) -> None:
     """The chat-only part of `refuse_unsupported`."""
-    fmt = request.response_format
-    if fmt is not None and fmt.get("type", "text") != "text":
-        _refuse(
-            "response_format",
-            f"response_format type {fmt.get('type')!r} (structured output) is not supported;"
-            " this server would return free text, so it refuses instead",
-        )
+    _refuse_response_format(request.response_format)
     if request.tools or request.functions:
         _refuse("tools", "tools and function calling are not supported")
     if request.tool_choice not in (None, "none", "auto") or request.function_call not in (
@@ -161,6 +157,16 @@ def _refuse_unsupported_chat(request: ChatCompletionRequest) -> None:
                         f"messages[{i}].content",
                         f"content parts of type {part.type!r} are not supported; only text",
                     )
+
+
+def _refuse_response_format(fmt: dict[str, Any] | None) -> None:
+    """Refuse structured output (nothing enforces it yet)."""
+    if fmt is not None and fmt.get("type", "text") != "text":
+        _refuse(
+            "response_format",
+            f"response_format type {fmt.get('type')!r} (structured output) is not supported;"
+            " this server would return free text, so it refuses instead",
+        )
 
 
 def _refuse(param: str, message: str) -> None:
