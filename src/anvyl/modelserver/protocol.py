@@ -37,13 +37,79 @@ class ContentPart(OpenAIModel):
     text: str | None = None
 
 
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class FunctionCall(OpenAIModel):
+    """The function of an assistant message's tool call (arguments as JSON text)."""
+
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCall(OpenAIModel):
+    """One tool call of an assistant message sent back in the conversation."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(OpenAIModel):
     """One message of a chat."""
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_calls: list[Any] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class FunctionSpec(OpenAIModel):
+    """A declared function: its name, description and JSON Schema of its arguments."""
+
+    name: Annotated[str, Field(pattern=FUNCTION_NAME)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(OpenAIModel):
+    """One entry of `tools` (function tools only)."""
+
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedFunction(OpenAIModel):
+    """The function a named `tool_choice` forces."""
+
+    name: str
+
+
+class NamedToolChoice(OpenAIModel):
+    """`tool_choice: {"type": "function", "function": {"name": ...}}`."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JSONSchemaFormat(OpenAIModel):
+    """`response_format.json_schema`: a named schema (`strict` changes nothing: always enforced)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(OpenAIModel):
+    """`response_format`: text, any JSON object, or JSON matching a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
 
 
 class SamplingRequest(OpenAIModel):
@@ -91,9 +157,10 @@ class ChatCompletionRequest(SamplingRequest):
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    response_format: dict[str, Any] | None = None
-    tools: list[Any] | None = None
-    tool_choice: Any = None
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
     function_call: Any = None
 
@@ -109,7 +176,7 @@ class CompletionRequest(SamplingRequest):
     echo: bool | None = None
     suffix: str | None = None
     best_of: int | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
 
     def requested_max_tokens(self) -> int | None:
         """`max_tokens` (defaults to the server's limit)."""
@@ -133,23 +200,19 @@ def refuse_unsupported(request: SamplingRequest) -> None:
             _refuse("suffix", "suffix (insertion) is not supported")
         if request.best_of is not None and request.best_of > 1:
             _refuse("best_of", "best_of > 1 is not supported")
-        _refuse_response_format(request.response_format)
 
 
 def _refuse_unsupported_chat(request: ChatCompletionRequest) -> None:
     """The chat-only part of `refuse_unsupported`."""
-    _refuse_response_format(request.response_format)
-    if request.tools or request.functions:
-        _refuse("tools", "tools and function calling are not supported")
-    if request.tool_choice not in (None, "none", "auto") or request.function_call not in (
-        None,
-        "none",
-        "auto",
-    ):
-        _refuse("tool_choice", "tool_choice is not supported (tools are not supported)")
+    if request.functions or request.function_call not in (None, "none", "auto"):
+        _refuse(
+            "functions", "the legacy functions/function_call fields are not supported; use tools"
+        )
+    if request.tools and request.response_format and request.response_format.type != "text":
+        _refuse("response_format", "response_format together with tools is not supported")
     for i, message in enumerate(request.messages):
-        if message.role in ("tool", "function") or message.tool_calls:
-            _refuse(f"messages[{i}]", "tool messages and tool calls are not supported")
+        if message.role == "function":
+            _refuse(f"messages[{i}]", "role 'function' (legacy) is not supported; use 'tool'")
         if isinstance(message.content, list):
             for part in message.content:
                 if part.type != "text" or part.text is None:
@@ -157,16 +220,6 @@ def _refuse_unsupported_chat(request: ChatCompletionRequest) -> None:
                         f"messages[{i}].content",
                         f"content parts of type {part.type!r} are not supported; only text",
                     )
-
-
-def _refuse_response_format(fmt: dict[str, Any] | None) -> None:
-    """Refuse structured output (nothing enforces it yet)."""
-    if fmt is not None and fmt.get("type", "text") != "text":
-        _refuse(
-            "response_format",
-            f"response_format type {fmt.get('type')!r} (structured output) is not supported;"
-            " this server would return free text, so it refuses instead",
-        )
 
 
 def _refuse(param: str, message: str) -> None:

@@ -19,12 +19,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from anvyl import __version__
 from anvyl.modelserver.config import ServerConfig
 from anvyl.modelserver.engine import AsyncEvents, Engine, FinishEvent, GenerationRequest
 from anvyl.modelserver.errors import APIError, InvalidRequest, ModelNotFound, Unavailable
 from anvyl.modelserver.limits import max_new_tokens
-from anvyl.modelserver.lmstudio.protocol import stop_reason
 from anvyl.modelserver.loader import ModelInfo
 from anvyl.modelserver.protocol import (
     ChatCompletionRequest,
@@ -34,15 +32,15 @@ from anvyl.modelserver.protocol import (
     ModelCard,
     ModelList,
     SamplingRequest,
-    Stats,
-    Usage,
-    chat_messages,
-    new_id,
     now,
     refuse_unsupported,
 )
+from anvyl.modelserver.render import Renderer
 from anvyl.modelserver.sampling import SamplingParams
 from anvyl.modelserver.streaming import SSE_DONE, sse_event
+from anvyl.modelserver.structured import plan_tools, response_grammar
+from anvyl.modelserver.tool_prompt import template_messages
+from anvyl.modelserver.tools import FORMATS, ToolFormat, detect_tool_format
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away first"
@@ -59,11 +57,20 @@ class ServerState:
     created: int = field(default_factory=now)
     draining: bool = False
     tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
+    _tool_format: str | None = None
 
     def model_info(self) -> ModelInfo | None:
         """The loaded model's info, else what config.json said."""
         loaded = self.engine.loaded
         return loaded.info if loaded is not None else self.info
+
+    def tool_format(self) -> str:
+        """The tool-call format of the model's chat template (`generic` without tools)."""
+        if self._tool_format is None:
+            loaded = self.engine.loaded
+            template = getattr(loaded.tokenizer, "chat_template", None) if loaded else None
+            self._tool_format = detect_tool_format(template)
+        return self._tool_format
 
     def context_length(self) -> int:
         """The served context length (model's, capped by --ctx)."""
@@ -302,11 +309,33 @@ async def _chat(request: Request, *, lmstudio: bool) -> Response:
     check_model(state, body.model)
     refuse_unsupported(body)
     check_ready(state)
-    messages = chat_messages(body)
+    fmt = FORMATS[state.tool_format()]
+    grammars = state.engine.grammars
+    plan = await run_in_threadpool(plan_tools, body, fmt.name, grammars) if body.tools else None
+    if plan is None:
+        plan = plan_tools(body, fmt.name, None)  # validates tool_choice without tools
+    messages, extra = template_messages(body, fmt, with_tools=plan is not None)
     prompt = await tokenize(
-        state, lambda tok: tok.apply_chat_template(messages, add_generation_prompt=True)
+        state, lambda tok: tok.apply_chat_template(messages, add_generation_prompt=True, **extra)
     )
-    return await _generate(request, state, body, prompt, chat=True, lmstudio=lmstudio)
+    if plan is not None:
+        grammar = await constrain(state, plan.grammar, "tools")
+    else:
+        grammar = await constrain(state, response_grammar(body.response_format), "response_format")
+    return await _generate(
+        request, state, body, prompt, chat=True, lmstudio=lmstudio, grammar=grammar,
+        tools=plan.fmt if plan else None,
+    )  # fmt: skip
+
+
+async def constrain(state: ServerState, grammar: str | None, param: str) -> Any:
+    """The token-mask processor of `grammar` (None for free text); a 400 naming `param`."""
+    if grammar is None:
+        return None
+    grammars = state.engine.grammars
+    if grammars is None:
+        raise InvalidRequest("this model server cannot constrain its output", param=param)
+    return await run_in_threadpool(grammars.processor, grammar, param)
 
 
 async def _completion(request: Request, *, lmstudio: bool) -> Response:
@@ -331,7 +360,10 @@ async def _completion(request: Request, *, lmstudio: bool) -> Response:
             raise InvalidRequest("the prompt contains a token id out of range", param="prompt")
     if not prompt:
         raise InvalidRequest("the prompt is empty", param="prompt")
-    return await _generate(request, state, body, prompt, chat=False, lmstudio=lmstudio)
+    grammar = await constrain(state, response_grammar(body.response_format), "response_format")
+    return await _generate(
+        request, state, body, prompt, chat=False, lmstudio=lmstudio, grammar=grammar
+    )
 
 
 async def _generate(
@@ -342,6 +374,8 @@ async def _generate(
     *,
     chat: bool,
     lmstudio: bool,
+    grammar: Any = None,
+    tools: ToolFormat | None = None,
 ) -> Response:
     """Budget, submit and answer (JSON or SSE)."""
     loaded = state.engine.loaded
@@ -359,10 +393,12 @@ async def _generate(
         sink=events.sink,
         sampling=sampling_params(state, body, loaded.vocab_size),
         stop=body.stop_list(),
+        grammar=grammar,
     )
     state.engine.submit(gen)
-    render = _Renderer(state, chat=chat, lmstudio=lmstudio, include_usage=body.include_usage())
+    render = Renderer(state, chat=chat, lmstudio=lmstudio, include_usage=body.include_usage())
     render.stop = gen.stop
+    render.tools = tools
     if body.stream:
         return StreamingResponse(
             _stream(request, state, gen, events, render),
@@ -395,7 +431,7 @@ async def _stream(
     state: ServerState,
     gen: GenerationRequest,
     events: AsyncEvents,
-    render: _Renderer,
+    render: Renderer,
 ) -> AsyncIterator[bytes]:
     """SSE chunks of one request; a disconnect cancels the generation."""
     watcher = asyncio.create_task(_watch_disconnect(request, state.engine, gen.id))
@@ -404,6 +440,8 @@ async def _stream(
             yield sse_event(render.chunk({"role": "assistant", "content": ""}))
         async for event in events:
             if isinstance(event, FinishEvent):
+                for delta in render.stream_end():
+                    yield sse_event(render.chunk(delta))
                 if event.reason in ("error", "cancelled"):
                     err = APIError(event.error or "the generation was cancelled")
                     yield sse_event(err.body())
@@ -412,7 +450,8 @@ async def _stream(
                     if render.include_usage:
                         yield sse_event(render.usage_chunk(event))
             else:
-                yield sse_event(render.chunk(event.text))
+                for delta in render.deltas(event.text):
+                    yield sse_event(render.chunk(delta))
         yield SSE_DONE
     finally:
         watcher.cancel()
@@ -426,88 +465,3 @@ async def _watch_disconnect(request: Request, engine: Engine, request_id: str) -
         if message["type"] == "http.disconnect":
             engine.cancel(request_id)
             return True
-
-
-class _Renderer:
-    """Builds response bodies and chunks for one request."""
-
-    def __init__(
-        self, state: ServerState, *, chat: bool, lmstudio: bool, include_usage: bool
-    ) -> None:
-        self.state = state
-        self.chat = chat
-        self.lmstudio = lmstudio
-        self.include_usage = include_usage
-        self.id = new_id("chatcmpl" if chat else "cmpl")
-        self.created = now()
-        self.model = state.config.model_id
-        self.stop: tuple[str, ...] = ()
-
-    def _head(self, obj: str) -> dict[str, Any]:
-        """Fields every body starts with."""
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
-
-    def whole(self, text: str, finish: FinishEvent) -> dict[str, Any]:
-        """A non-streaming response."""
-        usage = Usage.of(finish.prompt_tokens, finish.completion_tokens).model_dump()
-        if self.chat:
-            choice = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": finish.reason,
-            }
-            out = self._head("chat.completion") | {"choices": [choice], "usage": usage}
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish.reason}
-            out = self._head("text_completion") | {"choices": [choice], "usage": usage}
-        if self.lmstudio:
-            out |= self._lmstudio_extras(finish)
-        return out
-
-    def chunk(self, delta: Any, finish: FinishEvent | None = None) -> dict[str, Any]:
-        """One streaming chunk: `delta` text or dict, or the finishing chunk."""
-        reason = finish.reason if finish else None
-        if self.chat:
-            if isinstance(delta, str):
-                delta = {"content": delta}
-            choice = {"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": reason}
-            out = self._head("chat.completion.chunk") | {"choices": [choice]}
-        else:
-            choice = {"index": 0, "text": delta or "", "logprobs": None, "finish_reason": reason}
-            out = self._head("text_completion") | {"choices": [choice]}
-        if self.include_usage:
-            out["usage"] = None
-        if finish is not None and self.lmstudio:
-            out |= self._lmstudio_extras(finish)
-        return out
-
-    def usage_chunk(self, finish: FinishEvent) -> dict[str, Any]:
-        """The final usage-only chunk of `stream_options.include_usage`."""
-        obj = "chat.completion.chunk" if self.chat else "text_completion"
-        usage = Usage.of(finish.prompt_tokens, finish.completion_tokens).model_dump()
-        return self._head(obj) | {"choices": [], "usage": usage}
-
-    def _lmstudio_extras(self, finish: FinishEvent) -> dict[str, Any]:
-        """LM Studio's `stats`, `model_info` and `runtime`."""
-        info = self.state.model_info()
-        stats = Stats(
-            tokens_per_second=round(finish.tokens_per_second, 3),
-            time_to_first_token=round(finish.time_to_first_token, 4),
-            generation_time=round(finish.generation_time, 4),
-            stop_reason=stop_reason(finish, self.stop, user_stopped=False),
-        )
-        return {
-            "stats": stats.model_dump(),
-            "model_info": {
-                "arch": info.arch if info else "unknown",
-                "quant": info.quantization if info else "unknown",
-                "format": "mlx",
-                "context_length": info.context_length if info else 0,
-            },
-            "runtime": {
-                "name": "anvyl-mlx",
-                "version": __version__,
-                "supported_formats": ["mlx"],
-            },
-        }
