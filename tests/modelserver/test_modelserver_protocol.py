@@ -26,12 +26,8 @@ BASE: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
         ({"top_logprobs": 2}, "top_logprobs"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
-        ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
-        ({"tools": [{"type": "function"}]}, "tools"),
-        ({"functions": [{"name": "f"}]}, "tools"),
-        ({"tool_choice": "required"}, "tool_choice"),
-        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0]"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"messages": [{"role": "function", "content": "x"}]}, "messages[0]"),
         (
             {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
             "messages[0].content",
@@ -69,7 +65,6 @@ def test_supported_options_pass() -> None:
         {"suffix": "x"},
         {"best_of": 3},
         {"n": 3},
-        {"response_format": {"type": "json_object"}},
     ],
 )
 def test_unsupported_completion_features_are_refused(extra: dict[str, Any]) -> None:
