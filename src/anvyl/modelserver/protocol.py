@@ -290,6 +290,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "anvyl"
+    tool_format: str | None = None  # how the model writes tool calls (see tools.py)
 
 
 class ModelList(BaseModel):
@@ -314,6 +315,7 @@ class LMStudioModel(BaseModel):
     loaded_context_length: int | None = None
     loaded_dtype: str | None = None
     memory_limit: str | None = None
+    tool_format: str | None = None
 
 
 class LMStudioModelList(BaseModel):

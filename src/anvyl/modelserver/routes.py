@@ -64,11 +64,11 @@ class ServerState:
         loaded = self.engine.loaded
         return loaded.info if loaded is not None else self.info
 
-    def tool_format(self) -> str:
+    def tool_format(self) -> str | None:
         """The tool-call format of the model's chat template (`generic` without tools)."""
-        if self._tool_format is None:
-            loaded = self.engine.loaded
-            template = getattr(loaded.tokenizer, "chat_template", None) if loaded else None
+        loaded = self.engine.loaded
+        if self._tool_format is None and loaded is not None:
+            template = getattr(loaded.tokenizer, "chat_template", None)
             self._tool_format = detect_tool_format(template)
         return self._tool_format
 
@@ -130,7 +130,10 @@ async def metrics(request: Request) -> Response:
 async def list_models(request: Request) -> ModelList:
     """The one served model."""
     state = state_of(request)
-    return ModelList(data=[ModelCard(id=state.config.model_id, created=state.created)])
+    card = ModelCard(
+        id=state.config.model_id, created=state.created, tool_format=state.tool_format()
+    )
+    return ModelList(data=[card])
 
 
 @api_router.get("/v1/models/{model_id:path}")
@@ -138,7 +141,7 @@ async def get_model(model_id: str, request: Request) -> ModelCard:
     """The served model, or 404."""
     state = state_of(request)
     check_model(state, model_id)
-    return ModelCard(id=model_id, created=state.created)
+    return ModelCard(id=model_id, created=state.created, tool_format=state.tool_format())
 
 
 @api_router.get("/api/v0/models")
@@ -173,6 +176,7 @@ def lmstudio_model(state: ServerState) -> LMStudioModel:
         loaded_context_length=loaded.info.context_length if loaded else None,
         loaded_dtype=loaded.dtype if loaded else None,
         memory_limit=state.config.memory_limit,
+        tool_format=state.tool_format(),
     )
 
 
@@ -309,7 +313,7 @@ async def _chat(request: Request, *, lmstudio: bool) -> Response:
     check_model(state, body.model)
     refuse_unsupported(body)
     check_ready(state)
-    fmt = FORMATS[state.tool_format()]
+    fmt = FORMATS[state.tool_format() or "generic"]
     grammars = state.engine.grammars
     plan = await run_in_threadpool(plan_tools, body, fmt.name, grammars) if body.tools else None
     if plan is None:
