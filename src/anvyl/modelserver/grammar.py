@@ -35,19 +35,43 @@ MAX_CACHED_GRAMMARS = 128
 _UNIMPLEMENTED = re.compile(r"Unimplemented keys: \[([^\]]*)\]")
 
 
+def closed_objects(schema: Any) -> Any:
+    """`schema` with `additionalProperties: false` where an object lists properties and is silent.
+
+    Only narrows: whatever the narrowed schema accepts, the schema as sent accepts too. It keeps a
+    small model from inventing keys until `max_tokens`. Subschemas of `allOf` are left alone
+    (closing them would reject the other branches' properties).
+    """
+    if isinstance(schema, list):
+        return [closed_objects(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: v if k in ("allOf", "const", "enum", "default", "examples") else closed_objects(v)
+           for k, v in schema.items()}  # fmt: skip
+    if isinstance(schema.get("properties"), dict) and not (
+        {"additionalProperties", "patternProperties", "unevaluatedProperties", "allOf"}
+        & set(schema)
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
 def json_schema_grammar(schema: dict[str, Any]) -> str:
     """The llguidance grammar (text) for a JSON schema, compact."""
     import llguidance
 
     try:
-        return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS)
+        return llguidance.LLMatcher.grammar_from_json_schema(
+            closed_objects(schema), defaults=JSON_OPTIONS
+        )
     except ValueError as exc:
         raise InvalidRequest(f"invalid JSON schema: {exc}", param="response_format") from None
 
 
 def lark_json(schema: dict[str, Any]) -> str:
-    """`%json {...}`: a JSON schema inside a Lark grammar (compact, as `json_schema_grammar`)."""
-    return "%json " + json.dumps({**schema, "x-guidance": JSON_OPTIONS}, separators=(",", ":"))
+    """`%json {...}`: a JSON schema inside a Lark grammar (as `json_schema_grammar`)."""
+    closed = {**closed_objects(schema), "x-guidance": JSON_OPTIONS}
+    return "%json " + json.dumps(closed, separators=(",", ":"))
 
 
 def lark_grammar(lark: str) -> str:
