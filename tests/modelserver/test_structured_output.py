@@ -18,7 +18,7 @@ import pytest
 from modelserver_harness import MODEL_ID, RunningServer
 from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel
-from structured_schemas import MODELS
+from structured_cases import MODELS
 
 FREE_PROMPTS = [
     "What is the capital of France?",

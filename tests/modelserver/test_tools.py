@@ -18,31 +18,8 @@ import jsonschema
 import openai
 import pytest
 from modelserver_harness import MODEL_ID, RunningServer, start_server, stop_server
+from structured_cases import SCHEMAS, TOOLS, assemble
 
-WEATHER = {
-    "type": "object",
-    "properties": {"city": {"type": "string", "maxLength": 20}, "unit": {"enum": ["c", "f"]}},
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
-ADD = {
-    "type": "object",
-    "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-    "required": ["a", "b"],
-    "additionalProperties": False,
-}
-TIME = {
-    "type": "object",
-    "properties": {"zone": {"type": "string", "maxLength": 20}},
-    "required": ["zone"],
-    "additionalProperties": False,
-}
-SCHEMAS = {"get_weather": WEATHER, "add": ADD, "get_time": TIME}
-TOOLS: list[Any] = [
-    {"type": "function", "function": {"name": name, "description": name.replace("_", " "),
-                                      "parameters": schema}}
-    for name, schema in SCHEMAS.items()
-]  # fmt: skip
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 HERMES_TEMPLATE = (
@@ -128,24 +105,6 @@ def test_tool_choice_none_answers_in_text(client: openai.OpenAI) -> None:
     r = call(client, tool_choice="none", max_tokens=20)
     assert r.choices[0].message.tool_calls is None
     assert r.choices[0].message.content
-
-
-def assemble(stream: Any) -> tuple[dict[int, dict[str, str]], str | None, str]:
-    """Tool calls, finish reason and text assembled from a chat stream."""
-    calls: dict[int, dict[str, str]] = {}
-    reason, text = None, ""
-    for chunk in stream:
-        if not chunk.choices:
-            continue
-        choice = chunk.choices[0]
-        reason = choice.finish_reason or reason
-        text += choice.delta.content or ""
-        for d in choice.delta.tool_calls or []:
-            if d.id is not None:  # the first delta of a call: index, id and name
-                assert d.index not in calls and d.function and d.function.name
-                calls[d.index] = {"id": d.id, "name": d.function.name, "arguments": ""}
-            calls[d.index]["arguments"] += (d.function.arguments if d.function else None) or ""
-    return calls, reason, text
 
 
 def test_streamed_calls_equal_the_whole_answer(client: openai.OpenAI) -> None:

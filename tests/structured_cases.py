@@ -1,9 +1,13 @@
-"""Twenty-odd varied pydantic models for structured-output tests (bounded so a tiny model ends)."""
+"""Cases shared by the structured-output and tool tests (model server and gateway).
+
+Twenty-odd varied pydantic models (bounded so a tiny model ends), three function tools and a
+helper that assembles a streamed chat answer.
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -137,3 +141,46 @@ MODELS: list[type[BaseModel]] = [
     Person, Flags, Paint, Size, Temperature, Tags, Scores, Customer, Order, MaybeNote,
     IntOrText, Line, Book, Answer, Household, Matrix, Event, Shape, Pet, Address, Point,
 ]  # fmt: skip
+
+WEATHER = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 20}, "unit": {"enum": ["c", "f"]}},
+    "required": ["city", "unit"],
+    "additionalProperties": False,
+}
+ADD = {
+    "type": "object",
+    "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+    "required": ["a", "b"],
+    "additionalProperties": False,
+}
+TIME = {
+    "type": "object",
+    "properties": {"zone": {"type": "string", "maxLength": 20}},
+    "required": ["zone"],
+    "additionalProperties": False,
+}
+SCHEMAS = {"get_weather": WEATHER, "add": ADD, "get_time": TIME}
+TOOLS: list[Any] = [
+    {"type": "function", "function": {"name": name, "description": name.replace("_", " "),
+                                      "parameters": schema}}
+    for name, schema in SCHEMAS.items()
+]  # fmt: skip
+
+
+def assemble(stream: Any) -> tuple[dict[int, dict[str, str]], str | None, str]:
+    """Tool calls, finish reason and text assembled from a chat stream."""
+    calls: dict[int, dict[str, str]] = {}
+    reason, text = None, ""
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        reason = choice.finish_reason or reason
+        text += choice.delta.content or ""
+        for d in choice.delta.tool_calls or []:
+            if d.id is not None:  # the first delta of a call: index, id and name
+                assert d.index not in calls and d.function and d.function.name
+                calls[d.index] = {"id": d.id, "name": d.function.name, "arguments": ""}
+            calls[d.index]["arguments"] += (d.function.arguments if d.function else None) or ""
+    return calls, reason, text
