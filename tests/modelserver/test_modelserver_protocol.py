@@ -23,8 +23,6 @@ BASE: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"n": 2}, "n"),
-        ({"logprobs": True}, "logprobs"),
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"functions": [{"name": "f"}]}, "functions"),
         ({"messages": [{"role": "function", "content": "x"}]}, "messages[0]"),
@@ -64,7 +62,6 @@ def test_supported_options_pass() -> None:
         {"echo": True},
         {"suffix": "x"},
         {"best_of": 3},
-        {"n": 3},
     ],
 )
 def test_unsupported_completion_features_are_refused(extra: dict[str, Any]) -> None:

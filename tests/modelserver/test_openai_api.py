@@ -398,9 +398,9 @@ BAD_INPUTS: list[tuple[str, str, Any, int, str | None]] = [
         "tools.0.function.name",
     ),
     ("tool-choice-without-tools", CHAT, OK_CHAT | {"tool_choice": "required"}, 400, "tool_choice"),
-    ("n-two", CHAT, OK_CHAT | {"n": 2}, 400, "n"),
-    ("logprobs", CHAT, OK_CHAT | {"logprobs": True}, 400, "logprobs"),
-    ("top-logprobs", CHAT, OK_CHAT | {"top_logprobs": 3}, 400, "top_logprobs"),
+    ("n-over-limit", CHAT, OK_CHAT | {"n": 9}, 400, "n"),
+    ("top-logprobs-over-20", CHAT, OK_CHAT | {"logprobs": True, "top_logprobs": 21}, 400, None),
+    ("top-logprobs-alone", CHAT, OK_CHAT | {"top_logprobs": 3}, 400, "top_logprobs"),
     (
         "image-part",
         CHAT,

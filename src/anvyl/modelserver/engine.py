@@ -25,7 +25,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from anvyl.modelserver.errors import QueueFull, Unavailable
@@ -33,6 +33,7 @@ from anvyl.modelserver.events import AsyncEvents as AsyncEvents  # re-exported
 from anvyl.modelserver.events import Event, FinishEvent, FinishReason, GenerationRequest, TextEvent
 from anvyl.modelserver.grammar import Grammars
 from anvyl.modelserver.loader import LoadedModel, ModelLoader, release_free_memory
+from anvyl.modelserver.logprobs import token_logprob
 from anvyl.modelserver.metrics import Metrics
 from anvyl.modelserver.prefix_cache import DEFAULT_MAX_BYTES, PrefixCache
 from anvyl.modelserver.sampling import make_logits_processors, make_sampler
@@ -62,6 +63,7 @@ class _Sequence:
     tokens: int = 0
     first_token_at: float = 0.0
     last_token_at: float = 0.0
+    pending: list[dict[str, Any]] = field(default_factory=list)  # logprobs not yet sent
 
 
 class Engine:
@@ -363,11 +365,15 @@ class Engine:
                 detok.add_token(r.token)
                 if r.finish_reason is not None:
                     detok.finalize()
+            if seq.request.logprobs is not None and r.finish_reason != "stop":
+                top = seq.request.logprobs
+                seq.pending.append(token_logprob(self.loaded.tokenizer, r.logprobs, r.token, top))
             text, matched = seq.stopper.feed(detok.last_segment)
             if r.finish_reason is not None and not matched:
                 text += seq.stopper.flush()
-            if text:
-                self._emit(seq.request, TextEvent(text))
+            if text or (seq.pending and (matched or r.finish_reason is not None)):
+                self._emit(seq.request, TextEvent(text, tuple(seq.pending)))
+                seq.pending.clear()
             if matched:
                 if r.finish_reason is None:
                     to_remove.append(r.uid)

@@ -20,9 +20,10 @@ FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 @dataclass(frozen=True)
 class TextEvent:
-    """New text of one request (never empty)."""
+    """New text of one request, with its tokens' log probabilities when they were asked for."""
 
     text: str
+    logprobs: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     # A `grammar.GrammarProcessor`: the token mask of structured output and tool calls.
     grammar: Any = None
+    # Log probabilities per token: None for none, else how many alternatives (0-20) to give.
+    logprobs: int | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     submitted_at: float = field(default_factory=time.perf_counter)
 

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from anvyl.modelserver.errors import InvalidRequest
 
 MAX_STOP_SEQUENCES = 16
+MAX_CHOICES = 8  # `n`: choices per request
+MAX_TOP_LOGPROBS = 20
 
 
 class OpenAIModel(BaseModel):
@@ -123,12 +125,12 @@ class SamplingRequest(OpenAIModel):
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: Annotated[int, Field(ge=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
-    logprobs: Any = None
-    top_logprobs: int | None = None
+    logprobs: bool | Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -146,6 +148,15 @@ class SamplingRequest(OpenAIModel):
         if self.stop is None:
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    def logprob_count(self) -> int | None:
+        """None without logprobs, else how many alternatives per token (chat: `top_logprobs`,
+        completions: the integer `logprobs`)."""
+        if self.logprobs is None or self.logprobs is False:
+            return None
+        if self.logprobs is True:
+            return self.top_logprobs or 0
+        return int(self.logprobs)
 
     def include_usage(self) -> bool:
         """Whether a streaming response ends with a usage chunk."""
@@ -185,12 +196,8 @@ class CompletionRequest(SamplingRequest):
 
 def refuse_unsupported(request: SamplingRequest) -> None:
     """Raise `InvalidRequest` naming the first requested feature the server does not implement."""
-    if request.n is not None and request.n > 1:
-        _refuse("n", "n > 1 (several choices per request) is not supported; send n=1")
-    if request.logprobs not in (None, False, 0):
-        _refuse("logprobs", "logprobs are not supported")
-    if request.top_logprobs:
-        _refuse("top_logprobs", "top_logprobs are not supported")
+    if request.top_logprobs and request.logprobs is not True:
+        _refuse("top_logprobs", "top_logprobs needs logprobs: true")
     if isinstance(request, ChatCompletionRequest):
         _refuse_unsupported_chat(request)
     elif isinstance(request, CompletionRequest):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from anvyl import __version__
 from anvyl.modelserver.events import FinishEvent
 from anvyl.modelserver.lmstudio.protocol import stop_reason
+from anvyl.modelserver.logprobs import completion_logprobs
 from anvyl.modelserver.protocol import Stats, Usage, new_id, now
 from anvyl.modelserver.tools import CallParser, ToolFormat
 
@@ -23,9 +24,10 @@ class Renderer:
     """Builds response bodies and chunks for one request."""
 
     def __init__(
-        self, state: ServerState, *, chat: bool, lmstudio: bool, include_usage: bool
+        self, state: ServerState, *, chat: bool, lmstudio: bool, include_usage: bool, index: int = 0
     ) -> None:
         self.state = state
+        self.index = index
         self.chat = chat
         self.lmstudio = lmstudio
         self.include_usage = include_usage
@@ -41,8 +43,16 @@ class Renderer:
         """Fields every body starts with."""
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
-    def whole(self, text: str, finish: FinishEvent) -> dict[str, Any]:
-        """A non-streaming response."""
+    def _logprobs(self, entries: list[dict[str, Any]] | None) -> Any:
+        """A choice's `logprobs` for `entries` (None when not asked for)."""
+        if entries is None:
+            return None
+        return {"content": entries} if self.chat else completion_logprobs(entries)
+
+    def whole(
+        self, text: str, finish: FinishEvent, logprobs: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """A non-streaming response (one choice: this renderer's)."""
         usage = Usage.of(finish.prompt_tokens, finish.completion_tokens).model_dump()
         if self.chat:
             message: dict[str, Any] = {"role": "assistant", "content": text}
@@ -56,14 +66,15 @@ class Renderer:
                         _call(c.id, c.name, c.arguments) for c in calls]}  # fmt: skip
                     reason = "tool_calls" if finish.reason == "stop" else finish.reason
             choice = {
-                "index": 0,
+                "index": self.index,
                 "message": message,
-                "logprobs": None,
+                "logprobs": self._logprobs(logprobs),
                 "finish_reason": reason,
             }
             out = self._head("chat.completion") | {"choices": [choice], "usage": usage}
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish.reason}
+            choice = {"index": self.index, "text": text, "logprobs": self._logprobs(logprobs),
+                      "finish_reason": finish.reason}  # fmt: skip
             out = self._head("text_completion") | {"choices": [choice], "usage": usage}
         if self.lmstudio:
             out |= self._lmstudio_extras(finish)
@@ -101,7 +112,12 @@ class Renderer:
             return [parser.text]
         return []
 
-    def chunk(self, delta: Any, finish: FinishEvent | None = None) -> dict[str, Any]:
+    def chunk(
+        self,
+        delta: Any,
+        finish: FinishEvent | None = None,
+        logprobs: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         """One streaming chunk: `delta` text or dict, or the finishing chunk."""
         reason: str | None = finish.reason if finish else None
         parser = self._parser
@@ -110,10 +126,12 @@ class Renderer:
         if self.chat:
             if isinstance(delta, str):
                 delta = {"content": delta}
-            choice = {"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": reason}
+            choice = {"index": self.index, "delta": delta or {},
+                      "logprobs": self._logprobs(logprobs), "finish_reason": reason}  # fmt: skip
             out = self._head("chat.completion.chunk") | {"choices": [choice]}
         else:
-            choice = {"index": 0, "text": delta or "", "logprobs": None, "finish_reason": reason}
+            choice = {"index": self.index, "text": delta or "",
+                      "logprobs": self._logprobs(logprobs), "finish_reason": reason}  # fmt: skip
             out = self._head("text_completion") | {"choices": [choice]}
         if self.include_usage:
             out["usage"] = None
@@ -121,10 +139,11 @@ class Renderer:
             out |= self._lmstudio_extras(finish)
         return out
 
-    def usage_chunk(self, finish: FinishEvent) -> dict[str, Any]:
-        """The final usage-only chunk of `stream_options.include_usage`."""
+    def usage_chunk(self, finishes: list[FinishEvent]) -> dict[str, Any]:
+        """The final usage-only chunk of `stream_options.include_usage` (all choices)."""
         obj = "chat.completion.chunk" if self.chat else "text_completion"
-        usage = Usage.of(finish.prompt_tokens, finish.completion_tokens).model_dump()
+        completion = sum(f.completion_tokens for f in finishes)
+        usage = Usage.of(finishes[0].prompt_tokens, completion).model_dump()
         return self._head(obj) | {"choices": [], "usage": usage}
 
     def _lmstudio_extras(self, finish: FinishEvent) -> dict[str, Any]:

@@ -7,22 +7,21 @@ is an `APIError`, rendered in OpenAI's shape by the handlers in `app.py`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from anvyl.modelserver.answer import generate
 from anvyl.modelserver.config import ServerConfig
-from anvyl.modelserver.engine import AsyncEvents, Engine, FinishEvent, GenerationRequest
+from anvyl.modelserver.engine import Engine
 from anvyl.modelserver.errors import APIError, InvalidRequest, ModelNotFound, Unavailable
-from anvyl.modelserver.limits import max_new_tokens
 from anvyl.modelserver.loader import ModelInfo
 from anvyl.modelserver.protocol import (
     ChatCompletionRequest,
@@ -31,19 +30,14 @@ from anvyl.modelserver.protocol import (
     LMStudioModelList,
     ModelCard,
     ModelList,
-    SamplingRequest,
     now,
     refuse_unsupported,
 )
-from anvyl.modelserver.render import Renderer
-from anvyl.modelserver.sampling import SamplingParams
-from anvyl.modelserver.streaming import SSE_DONE, sse_event
 from anvyl.modelserver.structured import plan_tools, response_grammar
 from anvyl.modelserver.tool_prompt import template_messages
-from anvyl.modelserver.tools import FORMATS, ToolFormat, detect_tool_format
+from anvyl.modelserver.tools import FORMATS, detect_tool_format
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away first"
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
@@ -247,30 +241,6 @@ def validation_error(errors: Any) -> InvalidRequest:
     return InvalidRequest(f"Invalid request: {where}{first.get('msg')}{more}", param=param)
 
 
-def sampling_params(state: ServerState, body: SamplingRequest, vocab_size: int) -> SamplingParams:
-    """The engine's sampling parameters for a request."""
-    bias: dict[int, float] = {}
-    for key, value in (body.logit_bias or {}).items():
-        try:
-            token = int(key)
-        except ValueError:
-            raise InvalidRequest(
-                f"logit_bias key {key!r} is not a token id", param="logit_bias"
-            ) from None
-        if not 0 <= token < vocab_size:
-            raise InvalidRequest(f"logit_bias token id {token} is out of range", param="logit_bias")
-        bias[token] = value
-    temperature = body.temperature
-    return SamplingParams(
-        temperature=state.config.default_temperature if temperature is None else temperature,
-        top_p=1.0 if body.top_p is None else body.top_p,
-        seed=body.seed,
-        presence_penalty=body.presence_penalty or 0.0,
-        frequency_penalty=body.frequency_penalty or 0.0,
-        logit_bias=bias,
-    )
-
-
 async def tokenize(state: ServerState, fn: Callable[[Any], list[int]]) -> list[int]:
     """Run `fn(tokenizer)` off the event loop; template or encoding errors become 400s."""
     engine = state.engine
@@ -323,13 +293,23 @@ async def _chat(request: Request, *, lmstudio: bool) -> Response:
         state, lambda tok: tok.apply_chat_template(messages, add_generation_prompt=True, **extra)
     )
     if plan is not None:
-        grammar = await constrain(state, plan.grammar, "tools")
+        grammars = await constrain_all(state, plan.grammar, "tools", body.n)
     else:
-        grammar = await constrain(state, response_grammar(body.response_format), "response_format")
-    return await _generate(
-        request, state, body, prompt, chat=True, lmstudio=lmstudio, grammar=grammar,
+        text = response_grammar(body.response_format)
+        grammars = await constrain_all(state, text, "response_format", body.n)
+    return await generate(
+        request, state, body, prompt, chat=True, lmstudio=lmstudio, grammars=grammars,
         tools=plan.fmt if plan else None,
     )  # fmt: skip
+
+
+async def constrain_all(
+    state: ServerState, grammar: str | None, param: str, n: int | None
+) -> list[Any] | None:
+    """One grammar processor per choice (they hold each sequence's parser state)."""
+    if grammar is None:
+        return None
+    return [await constrain(state, grammar, param) for _ in range(n or 1)]
 
 
 async def constrain(state: ServerState, grammar: str | None, param: str) -> Any:
@@ -364,108 +344,8 @@ async def _completion(request: Request, *, lmstudio: bool) -> Response:
             raise InvalidRequest("the prompt contains a token id out of range", param="prompt")
     if not prompt:
         raise InvalidRequest("the prompt is empty", param="prompt")
-    grammar = await constrain(state, response_grammar(body.response_format), "response_format")
-    return await _generate(
-        request, state, body, prompt, chat=False, lmstudio=lmstudio, grammar=grammar
+    text = response_grammar(body.response_format)
+    grammars = await constrain_all(state, text, "response_format", body.n)
+    return await generate(
+        request, state, body, prompt, chat=False, lmstudio=lmstudio, grammars=grammars
     )
-
-
-async def _generate(
-    request: Request,
-    state: ServerState,
-    body: ChatCompletionRequest | CompletionRequest,
-    prompt: list[int],
-    *,
-    chat: bool,
-    lmstudio: bool,
-    grammar: Any = None,
-    tools: ToolFormat | None = None,
-) -> Response:
-    """Budget, submit and answer (JSON or SSE)."""
-    loaded = state.engine.loaded
-    assert loaded is not None
-    max_tokens = max_new_tokens(
-        body.requested_max_tokens(),
-        len(prompt),
-        state.context_length(),
-        state.config.max_tokens_limit,
-    )
-    events = AsyncEvents()
-    gen = GenerationRequest(
-        prompt=prompt,
-        max_tokens=max_tokens,
-        sink=events.sink,
-        sampling=sampling_params(state, body, loaded.vocab_size),
-        stop=body.stop_list(),
-        grammar=grammar,
-    )
-    state.engine.submit(gen)
-    render = Renderer(state, chat=chat, lmstudio=lmstudio, include_usage=body.include_usage())
-    render.stop = gen.stop
-    render.tools = tools
-    if body.stream:
-        return StreamingResponse(
-            _stream(request, state, gen, events, render),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    watcher = asyncio.create_task(_watch_disconnect(request, state.engine, gen.id))
-    parts: list[str] = []
-    try:
-        async for event in events:
-            if not isinstance(event, FinishEvent):
-                parts.append(event.text)
-    finally:
-        watcher.cancel()
-        state.engine.cancel(gen.id)
-    finish = events.finish
-    assert finish is not None
-    if finish.reason == "error":
-        raise APIError(finish.error or "generation failed")
-    if finish.reason == "cancelled":
-        if watcher.done() and not watcher.cancelled() and watcher.result():
-            # The client went away; nobody reads this, but the metrics should say so.
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
-        raise Unavailable("the request was cancelled (server shutting down)", code="cancelled")
-    return JSONResponse(render.whole("".join(parts), finish))
-
-
-async def _stream(
-    request: Request,
-    state: ServerState,
-    gen: GenerationRequest,
-    events: AsyncEvents,
-    render: Renderer,
-) -> AsyncIterator[bytes]:
-    """SSE chunks of one request; a disconnect cancels the generation."""
-    watcher = asyncio.create_task(_watch_disconnect(request, state.engine, gen.id))
-    try:
-        if render.chat:
-            yield sse_event(render.chunk({"role": "assistant", "content": ""}))
-        async for event in events:
-            if isinstance(event, FinishEvent):
-                for delta in render.stream_end():
-                    yield sse_event(render.chunk(delta))
-                if event.reason in ("error", "cancelled"):
-                    err = APIError(event.error or "the generation was cancelled")
-                    yield sse_event(err.body())
-                else:
-                    yield sse_event(render.chunk(None, event))
-                    if render.include_usage:
-                        yield sse_event(render.usage_chunk(event))
-            else:
-                for delta in render.deltas(event.text):
-                    yield sse_event(render.chunk(delta))
-        yield SSE_DONE
-    finally:
-        watcher.cancel()
-        state.engine.cancel(gen.id)
-
-
-async def _watch_disconnect(request: Request, engine: Engine, request_id: str) -> bool:
-    """Cancel `request_id` when the client goes away; True when it did."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            engine.cancel(request_id)
-            return True
