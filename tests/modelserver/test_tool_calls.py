@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from anvyl.catalog.model_info import read_tool_format
 from anvyl.modelserver.tools import FORMATS, CallParser, Function, detect_tool_format, tool_grammar
 
 HERMES_TEXT = (
@@ -69,3 +71,13 @@ def test_grammar_names_only_the_declared_functions() -> None:
     auto = tool_grammar(FORMATS["hermes"], functions, required=False, parallel=False)
     assert '\\"f\\"' in required and '\\"g\\"' in required and "TEXT" not in required
     assert "TEXT" in auto and auto.count("call_0") == 2
+
+
+def test_catalog_reads_the_tool_format_of_a_model_dir(tmp_path: Path, bundled_model: Path) -> None:
+    """The catalog's model info says which format a model's template uses, running or not."""
+    assert read_tool_format(bundled_model) == "generic"
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps({"chat_template": "{% if tools %}<tool_call>{% endif %}"})
+    )
+    assert read_tool_format(tmp_path) == "hermes"
+    assert read_tool_format(tmp_path / "missing") is None
