@@ -105,3 +105,36 @@ def test_streamed_tool_calls_pass_through(replica: RunningServer, gateway: Gatew
         assert reason == "tool_calls" and calls
         results.append([(c["name"], c["arguments"]) for c in calls.values()])
     assert results[0] == results[1]
+
+
+def test_lmstudio_sdk_structured_and_act_through_the_gateway(gateway: GatewayServer) -> None:
+    """`respond(response_format=...)` and `.act()` work through the gateway's websocket relay."""
+    import lmstudio as lms
+
+    schema = to_strict_json_schema(MODELS[0])
+    calls: list[str] = []
+
+    def get_secret(user: str) -> str:
+        """Returns the secret code of a user."""
+        calls.append(user)
+        return "5678"
+
+    with lms.Client(f"127.0.0.1:{gateway.port}") as client:
+        model = client.llm.model(MODEL_ID)
+        result = model.respond(
+            "A person as JSON.", response_format=schema, config={"temperature": 0.0}
+        )
+        jsonschema.validate(result.parsed, schema)
+        chat = lms.Chat()
+        chat.add_user_message("Get the secret code of bob.")
+        request = {"type": "function", "id": "call_1", "name": "get_secret",
+                   "arguments": {"user": "bob"}}  # fmt: skip
+        chat.add_assistant_response(
+            "", tool_call_requests=[{"type": "toolCallRequest", "toolCallRequest": request}]
+        )
+        chat.add_tool_results([{"toolCallId": "call_1", "content": "1234"}])
+        chat.add_assistant_response("Bob's code is 1234.")
+        chat.add_user_message("Get the secret code of alice.")
+        acted = model.act(chat, [get_secret], max_prediction_rounds=2,
+                          config={"temperature": 0.0, "maxTokens": 60})  # fmt: skip
+    assert calls and acted.rounds == 2
