@@ -12,10 +12,11 @@ from anvyl.modelserver.errors import InvalidRequest
 from anvyl.modelserver.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
-    chat_messages,
     refuse_unsupported,
 )
 from anvyl.modelserver.streaming import SSE_DONE, sse_event
+from anvyl.modelserver.tool_prompt import template_messages
+from anvyl.modelserver.tools import FORMATS
 
 BASE: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -115,7 +116,9 @@ def test_helpers() -> None:
     assert r.stop_list() == ("x",)
     assert r.requested_max_tokens() == 7
     assert r.include_usage()
-    assert chat_messages(r) == [
+    messages, extra = template_messages(r, FORMATS["generic"], with_tools=False)
+    assert extra == {}
+    assert messages == [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "ab"},
     ]

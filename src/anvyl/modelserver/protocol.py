@@ -243,14 +243,6 @@ def message_text(message: ChatMessage) -> str:
     return "".join(part.text or "" for part in message.content)
 
 
-def chat_messages(request: ChatCompletionRequest) -> list[dict[str, str]]:
-    """The messages as plain dicts for a chat template (`developer` becomes `system`)."""
-    return [
-        {"role": "system" if m.role == "developer" else m.role, "content": message_text(m)}
-        for m in request.messages
-    ]
-
-
 # ---------------------------------------------------------------------------------- responses
 
 

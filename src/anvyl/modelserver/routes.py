@@ -285,9 +285,7 @@ async def _chat(request: Request, *, lmstudio: bool) -> Response:
     check_ready(state)
     fmt = FORMATS[state.tool_format() or "generic"]
     grammars = state.engine.grammars
-    plan = await run_in_threadpool(plan_tools, body, fmt.name, grammars) if body.tools else None
-    if plan is None:
-        plan = plan_tools(body, fmt.name, None)  # validates tool_choice without tools
+    plan = await run_in_threadpool(plan_tools, body, fmt.name, grammars)
     messages, extra = template_messages(body, fmt, with_tools=plan is not None)
     prompt = await tokenize(
         state, lambda tok: tok.apply_chat_template(messages, add_generation_prompt=True, **extra)

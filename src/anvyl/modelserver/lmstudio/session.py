@@ -356,7 +356,7 @@ class Session(SocketSession):
         body = chat_request(history, self.state.config.model_id, config.tools)
         fmt = FORMATS[self.state.tool_format() or "generic"]
         grammars = self.state.engine.grammars
-        plan = await run_in_threadpool(plan_tools, body, fmt.name, grammars) if body.tools else None
+        plan = await run_in_threadpool(plan_tools, body, fmt.name, grammars)
         chat, extra = template_messages(body, fmt, with_tools=plan is not None)
         prompt = await tokenize(
             self.state,
