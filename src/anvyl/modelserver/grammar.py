@@ -134,7 +134,10 @@ class Grammars:
             if proto is not None:
                 self._cache.move_to_end(grammar)
                 return proto.deep_copy()
-        proto = llguidance.LLMatcher(self._tokenizer, grammar, log_level=0)
+        try:
+            proto = llguidance.LLMatcher(self._tokenizer, grammar, log_level=0)
+        except Exception as exc:  # documented never to raise; a refusal either way
+            raise _grammar_error(str(exc), param) from None
         if proto.is_error():
             raise _grammar_error(proto.get_error(), param)
         with self._lock:
