@@ -83,8 +83,8 @@ def assert_valid_calls(choice: Any) -> list[Any]:
 
 
 def test_required_calls_one_of_the_tools(client: openai.OpenAI) -> None:
-    """`tool_choice=required` with three tools: calls with arguments that validate."""
-    assert_valid_calls(call(client, tool_choice="required").choices[0])
+    """`tool_choice=required` with three tools: a call with arguments that validate."""
+    assert_valid_calls(call(client, tool_choice="required", parallel_tool_calls=False).choices[0])
 
 
 def test_named_tool_choice_calls_that_function(client: openai.OpenAI) -> None:
@@ -109,8 +109,9 @@ def test_tool_choice_none_answers_in_text(client: openai.OpenAI) -> None:
 
 def test_streamed_calls_equal_the_whole_answer(client: openai.OpenAI) -> None:
     """Index, id and name first, argument fragments after; assembled == non-streamed."""
-    whole = assert_valid_calls(call(client, tool_choice="required").choices[0])
-    calls, reason, text = assemble(call(client, tool_choice="required", stream=True))
+    ask: dict[str, Any] = {"tool_choice": "required", "parallel_tool_calls": False}
+    whole = assert_valid_calls(call(client, **ask).choices[0])
+    calls, reason, text = assemble(call(client, stream=True, **ask))
     assert reason == "tool_calls" and text == ""
     assert sorted(calls) == list(range(len(calls)))
     assert [(c["name"], c["arguments"]) for c in calls.values()] == [
