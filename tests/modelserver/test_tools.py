@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import jsonschema
+import lmstudio as lms
 import openai
 import pytest
 from modelserver_harness import MODEL_ID, RunningServer, start_server, stop_server
@@ -156,6 +157,8 @@ def test_native_hermes_template_path(hermes_server: RunningServer) -> None:
     assert models["data"][0]["tool_format"] == "hermes"
     lm = httpx.get(f"{hermes_server.url}/api/v0/models", timeout=10).json()
     assert lm["data"][0]["tool_format"] == "hermes"
+    with lms.Client(f"127.0.0.1:{hermes_server.port}") as sdk:
+        assert sdk.llm.model(MODEL_ID).get_info().trained_for_tool_use
     client = openai.OpenAI(base_url=f"{hermes_server.url}/v1", api_key="x", max_retries=0)
     assert_valid_calls(call(client, tool_choice="required").choices[0])
     agent_loop(client)

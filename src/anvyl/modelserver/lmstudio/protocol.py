@@ -119,6 +119,7 @@ class ServedModel:
     arch: str
     context_length: int
     size_bytes: int
+    trained_for_tools: bool = False  # its chat template knows tools (not Anvyl's generic format)
 
     def llm_info(self) -> dict[str, Any]:
         """`LlmInfo`: the model as `listDownloadedModels` lists it."""
@@ -131,7 +132,7 @@ class ServedModel:
             "path": self.key,
             "sizeBytes": self.size_bytes,
             "vision": False,
-            "trainedForToolUse": False,
+            "trainedForToolUse": self.trained_for_tools,
             "maxContextLength": self.context_length,
             "architecture": self.arch,
         }

@@ -377,6 +377,7 @@ class Session(SocketSession):
             arch=info.arch if info else "unknown",
             context_length=info.context_length if info else 0,
             size_bytes=weights_size(self.state.config.model_path),
+            trained_for_tools=self.state.tool_format() not in (None, "generic"),
         )
 
 
