@@ -20,3 +20,16 @@ def server(
     )
     yield s
     stop_server(s)
+
+
+@pytest.fixture(scope="session")
+def structured_server(
+    bundled_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """One server shared by the structured-output and tool tests: 8 slots, a 2048 context."""
+    log = tmp_path_factory.mktemp("structured") / "server.log"
+    s = start_server(
+        bundled_model, log, "--max-batch", "8", "--ctx", "2048", "--max-tokens-limit", "256"
+    )
+    yield s
+    stop_server(s)

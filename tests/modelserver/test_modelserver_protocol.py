@@ -12,10 +12,11 @@ from anvyl.modelserver.errors import InvalidRequest
 from anvyl.modelserver.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
-    chat_messages,
     refuse_unsupported,
 )
 from anvyl.modelserver.streaming import SSE_DONE, sse_event
+from anvyl.modelserver.tool_prompt import template_messages
+from anvyl.modelserver.tools import FORMATS
 
 BASE: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -23,15 +24,9 @@ BASE: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"n": 2}, "n"),
-        ({"logprobs": True}, "logprobs"),
         ({"top_logprobs": 2}, "top_logprobs"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
-        ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
-        ({"tools": [{"type": "function"}]}, "tools"),
-        ({"functions": [{"name": "f"}]}, "tools"),
-        ({"tool_choice": "required"}, "tool_choice"),
-        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0]"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"messages": [{"role": "function", "content": "x"}]}, "messages[0]"),
         (
             {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
             "messages[0].content",
@@ -62,7 +57,14 @@ def test_supported_options_pass() -> None:
     refuse_unsupported(request)
 
 
-@pytest.mark.parametrize("extra", [{"echo": True}, {"suffix": "x"}, {"best_of": 3}, {"n": 3}])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"echo": True},
+        {"suffix": "x"},
+        {"best_of": 3},
+    ],
+)
 def test_unsupported_completion_features_are_refused(extra: dict[str, Any]) -> None:
     """Completions refuse echo, suffix, best_of and n."""
     request = CompletionRequest.model_validate({"model": "m", "prompt": "x"} | extra)
@@ -114,7 +116,9 @@ def test_helpers() -> None:
     assert r.stop_list() == ("x",)
     assert r.requested_max_tokens() == 7
     assert r.include_usage()
-    assert chat_messages(r) == [
+    messages, extra = template_messages(r, FORMATS["generic"], with_tools=False)
+    assert extra == {}
+    assert messages == [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "ab"},
     ]

@@ -51,6 +51,7 @@ class ModelInfo:
     weights_bytes: int = 0  # bytes of tensor data in the safetensors files
     kv_bytes_per_token: int = 0  # fp16 K+V cache per token of context
     origin: str = ""  # anvyl.json's source: "hf.co/OWNER/NAME@COMMIT" or the imported file
+    tool_format: str | None = None  # how its chat template writes tool calls (modelserver.tools)
 
     def estimate_memory(self, context_length: int | None = None) -> int:
         """Memory needed to serve with `context_length` tokens (default: min(ctx, 4096))."""
@@ -143,8 +144,23 @@ def describe_model(path: Path, *, model_id: str, source: str) -> ModelInfo:
         weights_bytes=weights_bytes,
         kv_bytes_per_token=_kv_bytes_per_token(cfg),
         origin=_provenance(path).get("source", ""),
+        tool_format=read_tool_format(path),
     )
     return _with_memory(info)
+
+
+def read_tool_format(path: Path) -> str | None:
+    """The tool-call format of the chat template in tokenizer_config.json (None without one)."""
+    from anvyl.modelserver.tools import detect_tool_format
+
+    try:
+        config = json.loads((path / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    template = config.get("chat_template") if isinstance(config, dict) else None
+    if isinstance(template, list):  # named templates: [{"name", "template"}, ...]
+        template = " ".join(str(t.get("template", "")) for t in template if isinstance(t, dict))
+    return detect_tool_format(template) if template else None
 
 
 def _with_memory(info: ModelInfo) -> ModelInfo:

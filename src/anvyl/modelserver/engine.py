@@ -19,29 +19,29 @@ cache is kept in a bounded `PrefixCache`, and a request whose prompt starts with
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import os
 import queue
 import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from anvyl.modelserver.errors import QueueFull, Unavailable
+from anvyl.modelserver.events import AsyncEvents as AsyncEvents  # re-exported
+from anvyl.modelserver.events import Event, FinishEvent, FinishReason, GenerationRequest, TextEvent
+from anvyl.modelserver.grammar import Grammars
 from anvyl.modelserver.loader import LoadedModel, ModelLoader, release_free_memory
+from anvyl.modelserver.logprobs import token_logprob
 from anvyl.modelserver.metrics import Metrics
 from anvyl.modelserver.prefix_cache import DEFAULT_MAX_BYTES, PrefixCache
-from anvyl.modelserver.sampling import SamplingParams, make_logits_processors, make_sampler
+from anvyl.modelserver.sampling import make_logits_processors, make_sampler
 from anvyl.modelserver.stopping import StopMatcher
 from anvyl.modelserver.threads import BlasThreads, blas
 
 log = logging.getLogger("anvyl.modelserver")
 
-FinishReason = Literal["stop", "length", "cancelled", "error"]
 EngineState = Literal["loading", "ready", "failed", "stopped"]
 DEFAULT_PREFILL_STEP = 512
 DEFAULT_BUSY_PREFILL_STEP = 128
@@ -49,49 +49,6 @@ DEFAULT_BUSY_PREFILL_STEP = 128
 # bundled model in float32, most of it unused by a chat turn). Measured with 16 streams of 148
 # tokens: 32 keeps 113 MB of cache instead of 195, decode speed unchanged within noise.
 DEFAULT_KV_STEP = 32
-
-
-@dataclass(frozen=True)
-class TextEvent:
-    """New text of one request (never empty)."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class FinishEvent:
-    """The end of one request, with its counts and timings (seconds)."""
-
-    reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-    time_to_first_token: float
-    generation_time: float
-    error: str | None = None
-
-    @property
-    def tokens_per_second(self) -> float:
-        """Decode speed after the first token."""
-        if self.completion_tokens > 1 and self.generation_time > 0:
-            return (self.completion_tokens - 1) / self.generation_time
-        return 0.0
-
-
-Event = TextEvent | FinishEvent
-Sink = Callable[[Event], None]
-
-
-@dataclass
-class GenerationRequest:
-    """One generation: prompt token ids, limits, sampling and where its events go."""
-
-    prompt: list[int]
-    max_tokens: int
-    sink: Sink
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    stop: tuple[str, ...] = ()
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    submitted_at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -106,6 +63,7 @@ class _Sequence:
     tokens: int = 0
     first_token_at: float = 0.0
     last_token_at: float = 0.0
+    pending: list[dict[str, Any]] = field(default_factory=list)  # logprobs not yet sent
 
 
 class Engine:
@@ -146,6 +104,7 @@ class Engine:
         self.state: EngineState = "loading"
         self.error: str | None = None
         self.loaded: LoadedModel | None = None
+        self.grammars: Grammars | None = None
         # Engine-thread only:
         self._waiting: collections.deque[GenerationRequest] = collections.deque()
         self._active: dict[int, _Sequence] = {}
@@ -234,6 +193,7 @@ class Engine:
                 self._blas = blas()
             if self._prefix_cache_bytes > 0:
                 self.prefix_cache = PrefixCache(self._prefix_cache_bytes)
+            self._start_grammars()
         except BaseException as exc:  # reported through state and health
             log.exception("loading the model failed")
             with self._lock:
@@ -275,6 +235,14 @@ class Engine:
                     self._generator = self._new_generator()
                 if not self._active and not self._waiting and self._inbox.empty():
                     release_free_memory()
+
+    def _start_grammars(self) -> None:
+        """Build the grammar tokenizer bridge in the background (structured requests wait)."""
+        assert self.loaded is not None
+        if not hasattr(self.loaded.tokenizer, "eos_token_ids"):
+            return
+        self.grammars = Grammars(self.loaded.tokenizer, self.loaded.vocab_size)
+        threading.Thread(target=self.grammars.build, name="anvyl-grammars", daemon=True).start()
 
     def _new_generator(self) -> Any:
         """A fresh mlx-lm BatchGenerator over the loaded model."""
@@ -334,6 +302,8 @@ class Engine:
             assert self.loaded is not None
             sampler = make_sampler(request.sampling)
             processors = make_logits_processors(request.sampling, self.loaded.info.context_length)
+            if request.grammar is not None:
+                processors = [*processors, request.grammar]
             cache, reused = None, 0
             if self.prefix_cache is not None:
                 cache, reused = self.prefix_cache.fetch(request.prompt)
@@ -395,11 +365,15 @@ class Engine:
                 detok.add_token(r.token)
                 if r.finish_reason is not None:
                     detok.finalize()
+            if seq.request.logprobs is not None and r.finish_reason != "stop":
+                top = seq.request.logprobs
+                seq.pending.append(token_logprob(self.loaded.tokenizer, r.logprobs, r.token, top))
             text, matched = seq.stopper.feed(detok.last_segment)
             if r.finish_reason is not None and not matched:
                 text += seq.stopper.flush()
-            if text:
-                self._emit(seq.request, TextEvent(text))
+            if text or (seq.pending and (matched or r.finish_reason is not None)):
+                self._emit(seq.request, TextEvent(text, tuple(seq.pending)))
+                seq.pending.clear()
             if matched:
                 if r.finish_reason is None:
                     to_remove.append(r.uid)
@@ -408,7 +382,11 @@ class Engine:
                 self._finish(seq, "stop")
             elif r.finish_reason is not None:
                 self._keep_prefix(r)
-                self._finish(seq, "stop" if r.finish_reason == "stop" else "length")
+                failed = getattr(seq.request.grammar, "failed", None)
+                if failed:
+                    self._finish(seq, "error", f"the grammar could not continue: {failed}")
+                else:
+                    self._finish(seq, "stop" if r.finish_reason == "stop" else "length")
         if to_remove:
             if self.prefix_cache is None:
                 self._generator.remove(to_remove)
@@ -513,24 +491,3 @@ def _env_int(name: str, default: int) -> int:
     """An integer tuning knob from the environment (benchmarks switch levers with these)."""
     value = os.environ.get(name, "")
     return int(value) if value.isdigit() else default
-
-
-class AsyncEvents:
-    """An asyncio view of one request's events: pass `sink` to the request, iterate this."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self._loop = loop or asyncio.get_running_loop()
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
-        self.finish: FinishEvent | None = None
-
-    def sink(self, event: Event) -> None:
-        """Called on the engine thread."""
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
-
-    async def __aiter__(self) -> AsyncIterator[Event]:
-        """Events up to and including the finish."""
-        while self.finish is None:
-            event = await self._queue.get()
-            if isinstance(event, FinishEvent):
-                self.finish = event
-            yield event

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from anvyl.modelserver.errors import InvalidRequest
 
 MAX_STOP_SEQUENCES = 16
+MAX_CHOICES = 8  # `n`: choices per request
+MAX_TOP_LOGPROBS = 20
 
 
 class OpenAIModel(BaseModel):
@@ -37,13 +39,79 @@ class ContentPart(OpenAIModel):
     text: str | None = None
 
 
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class FunctionCall(OpenAIModel):
+    """The function of an assistant message's tool call (arguments as JSON text)."""
+
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCall(OpenAIModel):
+    """One tool call of an assistant message sent back in the conversation."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(OpenAIModel):
     """One message of a chat."""
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_calls: list[Any] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class FunctionSpec(OpenAIModel):
+    """A declared function: its name, description and JSON Schema of its arguments."""
+
+    name: Annotated[str, Field(pattern=FUNCTION_NAME)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(OpenAIModel):
+    """One entry of `tools` (function tools only)."""
+
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedFunction(OpenAIModel):
+    """The function a named `tool_choice` forces."""
+
+    name: str
+
+
+class NamedToolChoice(OpenAIModel):
+    """`tool_choice: {"type": "function", "function": {"name": ...}}`."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JSONSchemaFormat(OpenAIModel):
+    """`response_format.json_schema`: a named schema (`strict` changes nothing: always enforced)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(OpenAIModel):
+    """`response_format`: text, any JSON object, or JSON matching a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
 
 
 class SamplingRequest(OpenAIModel):
@@ -57,12 +125,12 @@ class SamplingRequest(OpenAIModel):
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: Annotated[int, Field(ge=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
-    logprobs: Any = None
-    top_logprobs: int | None = None
+    logprobs: bool | Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -81,6 +149,15 @@ class SamplingRequest(OpenAIModel):
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
+    def logprob_count(self) -> int | None:
+        """None without logprobs, else how many alternatives per token (chat: `top_logprobs`,
+        completions: the integer `logprobs`)."""
+        if self.logprobs is None or self.logprobs is False:
+            return None
+        if self.logprobs is True:
+            return self.top_logprobs or 0
+        return int(self.logprobs)
+
     def include_usage(self) -> bool:
         """Whether a streaming response ends with a usage chunk."""
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
@@ -91,9 +168,10 @@ class ChatCompletionRequest(SamplingRequest):
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    response_format: dict[str, Any] | None = None
-    tools: list[Any] | None = None
-    tool_choice: Any = None
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
     function_call: Any = None
 
@@ -109,6 +187,7 @@ class CompletionRequest(SamplingRequest):
     echo: bool | None = None
     suffix: str | None = None
     best_of: int | None = None
+    response_format: ResponseFormat | None = None
 
     def requested_max_tokens(self) -> int | None:
         """`max_tokens` (defaults to the server's limit)."""
@@ -117,12 +196,8 @@ class CompletionRequest(SamplingRequest):
 
 def refuse_unsupported(request: SamplingRequest) -> None:
     """Raise `InvalidRequest` naming the first requested feature the server does not implement."""
-    if request.n is not None and request.n > 1:
-        _refuse("n", "n > 1 (several choices per request) is not supported; send n=1")
-    if request.logprobs not in (None, False, 0):
-        _refuse("logprobs", "logprobs are not supported")
-    if request.top_logprobs:
-        _refuse("top_logprobs", "top_logprobs are not supported")
+    if request.top_logprobs and request.logprobs is not True:
+        _refuse("top_logprobs", "top_logprobs needs logprobs: true")
     if isinstance(request, ChatCompletionRequest):
         _refuse_unsupported_chat(request)
     elif isinstance(request, CompletionRequest):
@@ -136,24 +211,15 @@ def refuse_unsupported(request: SamplingRequest) -> None:
 
 def _refuse_unsupported_chat(request: ChatCompletionRequest) -> None:
     """The chat-only part of `refuse_unsupported`."""
-    fmt = request.response_format
-    if fmt is not None and fmt.get("type", "text") != "text":
+    if request.functions or request.function_call not in (None, "none", "auto"):
         _refuse(
-            "response_format",
-            f"response_format type {fmt.get('type')!r} (structured output) is not supported;"
-            " this server would return free text, so it refuses instead",
+            "functions", "the legacy functions/function_call fields are not supported; use tools"
         )
-    if request.tools or request.functions:
-        _refuse("tools", "tools and function calling are not supported")
-    if request.tool_choice not in (None, "none", "auto") or request.function_call not in (
-        None,
-        "none",
-        "auto",
-    ):
-        _refuse("tool_choice", "tool_choice is not supported (tools are not supported)")
+    if request.tools and request.response_format and request.response_format.type != "text":
+        _refuse("response_format", "response_format together with tools is not supported")
     for i, message in enumerate(request.messages):
-        if message.role in ("tool", "function") or message.tool_calls:
-            _refuse(f"messages[{i}]", "tool messages and tool calls are not supported")
+        if message.role == "function":
+            _refuse(f"messages[{i}]", "role 'function' (legacy) is not supported; use 'tool'")
         if isinstance(message.content, list):
             for part in message.content:
                 if part.type != "text" or part.text is None:
@@ -175,14 +241,6 @@ def message_text(message: ChatMessage) -> str:
     if isinstance(message.content, str):
         return message.content
     return "".join(part.text or "" for part in message.content)
-
-
-def chat_messages(request: ChatCompletionRequest) -> list[dict[str, str]]:
-    """The messages as plain dicts for a chat template (`developer` becomes `system`)."""
-    return [
-        {"role": "system" if m.role == "developer" else m.role, "content": message_text(m)}
-        for m in request.messages
-    ]
 
 
 # ---------------------------------------------------------------------------------- responses
@@ -231,6 +289,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "anvyl"
+    tool_format: str | None = None  # how the model writes tool calls (see tools.py)
 
 
 class ModelList(BaseModel):
@@ -255,6 +314,7 @@ class LMStudioModel(BaseModel):
     loaded_context_length: int | None = None
     loaded_dtype: str | None = None
     memory_limit: str | None = None
+    tool_format: str | None = None
 
 
 class LMStudioModelList(BaseModel):

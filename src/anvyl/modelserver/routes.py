@@ -7,24 +7,21 @@ is an `APIError`, rendered in OpenAI's shape by the handlers in `app.py`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from anvyl import __version__
+from anvyl.modelserver.answer import generate
 from anvyl.modelserver.config import ServerConfig
-from anvyl.modelserver.engine import AsyncEvents, Engine, FinishEvent, GenerationRequest
+from anvyl.modelserver.engine import Engine
 from anvyl.modelserver.errors import APIError, InvalidRequest, ModelNotFound, Unavailable
-from anvyl.modelserver.limits import max_new_tokens
-from anvyl.modelserver.lmstudio.protocol import stop_reason
 from anvyl.modelserver.loader import ModelInfo
 from anvyl.modelserver.protocol import (
     ChatCompletionRequest,
@@ -33,19 +30,14 @@ from anvyl.modelserver.protocol import (
     LMStudioModelList,
     ModelCard,
     ModelList,
-    SamplingRequest,
-    Stats,
-    Usage,
-    chat_messages,
-    new_id,
     now,
     refuse_unsupported,
 )
-from anvyl.modelserver.sampling import SamplingParams
-from anvyl.modelserver.streaming import SSE_DONE, sse_event
+from anvyl.modelserver.structured import plan_tools, response_grammar
+from anvyl.modelserver.tool_prompt import template_messages
+from anvyl.modelserver.tools import FORMATS, detect_tool_format
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away first"
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
@@ -59,11 +51,20 @@ class ServerState:
     created: int = field(default_factory=now)
     draining: bool = False
     tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
+    _tool_format: str | None = None
 
     def model_info(self) -> ModelInfo | None:
         """The loaded model's info, else what config.json said."""
         loaded = self.engine.loaded
         return loaded.info if loaded is not None else self.info
+
+    def tool_format(self) -> str | None:
+        """The tool-call format of the model's chat template (`generic` without tools)."""
+        loaded = self.engine.loaded
+        if self._tool_format is None and loaded is not None:
+            template = getattr(loaded.tokenizer, "chat_template", None)
+            self._tool_format = detect_tool_format(template)
+        return self._tool_format
 
     def context_length(self) -> int:
         """The served context length (model's, capped by --ctx)."""
@@ -123,7 +124,10 @@ async def metrics(request: Request) -> Response:
 async def list_models(request: Request) -> ModelList:
     """The one served model."""
     state = state_of(request)
-    return ModelList(data=[ModelCard(id=state.config.model_id, created=state.created)])
+    card = ModelCard(
+        id=state.config.model_id, created=state.created, tool_format=state.tool_format()
+    )
+    return ModelList(data=[card])
 
 
 @api_router.get("/v1/models/{model_id:path}")
@@ -131,7 +135,7 @@ async def get_model(model_id: str, request: Request) -> ModelCard:
     """The served model, or 404."""
     state = state_of(request)
     check_model(state, model_id)
-    return ModelCard(id=model_id, created=state.created)
+    return ModelCard(id=model_id, created=state.created, tool_format=state.tool_format())
 
 
 @api_router.get("/api/v0/models")
@@ -166,6 +170,7 @@ def lmstudio_model(state: ServerState) -> LMStudioModel:
         loaded_context_length=loaded.info.context_length if loaded else None,
         loaded_dtype=loaded.dtype if loaded else None,
         memory_limit=state.config.memory_limit,
+        tool_format=state.tool_format(),
     )
 
 
@@ -236,30 +241,6 @@ def validation_error(errors: Any) -> InvalidRequest:
     return InvalidRequest(f"Invalid request: {where}{first.get('msg')}{more}", param=param)
 
 
-def sampling_params(state: ServerState, body: SamplingRequest, vocab_size: int) -> SamplingParams:
-    """The engine's sampling parameters for a request."""
-    bias: dict[int, float] = {}
-    for key, value in (body.logit_bias or {}).items():
-        try:
-            token = int(key)
-        except ValueError:
-            raise InvalidRequest(
-                f"logit_bias key {key!r} is not a token id", param="logit_bias"
-            ) from None
-        if not 0 <= token < vocab_size:
-            raise InvalidRequest(f"logit_bias token id {token} is out of range", param="logit_bias")
-        bias[token] = value
-    temperature = body.temperature
-    return SamplingParams(
-        temperature=state.config.default_temperature if temperature is None else temperature,
-        top_p=1.0 if body.top_p is None else body.top_p,
-        seed=body.seed,
-        presence_penalty=body.presence_penalty or 0.0,
-        frequency_penalty=body.frequency_penalty or 0.0,
-        logit_bias=bias,
-    )
-
-
 async def tokenize(state: ServerState, fn: Callable[[Any], list[int]]) -> list[int]:
     """Run `fn(tokenizer)` off the event loop; template or encoding errors become 400s."""
     engine = state.engine
@@ -302,11 +283,41 @@ async def _chat(request: Request, *, lmstudio: bool) -> Response:
     check_model(state, body.model)
     refuse_unsupported(body)
     check_ready(state)
-    messages = chat_messages(body)
+    fmt = FORMATS[state.tool_format() or "generic"]
+    grammars = state.engine.grammars
+    plan = await run_in_threadpool(plan_tools, body, fmt.name, grammars)
+    messages, extra = template_messages(body, fmt, with_tools=plan is not None)
     prompt = await tokenize(
-        state, lambda tok: tok.apply_chat_template(messages, add_generation_prompt=True)
+        state, lambda tok: tok.apply_chat_template(messages, add_generation_prompt=True, **extra)
     )
-    return await _generate(request, state, body, prompt, chat=True, lmstudio=lmstudio)
+    if plan is not None:
+        grammars = await constrain_all(state, plan.grammar, "tools", body.n)
+    else:
+        text = response_grammar(body.response_format)
+        grammars = await constrain_all(state, text, "response_format", body.n)
+    return await generate(
+        request, state, body, prompt, chat=True, lmstudio=lmstudio, grammars=grammars,
+        tools=plan.fmt if plan else None,
+    )  # fmt: skip
+
+
+async def constrain_all(
+    state: ServerState, grammar: str | None, param: str, n: int | None
+) -> list[Any] | None:
+    """One grammar processor per choice (they hold each sequence's parser state)."""
+    if grammar is None:
+        return None
+    return [await constrain(state, grammar, param) for _ in range(n or 1)]
+
+
+async def constrain(state: ServerState, grammar: str | None, param: str) -> Any:
+    """The token-mask processor of `grammar` (None for free text); a 400 naming `param`."""
+    if grammar is None:
+        return None
+    grammars = state.engine.grammars
+    if grammars is None:
+        raise InvalidRequest("this model server cannot constrain its output", param=param)
+    return await run_in_threadpool(grammars.processor, grammar, param)
 
 
 async def _completion(request: Request, *, lmstudio: bool) -> Response:
@@ -331,183 +342,8 @@ async def _completion(request: Request, *, lmstudio: bool) -> Response:
             raise InvalidRequest("the prompt contains a token id out of range", param="prompt")
     if not prompt:
         raise InvalidRequest("the prompt is empty", param="prompt")
-    return await _generate(request, state, body, prompt, chat=False, lmstudio=lmstudio)
-
-
-async def _generate(
-    request: Request,
-    state: ServerState,
-    body: ChatCompletionRequest | CompletionRequest,
-    prompt: list[int],
-    *,
-    chat: bool,
-    lmstudio: bool,
-) -> Response:
-    """Budget, submit and answer (JSON or SSE)."""
-    loaded = state.engine.loaded
-    assert loaded is not None
-    max_tokens = max_new_tokens(
-        body.requested_max_tokens(),
-        len(prompt),
-        state.context_length(),
-        state.config.max_tokens_limit,
+    text = response_grammar(body.response_format)
+    grammars = await constrain_all(state, text, "response_format", body.n)
+    return await generate(
+        request, state, body, prompt, chat=False, lmstudio=lmstudio, grammars=grammars
     )
-    events = AsyncEvents()
-    gen = GenerationRequest(
-        prompt=prompt,
-        max_tokens=max_tokens,
-        sink=events.sink,
-        sampling=sampling_params(state, body, loaded.vocab_size),
-        stop=body.stop_list(),
-    )
-    state.engine.submit(gen)
-    render = _Renderer(state, chat=chat, lmstudio=lmstudio, include_usage=body.include_usage())
-    render.stop = gen.stop
-    if body.stream:
-        return StreamingResponse(
-            _stream(request, state, gen, events, render),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    watcher = asyncio.create_task(_watch_disconnect(request, state.engine, gen.id))
-    parts: list[str] = []
-    try:
-        async for event in events:
-            if not isinstance(event, FinishEvent):
-                parts.append(event.text)
-    finally:
-        watcher.cancel()
-        state.engine.cancel(gen.id)
-    finish = events.finish
-    assert finish is not None
-    if finish.reason == "error":
-        raise APIError(finish.error or "generation failed")
-    if finish.reason == "cancelled":
-        if watcher.done() and not watcher.cancelled() and watcher.result():
-            # The client went away; nobody reads this, but the metrics should say so.
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
-        raise Unavailable("the request was cancelled (server shutting down)", code="cancelled")
-    return JSONResponse(render.whole("".join(parts), finish))
-
-
-async def _stream(
-    request: Request,
-    state: ServerState,
-    gen: GenerationRequest,
-    events: AsyncEvents,
-    render: _Renderer,
-) -> AsyncIterator[bytes]:
-    """SSE chunks of one request; a disconnect cancels the generation."""
-    watcher = asyncio.create_task(_watch_disconnect(request, state.engine, gen.id))
-    try:
-        if render.chat:
-            yield sse_event(render.chunk({"role": "assistant", "content": ""}))
-        async for event in events:
-            if isinstance(event, FinishEvent):
-                if event.reason in ("error", "cancelled"):
-                    err = APIError(event.error or "the generation was cancelled")
-                    yield sse_event(err.body())
-                else:
-                    yield sse_event(render.chunk(None, event))
-                    if render.include_usage:
-                        yield sse_event(render.usage_chunk(event))
-            else:
-                yield sse_event(render.chunk(event.text))
-        yield SSE_DONE
-    finally:
-        watcher.cancel()
-        state.engine.cancel(gen.id)
-
-
-async def _watch_disconnect(request: Request, engine: Engine, request_id: str) -> bool:
-    """Cancel `request_id` when the client goes away; True when it did."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            engine.cancel(request_id)
-            return True
-
-
-class _Renderer:
-    """Builds response bodies and chunks for one request."""
-
-    def __init__(
-        self, state: ServerState, *, chat: bool, lmstudio: bool, include_usage: bool
-    ) -> None:
-        self.state = state
-        self.chat = chat
-        self.lmstudio = lmstudio
-        self.include_usage = include_usage
-        self.id = new_id("chatcmpl" if chat else "cmpl")
-        self.created = now()
-        self.model = state.config.model_id
-        self.stop: tuple[str, ...] = ()
-
-    def _head(self, obj: str) -> dict[str, Any]:
-        """Fields every body starts with."""
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
-
-    def whole(self, text: str, finish: FinishEvent) -> dict[str, Any]:
-        """A non-streaming response."""
-        usage = Usage.of(finish.prompt_tokens, finish.completion_tokens).model_dump()
-        if self.chat:
-            choice = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": finish.reason,
-            }
-            out = self._head("chat.completion") | {"choices": [choice], "usage": usage}
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish.reason}
-            out = self._head("text_completion") | {"choices": [choice], "usage": usage}
-        if self.lmstudio:
-            out |= self._lmstudio_extras(finish)
-        return out
-
-    def chunk(self, delta: Any, finish: FinishEvent | None = None) -> dict[str, Any]:
-        """One streaming chunk: `delta` text or dict, or the finishing chunk."""
-        reason = finish.reason if finish else None
-        if self.chat:
-            if isinstance(delta, str):
-                delta = {"content": delta}
-            choice = {"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": reason}
-            out = self._head("chat.completion.chunk") | {"choices": [choice]}
-        else:
-            choice = {"index": 0, "text": delta or "", "logprobs": None, "finish_reason": reason}
-            out = self._head("text_completion") | {"choices": [choice]}
-        if self.include_usage:
-            out["usage"] = None
-        if finish is not None and self.lmstudio:
-            out |= self._lmstudio_extras(finish)
-        return out
-
-    def usage_chunk(self, finish: FinishEvent) -> dict[str, Any]:
-        """The final usage-only chunk of `stream_options.include_usage`."""
-        obj = "chat.completion.chunk" if self.chat else "text_completion"
-        usage = Usage.of(finish.prompt_tokens, finish.completion_tokens).model_dump()
-        return self._head(obj) | {"choices": [], "usage": usage}
-
-    def _lmstudio_extras(self, finish: FinishEvent) -> dict[str, Any]:
-        """LM Studio's `stats`, `model_info` and `runtime`."""
-        info = self.state.model_info()
-        stats = Stats(
-            tokens_per_second=round(finish.tokens_per_second, 3),
-            time_to_first_token=round(finish.time_to_first_token, 4),
-            generation_time=round(finish.generation_time, 4),
-            stop_reason=stop_reason(finish, self.stop, user_stopped=False),
-        )
-        return {
-            "stats": stats.model_dump(),
-            "model_info": {
-                "arch": info.arch if info else "unknown",
-                "quant": info.quantization if info else "unknown",
-                "format": "mlx",
-                "context_length": info.context_length if info else 0,
-            },
-            "runtime": {
-                "name": "anvyl-mlx",
-                "version": __version__,
-                "supported_formats": ["mlx"],
-            },
-        }

@@ -40,8 +40,6 @@ def test_prediction_config_reads_supported_settings() -> None:
 @pytest.mark.parametrize(
     ("field", "message"),
     [
-        (("structured", {"type": "json", "jsonSchema": {}}), "structured output"),
-        (("tools", {"type": "toolArray", "tools": []}), "tool use"),
         (("topKSampling", 40), "topKSampling"),
         (("minPSampling", {"checked": True, "value": 0.1}), "minPSampling"),
         (("repeatPenalty", {"checked": True, "value": 1.3}), "repeatPenalty"),

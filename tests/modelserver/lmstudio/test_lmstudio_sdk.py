@@ -187,12 +187,12 @@ def test_other_model_key_is_refused(client: lms.Client) -> None:
         (lambda c: c.prepare_image(b"\x89PNG", "cat.png"), "files.uploadFileBase64"),
         (
             lambda c: c.llm.model(MODEL_ID).respond(
-                PARIS, response_format={"type": "object", "properties": {}}
+                PARIS, response_format={"type": "array", "uniqueItems": True}
             ),
-            "structured output",
+            "uniqueItems",
         ),
     ],
-    ids=["unload", "load_new_instance", "embedding", "files", "structured"],
+    ids=["unload", "load_new_instance", "embedding", "files", "unenforceable-schema"],
 )
 def test_unsupported_calls_fail_fast(client: lms.Client, call: object, named: str) -> None:
     """Calls outside the subset raise at once with a message naming what is unsupported."""

@@ -119,6 +119,7 @@ class ServedModel:
     arch: str
     context_length: int
     size_bytes: int
+    trained_for_tools: bool = False  # its chat template knows tools (not Anvyl's generic format)
 
     def llm_info(self) -> dict[str, Any]:
         """`LlmInfo`: the model as `listDownloadedModels` lists it."""
@@ -131,7 +132,7 @@ class ServedModel:
             "path": self.key,
             "sizeBytes": self.size_bytes,
             "vision": False,
-            "trainedForToolUse": False,
+            "trainedForToolUse": self.trained_for_tools,
             "maxContextLength": self.context_length,
             "architecture": self.arch,
         }
@@ -200,6 +201,8 @@ class PredictionConfig:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     raw: bool = False  # the SDK's `complete()`: the prompt as is, no chat template
+    structured: Any = None  # `llm.prediction.structured`: a JSON schema or GBNF setting
+    tools: Any = None  # `llm.prediction.tools`: the tool array of `.act()`
 
     def kv_fields(self, temperature: float, max_tokens: int) -> dict[str, Any]:
         """The effective config as KV fields (the `success` message's `predictionConfig`)."""
@@ -249,6 +252,8 @@ def prediction_config(stack: Any) -> PredictionConfig:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     raw = False
+    structured: Any = None
+    tools: Any = None
     for key, value in kv_fields(stack).items():
         name = key.removeprefix("llm.prediction.")
         if key in _IGNORED_KEYS or key.startswith(_IGNORED_PREFIXES):
@@ -267,10 +272,10 @@ def prediction_config(stack: Any) -> PredictionConfig:
             stop = tuple(s for s in value if s)
         elif name == "promptTemplate":
             raw = _is_completion_template(value)
-        elif name in ("structured", "tools"):
-            if isinstance(value, dict) and value.get("type", "none") != "none":
-                what = "structured output" if name == "structured" else "tool use (act)"
-                raise ProtocolError(f"Anvyl's LM Studio API does not support {what} yet")
+        elif name == "structured":
+            structured = value if isinstance(value, dict) and value.get("type") != "none" else None
+        elif name == "tools":
+            tools = value if isinstance(value, dict) and value.get("type") != "none" else None
         elif name in ("repeatPenalty", "minPSampling"):
             checked, inner = _checkbox(name, value)
             if checked and not (name == "repeatPenalty" and inner == 1):
@@ -278,7 +283,7 @@ def prediction_config(stack: Any) -> PredictionConfig:
         elif name == "topKSampling" and isinstance(value, int | float) and value > 0:
             raise ProtocolError("Anvyl does not support the prediction setting topKSampling")
         # Unknown keys are skipped, as LM Studio itself skips them.
-    return PredictionConfig(temperature, max_tokens, top_p, stop, raw)
+    return PredictionConfig(temperature, max_tokens, top_p, stop, raw, structured, tools)
 
 
 def _number(name: str, value: Any, *, low: float, high: float | None = None) -> float:

@@ -24,8 +24,12 @@ from anvyl.modelserver.errors import APIError
 from anvyl.modelserver.limits import max_new_tokens
 from anvyl.modelserver.lmstudio import protocol as p
 from anvyl.modelserver.lmstudio.framing import SocketSession
-from anvyl.modelserver.routes import ServerState, check_ready, tokenize
+from anvyl.modelserver.lmstudio.tooling import ToolEvents, chat_request, structured_grammar
+from anvyl.modelserver.routes import ServerState, check_ready, constrain, tokenize
 from anvyl.modelserver.sampling import SamplingParams
+from anvyl.modelserver.structured import plan_tools
+from anvyl.modelserver.tool_prompt import template_messages
+from anvyl.modelserver.tools import FORMATS
 
 log = logging.getLogger("anvyl.modelserver")
 
@@ -275,16 +279,8 @@ class Session(SocketSession):
         if not model.matches(specifier):
             raise model.not_found(p.describe_specifier(specifier))
         config = p.prediction_config(param.get("predictionConfigStack"))
-        messages = p.chat_messages(param.get("history"))
         check_ready(self.state)
-        if config.raw:
-            text = "".join(m["content"] for m in messages)
-            prompt = await tokenize(self.state, lambda tok: tok.encode(text))
-        else:
-            prompt = await tokenize(
-                self.state,
-                lambda tok: tok.apply_chat_template(messages, add_generation_prompt=True),
-            )
+        prompt, grammar, tool_events = await self._prompt(param.get("history"), config)
         limit = max_new_tokens(
             config.max_tokens,
             len(prompt),
@@ -303,6 +299,7 @@ class Session(SocketSession):
             sink=events.sink,
             sampling=SamplingParams(temperature=temperature, top_p=config.top_p or 1.0),
             stop=config.stop,
+            grammar=grammar,
         )
         if channel.cancelled:  # cancelled while the prompt was being built
             finish = FinishEvent("cancelled", len(prompt), 0, 0.0, 0.0)
@@ -313,8 +310,16 @@ class Session(SocketSession):
                 self._cancel(channel)
             try:
                 async for event in events:
-                    if not isinstance(event, FinishEvent):
-                        await self.send(p.channel_send(channel_id, p.fragment(event.text)))
+                    text = event.text if not isinstance(event, FinishEvent) else ""
+                    calls: list[dict[str, Any]] = []
+                    if tool_events is not None:
+                        text, calls = tool_events.feed(text)
+                        if isinstance(event, FinishEvent):
+                            text = tool_events.leftover()
+                    if text:
+                        await self.send(p.channel_send(channel_id, p.fragment(text)))
+                    for message in calls:
+                        await self.send(p.channel_send(channel_id, message))
             finally:
                 self.state.engine.cancel(gen.id)
             assert events.finish is not None
@@ -336,6 +341,32 @@ class Session(SocketSession):
             await self.send(p.channel_send(channel_id, success))
         await self.send(p.channel_close(channel_id))
 
+    async def _prompt(
+        self, history: Any, config: p.PredictionConfig
+    ) -> tuple[list[int], Any, ToolEvents | None]:
+        """Prompt tokens, grammar processor and tool-call translator of a prediction."""
+        if config.raw:
+            messages = p.chat_messages(history)
+            text = "".join(m["content"] for m in messages)
+            prompt = await tokenize(self.state, lambda tok: tok.encode(text))
+            grammar = await constrain(
+                self.state, structured_grammar(config.structured), "structured"
+            )
+            return prompt, grammar, None
+        body = chat_request(history, self.state.config.model_id, config.tools)
+        fmt = FORMATS[self.state.tool_format() or "generic"]
+        grammars = self.state.engine.grammars
+        plan = await run_in_threadpool(plan_tools, body, fmt.name, grammars)
+        chat, extra = template_messages(body, fmt, with_tools=plan is not None)
+        prompt = await tokenize(
+            self.state,
+            lambda tok: tok.apply_chat_template(chat, add_generation_prompt=True, **extra),
+        )
+        if plan is not None:
+            return prompt, await constrain(self.state, plan.grammar, "tools"), ToolEvents(plan.fmt)
+        grammar = await constrain(self.state, structured_grammar(config.structured), "structured")
+        return prompt, grammar, None
+
     # ------------------------------------------------------------------ model
 
     def _model(self) -> p.ServedModel:
@@ -346,6 +377,7 @@ class Session(SocketSession):
             arch=info.arch if info else "unknown",
             context_length=info.context_length if info else 0,
             size_bytes=weights_size(self.state.config.model_path),
+            trained_for_tools=self.state.tool_format() not in (None, "generic"),
         )
 
 
