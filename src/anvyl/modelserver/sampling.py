@@ -7,7 +7,7 @@ requests one at a time). The same seed, prompt and parameters give the same text
 a batched matmul may differ from a solo one in the last float bits, which could flip a sample
 only where two tokens tie to within that rounding.
 
-Unseeded requests with equal (temperature, top_p) share one sampler object, so the generator
+Unseeded requests with equal (temperature, top_p, top_k) share one sampler object, so the generator
 samples the whole batch in one call; greedy requests use the generator's own greedy sampler.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 Sampler = Callable[[Any], Any]
 
-_shared_samplers: dict[tuple[float, float], Sampler] = {}
+_shared_samplers: dict[tuple[float, float, int], Sampler] = {}
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class SamplingParams:
 
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: off
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
@@ -44,13 +45,13 @@ def make_sampler(params: SamplingParams) -> Sampler | None:
     if params.greedy:
         return None
     if params.seed is not None:
-        return SeededSampler(params.temperature, params.top_p, params.seed)
-    key = (params.temperature, params.top_p)
+        return SeededSampler(params.temperature, params.top_p, params.seed, params.top_k)
+    key = (params.temperature, params.top_p, params.top_k)
     sampler = _shared_samplers.get(key)
     if sampler is None:
         from mlx_lm.sample_utils import make_sampler as mlx_make_sampler
 
-        sampler = mlx_make_sampler(temp=params.temperature, top_p=params.top_p)
+        sampler = mlx_make_sampler(temp=params.temperature, top_p=params.top_p, top_k=params.top_k)
         _shared_samplers[key] = sampler
     return sampler
 
@@ -71,15 +72,16 @@ def make_logits_processors(params: SamplingParams, context: int) -> list[Any]:
 
 
 class SeededSampler:
-    """Temperature/top-p sampling from a private PRNG stream."""
+    """Temperature/top-p/top-k sampling from a private PRNG stream."""
 
-    def __init__(self, temperature: float, top_p: float, seed: int) -> None:
+    def __init__(self, temperature: float, top_p: float, seed: int, top_k: int = 0) -> None:
         import mlx.core as mx
 
         self._mx = mx
         self._key = mx.random.key(seed & 0xFFFF_FFFF_FFFF_FFFF)
         self._inv_temp = 1.0 / temperature
         self._top_p = top_p
+        self._top_k = top_k
 
     def __call__(self, logprobs: Any) -> Any:
         """Sample one token per row of `logprobs` and advance the stream."""
@@ -90,4 +92,8 @@ class SeededSampler:
             from mlx_lm.sample_utils import apply_top_p
 
             logprobs = apply_top_p(logprobs, self._top_p)
+        if 0 < self._top_k < logprobs.shape[-1]:
+            from mlx_lm.sample_utils import apply_top_k
+
+            logprobs = apply_top_k(logprobs, self._top_k)
         return mx.random.categorical(logprobs * self._inv_temp, key=sub)
