@@ -97,6 +97,8 @@ def chat_request(state: ServerState, body: ChatRequest) -> tuple[ChatCompletionR
     chat = {"model": model, "messages": messages, "stream": body.stream, **fields}
     if body.tools:
         chat["tools"] = body.tools
+    if body.tool_choice is not None:
+        chat["tool_choice"] = body.tool_choice
     return _validate(chat), top_k
 
 

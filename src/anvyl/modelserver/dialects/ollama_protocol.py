@@ -68,6 +68,8 @@ class ChatRequest(OllamaRequest):
 
     messages: list[OllamaMessage] = []
     tools: list[dict[str, Any]] | None = None
+    # Anvyl's extension (Ollama has none): OpenAI's tool_choice, e.g. "required" to force a call.
+    tool_choice: Any = None
 
 
 class GenerateRequest(OllamaRequest):
