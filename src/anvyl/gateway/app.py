@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from starlette.websockets import WebSocket
 
-from anvyl.gateway import lmstudio, protocol
+from anvyl.gateway import dialects, lmstudio, protocol
 from anvyl.gateway.routing import Replica, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 RETRY_AFTER_S = 2
-ROUTED_PREFIXES = ("/v1/", "/api/v0/")
+ROUTED_PREFIXES = ("/v1/", "/api/")  # OpenAI, Anthropic, LM Studio REST and Ollama
 GREETING_PATH = "/lmstudio-greeting"
 # Not forwarded either way (hop-by-hop), or set by the gateway itself.
 HOP_HEADERS = frozenset(
@@ -45,7 +45,7 @@ HOP_HEADERS = frozenset(
         b"upgrade",
     }
 )
-DROPPED_REQUEST_HEADERS = HOP_HEADERS | {b"host", b"authorization", b"content-length"}
+DROPPED_REQUEST_HEADERS = HOP_HEADERS | {b"host", b"authorization", b"x-api-key", b"content-length"}
 # Failures that mean the replica never answered: safe to send the request to another one.
 RETRIABLE = (
     httpx.ConnectError,
@@ -77,11 +77,18 @@ class Gateway:
             return
         path: str = scope["path"]
         method: str = scope["method"]
+        dialects.CURRENT_PATH.set(path)  # errors come in the path's dialect
         if path == "/health":
             await _respond(send, 200, b'{"status":"ok"}')
             return
         if path == GREETING_PATH:  # the LM Studio SDK's probe before it opens its websockets
             await _respond(send, 200, b'{"lmstudio":true}')
+            return
+        if dialects.is_local(path, method):
+            if path not in dialects.OPEN and not self._authorized(scope, self.all_client_keys()):
+                await _unauthorized(send)
+                return
+            await dialects.answer_locally(send, path, self.table, self.client)
             return
         if path == "/v1/models" or path.startswith("/v1/models/"):
             if method != "GET":
@@ -92,7 +99,8 @@ class Gateway:
                 await self._models(send, path.removeprefix("/v1/models").strip("/"))
             return
         if not path.startswith(ROUTED_PREFIXES):
-            await _error(send, 404, f"no route for {path}; the gateway serves the OpenAI API")
+            await _error(send, 404, f"no route for {path}; the gateway serves the OpenAI,"
+                         " Anthropic, Ollama and LM Studio APIs")  # fmt: skip
             return
         body = await _read_body(receive)
         if body is None:
@@ -104,6 +112,7 @@ class Gateway:
                 send, 400, "the request names no model: put its id in `model`", param="model"
             )
             return
+        model = dialects.routed_model(path, model, self.table)
         keys = {r.target.client_key for r in self.table.models().get(model, ())}
         if not self._authorized(scope, keys - {""}):
             await _unauthorized(send)
@@ -216,7 +225,8 @@ async def _pass_through(
     deployment = replica.target.deployment or replica.target.key
     headers.append((b"x-anvyl-deployment", deployment.encode()))
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-    streaming = response.headers.get("content-type", "").startswith("text/event-stream")
+    kind = response.headers.get("content-type", "")
+    streaming = kind.startswith(("text/event-stream", "application/x-ndjson"))
     # Only a stream can run long enough for a client to leave: watch for it there.
     disconnected = asyncio.ensure_future(receive()) if streaming else None
     try:
@@ -257,6 +267,8 @@ def _bearer(scope: Scope) -> str | None:
         if name == b"authorization":
             scheme, _, credentials = value.decode("latin-1").partition(" ")
             return credentials.strip() if scheme.lower() == "bearer" else None
+        if name == b"x-api-key":  # what Anthropic's clients send
+            return value.decode("latin-1").strip()
     return None
 
 
@@ -288,7 +300,7 @@ async def _error(
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     await _respond(
-        send, status, protocol.error_body(message, status, code=code, param=param), extra
+        send, status, dialects.error_body(message, status, code=code, param=param), extra
     )
 
 
