@@ -9,6 +9,7 @@ from pathlib import Path
 import anthropic
 import httpx
 import ollama
+import openai
 import pytest
 from helpers import wait_for
 from modelserver_harness import MODEL_ID, RunningServer, start_server, stop_server
@@ -37,10 +38,8 @@ def replica(
 def gateway(replica: RunningServer) -> Iterator[GatewayServer]:
     """A loopback gateway with a token, whose one target is `replica`."""
     target = Target(key="r1", model_id=MODEL_ID, base_url=replica.url, upstream_key=UPSTREAM)
-    server = open_gateway(
-        lambda: [target], GatewayConfig(port=0, interval=0.2), host="127.0.0.1", token=TOKEN,
-        loopback=True,
-    )  # fmt: skip
+    cfg = GatewayConfig(port=0, interval=0.2, aliases=(("claude-*", MODEL_ID),))
+    server = open_gateway(lambda: [target], cfg, host="127.0.0.1", token=TOKEN, loopback=True)
     assert server is not None
     server.start()
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -68,6 +67,15 @@ def test_anthropic_sdk_through_the_gateway(gateway: GatewayServer) -> None:
     assert client.messages.count_tokens(model=MODEL_ID, messages=PARIS).input_tokens > 5
 
 
+def test_model_alias_serves_claude_names(gateway: GatewayServer) -> None:
+    """`--model-alias claude-*=MODEL`: what Claude Code sends reaches the model; others 404."""
+    client = anthropic.Anthropic(base_url=gateway.url, api_key=TOKEN, max_retries=0)
+    r = client.messages.create(model="claude-sonnet-4-5", max_tokens=5, messages=PARIS)
+    assert r.usage.output_tokens > 0
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.create(model="gpt-4o", max_tokens=5, messages=PARIS)
+
+
 def test_ollama_client_through_the_gateway(gateway: GatewayServer) -> None:
     """Probe, version, tags and ps answered by the gateway; chat routed by `id:latest`."""
     assert httpx.get(gateway.url).text == "Ollama is running"
@@ -81,6 +89,17 @@ def test_ollama_client_through_the_gateway(gateway: GatewayServer) -> None:
                              options={"temperature": 0, "num_predict": 30}))  # fmt: skip
     assert "".join(p.message.content for p in parts) == r.message.content
     assert client.show(MODEL_ID).capabilities
+
+
+def test_responses_through_the_gateway(gateway: GatewayServer) -> None:
+    """`responses.create` is routed by model; `retrieve` is answered by asking the replicas."""
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=TOKEN, max_retries=0)
+    r = client.responses.create(model=MODEL_ID, input="What is the capital of France?",
+                                temperature=0, max_output_tokens=30)  # fmt: skip
+    assert "Paris" in r.output_text
+    assert client.responses.retrieve(r.id).output_text == r.output_text
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve("resp_nope")
 
 
 def test_lmstudio_model_list_through_the_gateway(gateway: GatewayServer) -> None:

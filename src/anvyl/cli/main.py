@@ -107,6 +107,12 @@ def serve(
         help="Port of the OpenAI gateway; 0 turns it off [default: 50080, skipped if taken]",
         show_default=False,
     ),
+    model_alias: list[str] = typer.Option(
+        [],
+        "--model-alias",
+        help="NAME=MODEL: the gateway sends requests for NAME (a glob such as 'claude-*') to"
+        " MODEL; repeatable",
+    ),
 ) -> None:
     """Run the gRPC control plane (health, reflection; state in $ANVYL_HOME)."""
     from anvyl.cli import output
@@ -143,13 +149,19 @@ def serve(
             optional=dashboard_port is None,
         )
     from anvyl.gateway import DEFAULT_GATEWAY_PORT, GatewayConfig
+    from anvyl.gateway.dialects import parse_aliases
 
+    try:
+        aliases = parse_aliases(model_alias)
+    except ValueError as exc:
+        output.fail(str(exc), code=output.EXIT_USAGE)
     gateway = None
     if gateway_port != 0:  # like the dashboard: the default port is skipped when taken
         gateway = GatewayConfig(
             host=gateway_host,
             port=DEFAULT_GATEWAY_PORT if gateway_port is None else gateway_port,
             optional=gateway_port is None,
+            aliases=aliases,
         )
     cfg = ServerConfig(
         host=host,

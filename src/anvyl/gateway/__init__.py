@@ -36,12 +36,15 @@ class GatewayConfig:
         port: TCP port; 0 picks a free one.
         optional: When the port is taken, warn and go on without the gateway (the default port).
         interval: Seconds between two refreshes (replica list and health probes).
+        aliases: (NAME, MODEL) pairs: a request for NAME (a glob such as `claude-*`) goes to
+            MODEL, as clients with fixed model names (Claude Code) need.
     """
 
     host: str | None = None
     port: int = DEFAULT_GATEWAY_PORT
     optional: bool = False
     interval: float = DEFAULT_REFRESH_S
+    aliases: tuple[tuple[str, str], ...] = ()
 
 
 def open_gateway(
@@ -82,6 +85,7 @@ def open_gateway(
             interval=cfg.interval,
             loopback=loopback,
             tls=tls,
+            aliases=cfg.aliases,
         )
     except AlreadyExists as exc:
         if not cfg.optional:

@@ -61,9 +61,15 @@ class Gateway:
     """The ASGI callable: auth, `/v1/models`, and the proxy."""
 
     def __init__(
-        self, table: RoutingTable, client: httpx.AsyncClient, *, token: str | None = None
+        self,
+        table: RoutingTable,
+        client: httpx.AsyncClient,
+        *,
+        token: str | None = None,
+        aliases: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.table = table
+        self.aliases = aliases  # (glob, model id): names such as claude-* mapped to a model
         self.client = client
         self.token = token or None
         self.started = time.time()
@@ -112,7 +118,10 @@ class Gateway:
                 send, 400, "the request names no model: put its id in `model`", param="model"
             )
             return
-        model = dialects.routed_model(path, model, self.table)
+        routed = dialects.routed_model(path, model, self.table, self.aliases)
+        if routed != model:  # the replica knows only its own id
+            body = dialects.with_model(body, routed)
+        model = routed
         keys = {r.target.client_key for r in self.table.models().get(model, ())}
         if not self._authorized(scope, keys - {""}):
             await _unauthorized(send)

@@ -2,15 +2,17 @@
 `name:latest` model names, and the paths that name no model answered by the gateway itself.
 
 `/api/tags`, `/api/ps` and LM Studio's `/api/v0/models` are each model's own answer, asked of
-one healthy replica per model and merged; `/` and `/api/version` are constants.
+one healthy replica per model and merged; `GET /v1/responses/{id}` is asked of every healthy
+replica (each keeps the responses it made); `/` and `/api/version` are constants.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -40,18 +42,44 @@ def error_body(message: str, status: int, *, code: str | None, param: str | None
     return protocol.error_body(message, status, code=code, param=param)
 
 
-def routed_model(path: str, model: str, table: RoutingTable) -> str:
-    """The model id to route by (`id:latest` on Ollama's paths is `id`)."""
-    if dialect_of(path) == "ollama" and model.endswith(":latest") and not table.known(model):
+def routed_model(
+    path: str, model: str, table: RoutingTable, aliases: Sequence[tuple[str, str]] = ()
+) -> str:
+    """The model id to route by: a running model's own id, else the first alias whose pattern
+    (a glob such as `claude-*`) matches; `id:latest` on Ollama's paths is `id`."""
+    if table.known(model):
+        return model
+    for pattern, target in aliases:
+        if fnmatchcase(model, pattern):
+            return target
+    if dialect_of(path) == "ollama" and model.endswith(":latest"):
         return model.removesuffix(":latest")
     return model
+
+
+def with_model(body: bytes, model: str) -> bytes:
+    """The JSON request body with `model` replaced (an alias resolved)."""
+    data = json.loads(body)
+    data["model"] = model
+    return json.dumps(data).encode()
+
+
+def parse_aliases(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """`NAME=MODEL` pairs (NAME may be a glob); ValueError naming a bad one."""
+    out = []
+    for item in items:
+        name, sep, model = item.partition("=")
+        if not sep or not name.strip() or not model.strip():
+            raise ValueError(f"bad model alias {item!r}: expected NAME=MODEL (NAME may be a glob)")
+        out.append((name.strip(), model.strip()))
+    return tuple(out)
 
 
 def is_local(path: str, method: str) -> bool:
     """Whether the gateway answers `path` itself."""
     if method not in ("GET", "HEAD"):
         return False
-    return path in OPEN or path in MERGED or path.startswith("/api/v0/models/")
+    return path in OPEN or path in MERGED or path.startswith(("/api/v0/models/", "/v1/responses/"))
 
 
 async def answer_locally(
@@ -75,6 +103,8 @@ async def local_answer(
         return 200, GREETING, b"text/plain; charset=utf-8"
     if path == "/api/version":
         return 200, json.dumps({"version": OLLAMA_VERSION}).encode(), b"application/json"
+    if path.startswith("/v1/responses/"):
+        return await _stored_response(path, table, client)
     wanted = None
     if path.startswith("/api/v0/models/"):
         path, wanted = "/api/v0/models", path.removeprefix("/api/v0/models/")
@@ -94,6 +124,18 @@ async def local_answer(
             b"application/json",
         )
     return 200, json.dumps(match).encode(), b"application/json"
+
+
+async def _stored_response(
+    path: str, table: RoutingTable, client: httpx.AsyncClient
+) -> tuple[int, bytes, bytes]:
+    """A stored Response, asked of every healthy replica (each keeps its own)."""
+    replicas = [r for r in table.replicas() if r.healthy]
+    for answer in await asyncio.gather(*(_ask(client, r, path) for r in replicas)):
+        if answer.get("object") == "response":
+            return 200, json.dumps(answer).encode(), b"application/json"
+    message = f"no running model server has the stored response {path.rsplit('/', 1)[-1]!r}"
+    return 404, error_body(message, 404, code="not_found", param="response_id"), b"application/json"
 
 
 def _healthy(replicas: list[Replica]) -> Replica | None:

@@ -55,7 +55,9 @@ class GatewayServer:
         interval: float = 1.0,
         loopback: bool = True,
         tls: TLSFiles | None = None,
+        aliases: tuple[tuple[str, str], ...] = (),
     ) -> None:
+        self.aliases = aliases
         if not loopback and not token:
             raise InvalidArgument(
                 f"the gateway on {host} (not loopback) requires an access token: "
@@ -114,7 +116,7 @@ class GatewayServer:
             await self.refresh(probe_client)
             self._server = uvicorn.Server(
                 uvicorn.Config(
-                    Gateway(self.table, client, token=self.token),
+                    Gateway(self.table, client, token=self.token, aliases=self.aliases),
                     log_level="warning",
                     access_log=False,
                     lifespan="off",
