@@ -8,6 +8,7 @@ import httpx
 import jsonschema
 import ollama
 import pytest
+from helpers import wait_for
 from modelserver_harness import MODEL_ID, RunningServer
 from pydantic import BaseModel, Field
 from structured_cases import TOOLS, WEATHER
@@ -60,6 +61,32 @@ def test_chat_whole_and_streamed_agree(client: ollama.Client) -> None:
     assert len(parts) > 2 and parts[-1].done and not any(p.done for p in parts[:-1])
     assert "".join(p.message.content for p in parts) == whole.message.content
     assert parts[-1].eval_count == whole.eval_count
+
+
+def test_sampling_options_are_honoured(client: ollama.Client) -> None:
+    """top_k 1 and min_p 1 at temperature 1 are greedy; repeat_penalty breaks a loop."""
+    greedy = client.chat(model=MODEL_ID, messages=PARIS, options=GREEDY).message.content
+    for option in ({"top_k": 1}, {"min_p": 1.0}):
+        options = {"temperature": 1.0, "num_predict": 40, **option}
+        assert client.chat(model=MODEL_ID, messages=PARIS, options=options).message.content == (
+            greedy
+        )
+    looping = [{"role": "system", "content": "Answer briefly."}, *PARIS]
+    plain = client.chat(model=MODEL_ID, messages=looping, options=GREEDY).message.content
+    penalised = client.chat(model=MODEL_ID, messages=looping,
+                            options={**GREEDY, "repeat_penalty": 1.5}).message.content  # fmt: skip
+    assert penalised != plain
+
+
+def test_abandoned_stream_frees_its_slot(structured_server: RunningServer) -> None:
+    """Closing an NDJSON stream after its first line cancels the generation."""
+    body = {"model": MODEL_ID, "prompt": "Count to 1000.", "options": {"num_predict": 200}}
+    with httpx.stream("POST", f"{structured_server.url}/api/generate", json=body,
+                      timeout=60) as r:  # fmt: skip
+        first = json.loads(next(r.iter_lines()))
+        assert first["done"] is False
+    wait_for(lambda: structured_server.metrics()["anvyl_active_sequences"] == 0, timeout=10,
+             what="the abandoned generation to be cancelled")  # fmt: skip
 
 
 def test_generate_and_num_predict(client: ollama.Client) -> None:

@@ -139,10 +139,14 @@ def raise_failure(finish: FinishEvent) -> None:
 
 
 async def start(
-    request: Request, state: ServerState, body: ChatCompletionRequest, top_k: int = 0
+    request: Request,
+    state: ServerState,
+    body: ChatCompletionRequest,
+    sampling_extra: dict[str, Any] | None = None,
 ) -> Generation:
-    """Build the prompt and constraints as the OpenAI route does, and submit one generation
-    (`top_k` 0 or at least the vocabulary size: off)."""
+    """Build the prompt and constraints as the OpenAI route does, and submit one generation;
+    `sampling_extra` sets what OpenAI's request has no field for (`top_k`, `min_p`,
+    `repetition_penalty`, `repetition_context`; a top_k of at least the vocabulary is off)."""
     prompt, plan = await chat_prompt(state, body)
     grammars = await chat_grammars(state, body, plan)
     loaded = state.engine.loaded
@@ -153,8 +157,10 @@ async def start(
     )  # fmt: skip
     events = AsyncEvents()
     sampling = sampling_params(state, body, loaded.vocab_size)
-    if 0 < top_k < loaded.vocab_size:
-        sampling = replace(sampling, top_k=top_k)
+    extra = dict(sampling_extra or {})
+    if extra.get("top_k", 0) >= loaded.vocab_size:
+        extra["top_k"] = 0
+    sampling = replace(sampling, **extra)
     gen = GenerationRequest(
         prompt=prompt, max_tokens=max_tokens, sink=events.sink,
         sampling=sampling, stop=body.stop_list(),

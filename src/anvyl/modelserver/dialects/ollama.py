@@ -9,6 +9,7 @@ up for the assistant's calls so the chat template sees an ordinary OpenAI conver
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,13 @@ from anvyl.modelserver.routes import ServerState, validation_error
 
 NS = 1_000_000_000
 SAMPLING_KEYS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
+# Options the engine's sampling takes directly: (its name, what values are valid).
+SAMPLING_EXTRA: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "top_k": ("top_k", lambda v: v >= 0 and v == int(v)),
+    "min_p": ("min_p", lambda v: 0.0 <= v <= 1.0),
+    "repeat_penalty": ("repetition_penalty", lambda v: 0.0 < v <= 10.0),
+    "repeat_last_n": ("repetition_context", lambda v: 0 < v <= 4096 and v == int(v)),
+}
 
 
 def resolve_model(state: ServerState, name: str) -> str:
@@ -44,10 +52,13 @@ def resolve_model(state: ServerState, name: str) -> str:
     )
 
 
-def options_fields(state: ServerState, body: OllamaRequest) -> tuple[dict[str, Any], int]:
-    """Chat-request fields from `options` and `format`, and `top_k` (0: off)."""
+def options_fields(
+    state: ServerState, body: OllamaRequest
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Chat-request fields from `options` and `format`, and the sampling the chat request has
+    no field for (`top_k`, `min_p`, the repetition penalty)."""
     fields: dict[str, Any] = {}
-    top_k = 0
+    extra: dict[str, Any] = {}
     for key, value in (body.options or {}).items():
         if value is None:
             continue
@@ -72,10 +83,11 @@ def options_fields(state: ServerState, body: OllamaRequest) -> tuple[dict[str, A
             fields["stop"] = [value] if isinstance(value, str) else value
         elif key == "num_predict":
             fields["max_tokens"] = value if isinstance(value, int) and value > 0 else None
-        elif key == "top_k":
-            if not isinstance(value, int) or value < 0:
-                raise InvalidRequest("options.top_k must be a whole number ≥ 0", param=key)
-            top_k = value
+        else:
+            name, valid = SAMPLING_EXTRA[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not valid(value):
+                raise InvalidRequest(f"options.{key} is out of range: {value!r}", param=key)
+            extra[name] = int(value) if name in ("top_k", "repetition_context") else value
     if body.format == "json":
         fields["response_format"] = {"type": "json_object"}
     elif isinstance(body.format, dict):
@@ -86,25 +98,27 @@ def options_fields(state: ServerState, body: OllamaRequest) -> tuple[dict[str, A
             f"{state.config.model_id!r} does not support thinking; leave think unset",
             param="think",
         )
-    return fields, top_k
+    return fields, extra
 
 
-def chat_request(state: ServerState, body: ChatRequest) -> tuple[ChatCompletionRequest, int]:
-    """The internal chat request of `/api/chat`, and its `top_k`."""
+def chat_request(
+    state: ServerState, body: ChatRequest
+) -> tuple[ChatCompletionRequest, dict[str, Any]]:
+    """The internal chat request of `/api/chat`, and its extra sampling."""
     model = resolve_model(state, body.model)
-    fields, top_k = options_fields(state, body)
+    fields, extra = options_fields(state, body)
     messages = _messages(body.messages)
     chat = {"model": model, "messages": messages, "stream": body.stream, **fields}
     if body.tools:
         chat["tools"] = body.tools
     if body.tool_choice is not None:
         chat["tool_choice"] = body.tool_choice
-    return _validate(chat), top_k
+    return _validate(chat), extra
 
 
 def generate_request(
     state: ServerState, body: GenerateRequest
-) -> tuple[ChatCompletionRequest, int]:
+) -> tuple[ChatCompletionRequest, dict[str, Any]]:
     """The internal chat request of `/api/generate` (system and prompt, chat-templated)."""
     model = resolve_model(state, body.model)
     for name, why in (
@@ -116,11 +130,11 @@ def generate_request(
     ):
         if getattr(body, name):
             raise InvalidRequest(why, param=name, code="unsupported_feature")
-    fields, top_k = options_fields(state, body)
+    fields, extra = options_fields(state, body)
     messages = [{"role": "system", "content": body.system}] if body.system else []
     messages.append({"role": "user", "content": body.prompt})
     chat = {"model": model, "messages": messages, "stream": body.stream, **fields}
-    return _validate(chat), top_k
+    return _validate(chat), extra
 
 
 def _validate(chat: dict[str, Any]) -> ChatCompletionRequest:

@@ -13,8 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 HONOURED = frozenset(
-    {"temperature", "top_p", "top_k", "num_predict", "stop", "seed", "presence_penalty",
-     "frequency_penalty"}
+    {"temperature", "top_p", "top_k", "min_p", "num_predict", "stop", "seed", "presence_penalty",
+     "frequency_penalty", "repeat_penalty", "repeat_last_n"}
 )  # fmt: skip
 INERT = frozenset(
     {"num_ctx", "num_keep", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap",

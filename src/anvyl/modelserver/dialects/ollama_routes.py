@@ -105,9 +105,9 @@ async def chat(request: Request) -> Response:
     """Ollama chat: NDJSON chunks unless `stream: false`."""
     state = state_of(request)
     body = await parse_body(request, ChatRequest)
-    internal, top_k = chat_request(state, body)
+    internal, extra = chat_request(state, body)
     began = time.perf_counter()
-    generation = await start(request, state, internal, top_k)
+    generation = await start(request, state, internal, extra)
     if body.stream:
         chunks = _chunks(generation, body.model, began, chat=True)
         return StreamingResponse(chunks, media_type="application/x-ndjson")
@@ -125,13 +125,13 @@ async def generate(request: Request) -> Response:
     """Ollama generate (the prompt goes through the chat template); an empty prompt loads."""
     state = state_of(request)
     body = await parse_body(request, GenerateRequest)
-    internal, top_k = generate_request(state, body)
+    internal, extra = generate_request(state, body)
     if not body.prompt and not body.system:
         load = {"model": body.model, "created_at": timestamp(), "response": "", "done": True,
                 "done_reason": "load"}  # fmt: skip
         return JSONResponse(load)
     began = time.perf_counter()
-    generation = await start(request, state, internal, top_k)
+    generation = await start(request, state, internal, extra)
     if body.stream:
         chunks = _chunks(generation, body.model, began, chat=False)
         return StreamingResponse(chunks, media_type="application/x-ndjson")
@@ -141,9 +141,11 @@ async def generate(request: Request) -> Response:
 
 
 @router.api_route("/api/{action}", methods=["GET", "POST", "PUT", "DELETE", "HEAD"])
-async def refused(action: str) -> Response:
+async def refused(action: str, request: Request) -> Response:
     """Model management and embeddings: what to use instead."""
-    why = REFUSED.get(action)
+    why, method = REFUSED.get(action), request.method
+    if f"/api/{action}" in OLLAMA_ENDPOINTS:
+        return JSONResponse({"error": f"{method} is not allowed on /api/{action}"}, status_code=405)
     if why is None:
         return JSONResponse({"error": f"unknown Ollama endpoint /api/{action}"}, status_code=404)
     raise InvalidRequest(f"/api/{action} is not supported here: {why}", code="unsupported_feature")

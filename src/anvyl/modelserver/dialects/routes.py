@@ -44,7 +44,7 @@ async def messages(request: Request) -> Response:
     state = state_of(request)
     body = await parse_body(request, MessagesRequest)
     chat = to_chat(body)
-    generation = await start(request, state, chat, top_k=body.top_k or 0)
+    generation = await start(request, state, chat, {"top_k": body.top_k or 0})
     if body.stream:
         return StreamingResponse(
             message_events(generation, body.model), media_type="text/event-stream",
