@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 # Clear of the model ports (1234, 8080), gRPC (50051) and the dashboard (50052).
 DEFAULT_GATEWAY_PORT = 50080
+DEFAULT_OLLAMA_PORT = 11434  # where Ollama's clients look first
 DEFAULT_REFRESH_S = 1.0
 
 
@@ -38,6 +39,8 @@ class GatewayConfig:
         interval: Seconds between two refreshes (replica list and health probes).
         aliases: (NAME, MODEL) pairs: a request for NAME (a glob such as `claude-*`) goes to
             MODEL, as clients with fixed model names (Claude Code) need.
+        ollama_port: A second port serving the same gateway, where Ollama's clients look
+            (None: none); `ollama_optional` skips it with a warning when it is taken.
     """
 
     host: str | None = None
@@ -45,6 +48,8 @@ class GatewayConfig:
     optional: bool = False
     interval: float = DEFAULT_REFRESH_S
     aliases: tuple[tuple[str, str], ...] = ()
+    ollama_port: int | None = None
+    ollama_optional: bool = False
 
 
 def open_gateway(
@@ -55,6 +60,7 @@ def open_gateway(
     token: str | None,
     loopback: bool,
     tls: TLSFiles | None = None,
+    ollama: bool = False,
 ) -> GatewayServer | None:
     """Bind the gateway (`start()` serves it); None when it is optional and cannot run.
 
@@ -65,14 +71,19 @@ def open_gateway(
         token: The gRPC access token, required here too off loopback.
         loopback: Whether the gateway's address is loopback only.
         tls: Serve HTTPS with the gRPC server's certificate.
+        ollama: Bind the Ollama port (`cfg.ollama_port`) instead of the gateway's.
     """
+    port, optional = (cfg.ollama_port or 0, cfg.ollama_optional) if ollama else (
+        cfg.port, cfg.optional)  # fmt: skip
+    what, option = ("the Ollama port", "--ollama-port") if ollama else (
+        "the gateway", "--gateway-port")  # fmt: skip
     try:
         from anvyl.gateway.server import GatewayServer
     except ModuleNotFoundError as exc:
         if exc.name != "uvicorn":
             raise
         message = "the gateway needs uvicorn (pip install uvicorn)"
-        if cfg.optional:
+        if optional:
             log.warning("%s; going on without it", message)
             return None
         raise FailedPrecondition(message) from exc
@@ -80,22 +91,25 @@ def open_gateway(
         return GatewayServer(
             source,
             host=cfg.host or host,
-            port=cfg.port,
+            port=port,
             token=token,
             interval=cfg.interval,
             loopback=loopback,
             tls=tls,
             aliases=cfg.aliases,
+            what=what,
+            option=option,
         )
     except AlreadyExists as exc:
-        if not cfg.optional:
+        if not optional:
             raise
-        log.warning("%s; going on without the gateway", exc.message)
+        log.warning("%s; going on without %s", exc.message, what)
         return None
 
 
 __all__ = [
     "DEFAULT_GATEWAY_PORT",
+    "DEFAULT_OLLAMA_PORT",
     "DEFAULT_REFRESH_S",
     "GatewayConfig",
     "RoutingTable",

@@ -56,6 +56,8 @@ class GatewayServer:
         loopback: bool = True,
         tls: TLSFiles | None = None,
         aliases: tuple[tuple[str, str], ...] = (),
+        what: str = "the gateway",
+        option: str = "--gateway-port",
     ) -> None:
         self.aliases = aliases
         if not loopback and not token:
@@ -67,7 +69,7 @@ class GatewayServer:
         self.token = token
         self.interval = interval
         self.table = RoutingTable()
-        self.socket = bind_socket(host, port, what="the gateway", option="--gateway-port")
+        self.socket = bind_socket(host, port, what=what, option=option)
         self.port = self.socket.getsockname()[1]
         self.url = socket_url(host, self.socket, tls=tls is not None)
         self.tls = tls
