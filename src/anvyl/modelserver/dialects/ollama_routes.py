@@ -24,6 +24,7 @@ from anvyl.modelserver.dialects.ollama import (
 from anvyl.modelserver.dialects.ollama_protocol import ChatRequest, GenerateRequest, ShowRequest
 from anvyl.modelserver.errors import InvalidRequest
 from anvyl.modelserver.events import FinishEvent
+from anvyl.modelserver.protocol import ChatCompletionRequest
 from anvyl.modelserver.routes import ServerState, parse_body, state_of
 from anvyl.modelserver.streaming import json_bytes
 
@@ -106,18 +107,7 @@ async def chat(request: Request) -> Response:
     state = state_of(request)
     body = await parse_body(request, ChatRequest)
     internal, extra = chat_request(state, body)
-    began = time.perf_counter()
-    generation = await start(request, state, internal, extra)
-    if body.stream:
-        chunks = _chunks(generation, body.model, began, chat=True)
-        return StreamingResponse(chunks, media_type="application/x-ndjson")
-    finish = await generation.finish()
-    message: dict[str, Any] = {"role": "assistant", "content": generation.output.text}
-    calls = tool_calls(generation.output)
-    if calls:
-        message = {"role": "assistant", "content": "", "tool_calls": calls}
-    head = {"model": body.model, "created_at": timestamp(), "message": message}
-    return JSONResponse(head | done_fields(finish, time.perf_counter() - began))
+    return await _answer(request, internal, extra, body.model, body.stream, chat=True)
 
 
 @router.post("/api/generate")
@@ -130,13 +120,33 @@ async def generate(request: Request) -> Response:
         load = {"model": body.model, "created_at": timestamp(), "response": "", "done": True,
                 "done_reason": "load"}  # fmt: skip
         return JSONResponse(load)
+    return await _answer(request, internal, extra, body.model, body.stream, chat=False)
+
+
+async def _answer(
+    request: Request,
+    internal: ChatCompletionRequest,
+    extra: dict[str, Any],
+    model: str,
+    stream: bool,
+    *,
+    chat: bool,
+) -> Response:
+    """Generate and answer as NDJSON chunks or one object (`message` or `response`)."""
     began = time.perf_counter()
-    generation = await start(request, state, internal, extra)
-    if body.stream:
-        chunks = _chunks(generation, body.model, began, chat=False)
+    generation = await start(request, state_of(request), internal, extra)
+    if stream:
+        chunks = _chunks(generation, model, began, chat=chat)
         return StreamingResponse(chunks, media_type="application/x-ndjson")
     finish = await generation.finish()
-    head = {"model": body.model, "created_at": timestamp(), "response": generation.output.text}
+    output = generation.output
+    head: dict[str, Any] = {"model": model, "created_at": timestamp()}
+    if not chat:
+        head["response"] = output.text
+    elif calls := tool_calls(output):
+        head["message"] = {"role": "assistant", "content": "", "tool_calls": calls}
+    else:
+        head["message"] = {"role": "assistant", "content": output.text}
     return JSONResponse(head | done_fields(finish, time.perf_counter() - began))
 
 
