@@ -3,6 +3,7 @@ keys held by the gateway, model-less paths answered by the gateway, errors in ea
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +142,19 @@ def test_gateway_errors_come_in_the_paths_dialect(
         assert isinstance(error["error"], str) and error["error"]
     else:
         assert error["error"]["message"]
+
+
+def test_browser_requests_from_other_sites_are_refused(gateway: GatewayServer) -> None:
+    """A text/plain POST with a foreign Origin, or a foreign Host (DNS rebinding): 403 before
+    anything runs; a page on localhost and clients without Origin go on as before."""
+    url = f"{gateway.url}/v1/chat/completions"
+    body = json.dumps({"model": MODEL_ID, "messages": PARIS, "max_tokens": 1})
+    plain = {"Content-Type": "text/plain", "Authorization": f"Bearer {TOKEN}"}
+    foreign = httpx.post(url, content=body, headers={**plain, "Origin": "https://evil.example"})
+    assert foreign.status_code == 403 and "Origin" in foreign.json()["error"]["message"]
+    rebound = httpx.post(url, content=body, headers={**plain, "Host": "evil.example"})
+    assert rebound.status_code == 403 and "Host" in rebound.json()["error"]["message"]
+    ollama_shape = httpx.get(f"{gateway.url}/api/tags", headers={"Origin": "http://evil.example"})
+    assert ollama_shape.status_code == 403 and isinstance(ollama_shape.json()["error"], str)
+    local = httpx.post(url, content=body, headers={**plain, "Origin": "http://localhost:3000"})
+    assert local.status_code == 200

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from starlette.websockets import WebSocket
 
-from anvyl.gateway import dialects, lmstudio, protocol
+from anvyl.gateway import browser, dialects, lmstudio, protocol
 from anvyl.gateway.routing import Replica, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,9 @@ class Gateway:
         *,
         token: str | None = None,
         aliases: tuple[tuple[str, str], ...] = (),
+        loopback: bool = False,
     ) -> None:
+        self.loopback = loopback  # check Host against DNS rebinding (see browser.py)
         self.table = table
         self.aliases = aliases  # (glob, model id): names such as claude-* mapped to a model
         self.client = client
@@ -84,6 +86,10 @@ class Gateway:
         path: str = scope["path"]
         method: str = scope["method"]
         dialects.CURRENT_PATH.set(path)  # errors come in the path's dialect
+        refused = browser.refusal(scope["headers"], loopback=self.loopback)
+        if refused is not None:
+            await _error(send, 403, refused, code="forbidden_origin")
+            return
         if path == "/health":
             await _respond(send, 200, b'{"status":"ok"}')
             return

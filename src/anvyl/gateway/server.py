@@ -60,6 +60,7 @@ class GatewayServer:
         option: str = "--gateway-port",
     ) -> None:
         self.aliases = aliases
+        self.loopback = loopback
         if not loopback and not token:
             raise InvalidArgument(
                 f"the gateway on {host} (not loopback) requires an access token: "
@@ -118,7 +119,13 @@ class GatewayServer:
             await self.refresh(probe_client)
             self._server = uvicorn.Server(
                 uvicorn.Config(
-                    Gateway(self.table, client, token=self.token, aliases=self.aliases),
+                    Gateway(
+                        self.table,
+                        client,
+                        token=self.token,
+                        aliases=self.aliases,
+                        loopback=self.loopback,
+                    ),
                     log_level="warning",
                     access_log=False,
                     lifespan="off",
