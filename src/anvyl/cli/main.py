@@ -141,8 +141,8 @@ def serve(
             typer.echo(f"dashboard on {server.dashboard.url}", err=True)
         if server.gateway is not None:
             typer.echo(f"OpenAI gateway on {server.gateway.url}/v1", err=True)
-        if server.ollama is not None:
-            typer.echo(f"Ollama API on {server.ollama.url}", err=True)
+        if server.gateway is not None and server.gateway.ollama_url is not None:
+            typer.echo(f"Ollama API on {server.gateway.ollama_url}", err=True)
 
     import os
 

@@ -39,8 +39,8 @@ class GatewayConfig:
         interval: Seconds between two refreshes (replica list and health probes).
         aliases: (NAME, MODEL) pairs: a request for NAME (a glob such as `claude-*`) goes to
             MODEL, as clients with fixed model names (Claude Code) need.
-        ollama_port: A second port serving the same gateway, where Ollama's clients look
-            (None: none); `ollama_optional` skips it with a warning when it is taken.
+        ollama_port: A second port of the same gateway, where Ollama's clients look (None:
+            none); `ollama_optional`: when it is taken, warn and go on without it.
     """
 
     host: str | None = None
@@ -60,7 +60,6 @@ def open_gateway(
     token: str | None,
     loopback: bool,
     tls: TLSFiles | None = None,
-    ollama: bool = False,
 ) -> GatewayServer | None:
     """Bind the gateway (`start()` serves it); None when it is optional and cannot run.
 
@@ -71,19 +70,14 @@ def open_gateway(
         token: The gRPC access token, required here too off loopback.
         loopback: Whether the gateway's address is loopback only.
         tls: Serve HTTPS with the gRPC server's certificate.
-        ollama: Bind the Ollama port (`cfg.ollama_port`) instead of the gateway's.
     """
-    port, optional = (cfg.ollama_port or 0, cfg.ollama_optional) if ollama else (
-        cfg.port, cfg.optional)  # fmt: skip
-    what, option = ("the Ollama port", "--ollama-port") if ollama else (
-        "the gateway", "--gateway-port")  # fmt: skip
     try:
         from anvyl.gateway.server import GatewayServer
     except ModuleNotFoundError as exc:
         if exc.name != "uvicorn":
             raise
         message = "the gateway needs uvicorn (pip install uvicorn)"
-        if optional:
+        if cfg.optional:
             log.warning("%s; going on without it", message)
             return None
         raise FailedPrecondition(message) from exc
@@ -91,19 +85,19 @@ def open_gateway(
         return GatewayServer(
             source,
             host=cfg.host or host,
-            port=port,
+            port=cfg.port,
             token=token,
             interval=cfg.interval,
             loopback=loopback,
             tls=tls,
             aliases=cfg.aliases,
-            what=what,
-            option=option,
+            ollama_port=cfg.ollama_port,
+            ollama_optional=cfg.ollama_optional,
         )
     except AlreadyExists as exc:
-        if not optional:
+        if not cfg.optional:
             raise
-        log.warning("%s; going on without %s", exc.message, what)
+        log.warning("%s; going on without the gateway", exc.message)
         return None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -17,7 +18,7 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 import httpx
 import uvicorn
 
-from anvyl.errors import InvalidArgument
+from anvyl.errors import AlreadyExists, InvalidArgument
 from anvyl.gateway.app import Gateway
 from anvyl.gateway.routing import Replica, RoutingTable, Target
 from anvyl.server.listen import TLSFiles, bind_socket, socket_url
@@ -56,8 +57,8 @@ class GatewayServer:
         loopback: bool = True,
         tls: TLSFiles | None = None,
         aliases: tuple[tuple[str, str], ...] = (),
-        what: str = "the gateway",
-        option: str = "--gateway-port",
+        ollama_port: int | None = None,
+        ollama_optional: bool = False,
     ) -> None:
         self.aliases = aliases
         self.loopback = loopback
@@ -70,9 +71,24 @@ class GatewayServer:
         self.token = token
         self.interval = interval
         self.table = RoutingTable()
-        self.socket = bind_socket(host, port, what=what, option=option)
+        self.socket = bind_socket(host, port, what="the gateway", option="--gateway-port")
         self.port = self.socket.getsockname()[1]
         self.url = socket_url(host, self.socket, tls=tls is not None)
+        # The same gateway on Ollama's port: one routing table, one prober, two sockets.
+        self.ollama_socket: socket.socket | None = None
+        self.ollama_url: str | None = None
+        if ollama_port is not None:
+            try:
+                self.ollama_socket = bind_socket(
+                    host, ollama_port, what="the Ollama port", option="--ollama-port"
+                )
+            except AlreadyExists as exc:
+                if not ollama_optional:
+                    self.socket.close()
+                    raise
+                log.warning("%s; going on without it", exc.message)
+            else:
+                self.ollama_url = socket_url(host, self.ollama_socket, tls=tls is not None)
         self.tls = tls
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
@@ -99,6 +115,8 @@ class GatewayServer:
             self._thread.join(timeout=STOP_TIMEOUT_S)
             self._thread = None
         self.socket.close()
+        if self.ollama_socket is not None:
+            self.ollama_socket.close()
 
     def _run(self) -> None:
         asyncio.run(self._main())
@@ -137,7 +155,8 @@ class GatewayServer:
             prober = asyncio.create_task(self._refresh_forever(probe_client))
             self._ready.set()
             try:
-                await self._server.serve(sockets=[self.socket])
+                sockets = [s for s in (self.socket, self.ollama_socket) if s is not None]
+                await self._server.serve(sockets=sockets)
             finally:
                 prober.cancel()
                 await asyncio.gather(prober, return_exceptions=True)

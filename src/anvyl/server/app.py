@@ -121,7 +121,6 @@ class AnvylServer:
         self.tls = TLSFiles(cfg.tls_cert, cfg.tls_key) if credentials is not None else None
         self.dashboard: DashboardServer | None = None
         self.gateway: GatewayServer | None = None
-        self.ollama: GatewayServer | None = None  # the gateway again, on Ollama's port
         self.store = Store(cfg.db_path)
         self.engines = Engines()
         self.services: Services = build_services(
@@ -179,11 +178,6 @@ class AnvylServer:
                     loopback=is_loopback(gateway_host),
                     tls=self.tls,
                 )
-                if cfg.gateway.ollama_port is not None:
-                    self.ollama = open_gateway(
-                        self.gateway_targets, cfg.gateway, host=gateway_host, token=cfg.token,
-                        loopback=is_loopback(gateway_host), tls=self.tls, ollama=True,
-                    )  # fmt: skip
             except AnvylError:
                 self.close()
                 raise
@@ -209,8 +203,6 @@ class AnvylServer:
             self.dashboard.start()
         if self.gateway is not None:
             self.gateway.start()
-        if self.ollama is not None:
-            self.ollama.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("anvyl serve listening on %s", self.address)
@@ -227,8 +219,6 @@ class AnvylServer:
             self.dashboard.stop()
         if self.gateway is not None:
             self.gateway.stop()
-        if self.ollama is not None:
-            self.ollama.stop()
         self.engines.close()
         self.store.close()
 
