@@ -109,6 +109,22 @@ def serve(
         help="Port of the OpenAI gateway; 0 turns it off [default: 50080, skipped if taken]",
         show_default=False,
     ),
+    ollama_port: int | None = typer.Option(
+        None,
+        "--ollama-port",
+        envvar="ANVYL_OLLAMA_PORT",
+        min=0,
+        max=65535,
+        help="A second gateway port, where Ollama's clients look; 0 turns it off"
+        " [default: 11434, skipped if taken]",
+        show_default=False,
+    ),
+    model_alias: list[str] = typer.Option(
+        [],
+        "--model-alias",
+        help="NAME=MODEL: the gateway sends requests for NAME (a glob such as 'claude-*') to"
+        " MODEL; repeatable",
+    ),
 ) -> None:
     """Run the gRPC control plane (health, reflection; state in $ANVYL_HOME)."""
     from anvyl.cli import output
@@ -127,6 +143,8 @@ def serve(
             typer.echo(f"dashboard on {server.dashboard.url}", err=True)
         if server.gateway is not None:
             typer.echo(f"OpenAI gateway on {server.gateway.url}/v1", err=True)
+        if server.gateway is not None and server.gateway.ollama_url is not None:
+            typer.echo(f"Ollama API on {server.gateway.ollama_url}", err=True)
 
     import os
 
@@ -144,14 +162,22 @@ def serve(
             port=DEFAULT_DASHBOARD_PORT if dashboard_port is None else dashboard_port,
             optional=dashboard_port is None,
         )
-    from anvyl.gateway import DEFAULT_GATEWAY_PORT, GatewayConfig
+    from anvyl.gateway import DEFAULT_GATEWAY_PORT, DEFAULT_OLLAMA_PORT, GatewayConfig
+    from anvyl.gateway.dialects import parse_aliases
 
+    try:
+        aliases = parse_aliases(model_alias)
+    except ValueError as exc:
+        output.fail(str(exc), code=output.EXIT_USAGE)
     gateway = None
     if gateway_port != 0:  # like the dashboard: the default port is skipped when taken
         gateway = GatewayConfig(
             host=gateway_host,
             port=DEFAULT_GATEWAY_PORT if gateway_port is None else gateway_port,
             optional=gateway_port is None,
+            aliases=aliases,
+            ollama_port=None if ollama_port == 0 else ollama_port or DEFAULT_OLLAMA_PORT,
+            ollama_optional=ollama_port is None,
         )
     cfg = ServerConfig(
         host=host,

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 # Clear of the model ports (1234, 8080), gRPC (50051) and the dashboard (50052).
 DEFAULT_GATEWAY_PORT = 50080
+DEFAULT_OLLAMA_PORT = 11434  # where Ollama's clients look first
 DEFAULT_REFRESH_S = 1.0
 
 
@@ -36,12 +37,19 @@ class GatewayConfig:
         port: TCP port; 0 picks a free one.
         optional: When the port is taken, warn and go on without the gateway (the default port).
         interval: Seconds between two refreshes (replica list and health probes).
+        aliases: (NAME, MODEL) pairs: a request for NAME (a glob such as `claude-*`) goes to
+            MODEL, as clients with fixed model names (Claude Code) need.
+        ollama_port: A second port of the same gateway, where Ollama's clients look (None:
+            none); `ollama_optional`: when it is taken, warn and go on without it.
     """
 
     host: str | None = None
     port: int = DEFAULT_GATEWAY_PORT
     optional: bool = False
     interval: float = DEFAULT_REFRESH_S
+    aliases: tuple[tuple[str, str], ...] = ()
+    ollama_port: int | None = None
+    ollama_optional: bool = False
 
 
 def open_gateway(
@@ -82,6 +90,9 @@ def open_gateway(
             interval=cfg.interval,
             loopback=loopback,
             tls=tls,
+            aliases=cfg.aliases,
+            ollama_port=cfg.ollama_port,
+            ollama_optional=cfg.ollama_optional,
         )
     except AlreadyExists as exc:
         if not cfg.optional:
@@ -92,6 +103,7 @@ def open_gateway(
 
 __all__ = [
     "DEFAULT_GATEWAY_PORT",
+    "DEFAULT_OLLAMA_PORT",
     "DEFAULT_REFRESH_S",
     "GatewayConfig",
     "RoutingTable",

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from starlette.websockets import WebSocket
 
-from anvyl.gateway import lmstudio, protocol
+from anvyl.gateway import browser, dialects, lmstudio, protocol
 from anvyl.gateway.routing import Replica, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 RETRY_AFTER_S = 2
-ROUTED_PREFIXES = ("/v1/", "/api/v0/")
+ROUTED_PREFIXES = ("/v1/", "/api/")  # OpenAI, Anthropic, LM Studio REST and Ollama
 GREETING_PATH = "/lmstudio-greeting"
 # Not forwarded either way (hop-by-hop), or set by the gateway itself.
 HOP_HEADERS = frozenset(
@@ -45,7 +45,7 @@ HOP_HEADERS = frozenset(
         b"upgrade",
     }
 )
-DROPPED_REQUEST_HEADERS = HOP_HEADERS | {b"host", b"authorization", b"content-length"}
+DROPPED_REQUEST_HEADERS = HOP_HEADERS | {b"host", b"authorization", b"x-api-key", b"content-length"}
 # Failures that mean the replica never answered: safe to send the request to another one.
 RETRIABLE = (
     httpx.ConnectError,
@@ -61,9 +61,17 @@ class Gateway:
     """The ASGI callable: auth, `/v1/models`, and the proxy."""
 
     def __init__(
-        self, table: RoutingTable, client: httpx.AsyncClient, *, token: str | None = None
+        self,
+        table: RoutingTable,
+        client: httpx.AsyncClient,
+        *,
+        token: str | None = None,
+        aliases: tuple[tuple[str, str], ...] = (),
+        loopback: bool = False,
     ) -> None:
+        self.loopback = loopback  # check Host against DNS rebinding (see browser.py)
         self.table = table
+        self.aliases = aliases  # (glob, model id): names such as claude-* mapped to a model
         self.client = client
         self.token = token or None
         self.started = time.time()
@@ -77,11 +85,22 @@ class Gateway:
             return
         path: str = scope["path"]
         method: str = scope["method"]
+        dialects.CURRENT_PATH.set(path)  # errors come in the path's dialect
+        refused = browser.refusal(scope["headers"], loopback=self.loopback)
+        if refused is not None:
+            await _error(send, 403, refused, code="forbidden_origin")
+            return
         if path == "/health":
             await _respond(send, 200, b'{"status":"ok"}')
             return
         if path == GREETING_PATH:  # the LM Studio SDK's probe before it opens its websockets
             await _respond(send, 200, b'{"lmstudio":true}')
+            return
+        if dialects.is_local(path, method):
+            if path not in dialects.OPEN and not self._authorized(scope, self.all_client_keys()):
+                await _unauthorized(send)
+                return
+            await dialects.answer_locally(send, path, self.table, self.client)
             return
         if path == "/v1/models" or path.startswith("/v1/models/"):
             if method != "GET":
@@ -92,7 +111,8 @@ class Gateway:
                 await self._models(send, path.removeprefix("/v1/models").strip("/"))
             return
         if not path.startswith(ROUTED_PREFIXES):
-            await _error(send, 404, f"no route for {path}; the gateway serves the OpenAI API")
+            await _error(send, 404, f"no route for {path}; the gateway serves the OpenAI,"
+                         " Anthropic, Ollama and LM Studio APIs")  # fmt: skip
             return
         body = await _read_body(receive)
         if body is None:
@@ -104,6 +124,10 @@ class Gateway:
                 send, 400, "the request names no model: put its id in `model`", param="model"
             )
             return
+        routed = dialects.routed_model(path, model, self.table, self.aliases)
+        if routed != model:  # the replica knows only its own id
+            body = dialects.with_model(body, routed)
+        model = routed
         keys = {r.target.client_key for r in self.table.models().get(model, ())}
         if not self._authorized(scope, keys - {""}):
             await _unauthorized(send)
@@ -216,7 +240,8 @@ async def _pass_through(
     deployment = replica.target.deployment or replica.target.key
     headers.append((b"x-anvyl-deployment", deployment.encode()))
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-    streaming = response.headers.get("content-type", "").startswith("text/event-stream")
+    kind = response.headers.get("content-type", "")
+    streaming = kind.startswith(("text/event-stream", "application/x-ndjson"))
     # Only a stream can run long enough for a client to leave: watch for it there.
     disconnected = asyncio.ensure_future(receive()) if streaming else None
     try:
@@ -257,6 +282,8 @@ def _bearer(scope: Scope) -> str | None:
         if name == b"authorization":
             scheme, _, credentials = value.decode("latin-1").partition(" ")
             return credentials.strip() if scheme.lower() == "bearer" else None
+        if name == b"x-api-key":  # what Anthropic's clients send
+            return value.decode("latin-1").strip()
     return None
 
 
@@ -288,7 +315,7 @@ async def _error(
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     await _respond(
-        send, status, protocol.error_body(message, status, code=code, param=param), extra
+        send, status, dialects.error_body(message, status, code=code, param=param), extra
     )
 
 

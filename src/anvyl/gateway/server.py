@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -17,7 +18,7 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 import httpx
 import uvicorn
 
-from anvyl.errors import InvalidArgument
+from anvyl.errors import AlreadyExists, InvalidArgument
 from anvyl.gateway.app import Gateway
 from anvyl.gateway.routing import Replica, RoutingTable, Target
 from anvyl.listeners import TLSFiles, bind_socket, socket_url
@@ -55,7 +56,12 @@ class GatewayServer:
         interval: float = 1.0,
         loopback: bool = True,
         tls: TLSFiles | None = None,
+        aliases: tuple[tuple[str, str], ...] = (),
+        ollama_port: int | None = None,
+        ollama_optional: bool = False,
     ) -> None:
+        self.aliases = aliases
+        self.loopback = loopback
         if not loopback and not token:
             raise InvalidArgument(
                 f"the gateway on {host} (not loopback) requires an access token: "
@@ -68,6 +74,21 @@ class GatewayServer:
         self.socket = bind_socket(host, port, what="the gateway", option="--gateway-port")
         self.port = self.socket.getsockname()[1]
         self.url = socket_url(host, self.socket, tls=tls is not None)
+        # The same gateway on Ollama's port: one routing table, one prober, two sockets.
+        self.ollama_socket: socket.socket | None = None
+        self.ollama_url: str | None = None
+        if ollama_port is not None:
+            try:
+                self.ollama_socket = bind_socket(
+                    host, ollama_port, what="the Ollama port", option="--ollama-port"
+                )
+            except AlreadyExists as exc:
+                if not ollama_optional:
+                    self.socket.close()
+                    raise
+                log.warning("%s; going on without it", exc.message)
+            else:
+                self.ollama_url = socket_url(host, self.ollama_socket, tls=tls is not None)
         self.tls = tls
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
@@ -94,6 +115,8 @@ class GatewayServer:
             self._thread.join(timeout=STOP_TIMEOUT_S)
             self._thread = None
         self.socket.close()
+        if self.ollama_socket is not None:
+            self.ollama_socket.close()
 
     def _run(self) -> None:
         asyncio.run(self._main())
@@ -114,7 +137,13 @@ class GatewayServer:
             await self.refresh(probe_client)
             self._server = uvicorn.Server(
                 uvicorn.Config(
-                    Gateway(self.table, client, token=self.token),
+                    Gateway(
+                        self.table,
+                        client,
+                        token=self.token,
+                        aliases=self.aliases,
+                        loopback=self.loopback,
+                    ),
                     log_level="warning",
                     access_log=False,
                     lifespan="off",
@@ -126,7 +155,8 @@ class GatewayServer:
             prober = asyncio.create_task(self._refresh_forever(probe_client))
             self._ready.set()
             try:
-                await self._server.serve(sockets=[self.socket])
+                sockets = [s for s in (self.socket, self.ollama_socket) if s is not None]
+                await self._server.serve(sockets=sockets)
             finally:
                 prober.cancel()
                 await asyncio.gather(prober, return_exceptions=True)

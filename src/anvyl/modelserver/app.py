@@ -17,7 +17,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from anvyl.modelserver.errors import APIError, Unauthorized, error_body
+from anvyl.modelserver.dialects.errors import error_payload
+from anvyl.modelserver.dialects.routes import DIALECT_ENDPOINTS
+from anvyl.modelserver.dialects.routes import router as dialects_router
+from anvyl.modelserver.errors import APIError, Unauthorized
 from anvyl.modelserver.lmstudio.routes import GREETING_PATH
 from anvyl.modelserver.lmstudio.routes import router as lmstudio_router
 from anvyl.modelserver.routes import ServerState, api_router, health_router, validation_error
@@ -25,7 +28,8 @@ from anvyl.modelserver.streaming import json_bytes
 
 log = logging.getLogger("anvyl.modelserver")
 
-OPEN_PATHS = frozenset({"/health", GREETING_PATH})  # the SDK probes before its hello
+# The LM Studio SDK probes its greeting before its hello; Ollama clients probe "/".
+OPEN_PATHS = frozenset({"/health", GREETING_PATH, "/"})
 KNOWN_ENDPOINTS = frozenset(
     {
         "/health",
@@ -36,6 +40,7 @@ KNOWN_ENDPOINTS = frozenset(
         "/api/v0/models",
         "/api/v0/chat/completions",
         "/api/v0/completions",
+        *DIALECT_ENDPOINTS,
     }
 )
 
@@ -47,6 +52,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(health_router)
     app.include_router(api_router)
     app.include_router(lmstudio_router)
+    app.include_router(dialects_router)
     _install_error_handlers(app)
     app.add_middleware(GateMiddleware, state=state)
     return app
@@ -65,13 +71,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     """Render every error in OpenAI's shape."""
 
     @app.exception_handler(APIError)
-    async def api_error(_: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        body = _body(request.url.path, exc)
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         err = validation_error(exc.errors())
-        return JSONResponse(err.body(), status_code=err.status)
+        return JSONResponse(_body(request.url.path, err), status_code=err.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -80,14 +87,23 @@ def _install_error_handlers(app: FastAPI) -> None:
             if exc.status_code == 404
             else str(exc.detail)
         )
-        body = error_body(message, "invalid_request_error", None, exc.status_code)
+        body = error_payload(
+            request.url.path, exc.status_code, message, "invalid_request_error", None,
+            exc.status_code,
+        )  # fmt: skip
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error", exc_info=exc)
-        body = error_body(f"internal error: {type(exc).__name__}", "server_error", None, None)
+        message = f"internal error: {type(exc).__name__}"
+        body = error_payload(request.url.path, 500, message, "server_error")
         return JSONResponse(body, status_code=500)
+
+
+def _body(path: str, exc: APIError) -> dict[str, Any]:
+    """`exc` in the error shape of `path`'s dialect."""
+    return error_payload(path, exc.status, exc.message, exc.type, exc.param, exc.code)
 
 
 class GateMiddleware:
@@ -108,9 +124,10 @@ class GateMiddleware:
         endpoint = _endpoint_label(path)
         if self._expected is not None and path not in OPEN_PATHS and not self._authorized(scope):
             err = Unauthorized(
-                "Missing or incorrect API key: send it as 'Authorization: Bearer <key>'."
+                "Missing or incorrect API key: send it as 'Authorization: Bearer <key>'"
+                " or 'x-api-key: <key>'."
             )
-            await _send_json(send, err.status, err.body(), {"WWW-Authenticate": "Bearer"})
+            await _send_json(send, err.status, _body(path, err), {"WWW-Authenticate": "Bearer"})
             self._count(endpoint, err.status)
             return
         status = 500
@@ -127,13 +144,15 @@ class GateMiddleware:
             self._count(endpoint, status)
 
     def _authorized(self, scope: Scope) -> bool:
-        """Constant-time comparison of the Authorization header with the key."""
+        """Constant-time comparison of the Authorization (or x-api-key) header with the key."""
         assert self._expected is not None
         given = b""
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
                 given = value
                 break
+            if name == b"x-api-key":  # what Anthropic's clients send
+                given = b"Bearer " + value
         return hmac.compare_digest(given, self._expected)
 
     def _count(self, endpoint: str, status: int) -> None:

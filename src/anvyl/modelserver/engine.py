@@ -414,10 +414,9 @@ class Engine:
         now = time.perf_counter()
         ttft = (seq.first_token_at or now) - seq.request.submitted_at
         gen_time = (seq.last_token_at - seq.first_token_at) if seq.tokens else 0.0
-        self._emit(
-            seq.request,
-            FinishEvent(reason, len(seq.request.prompt), seq.tokens, ttft, gen_time, error),
-        )
+        prompt, matched = len(seq.request.prompt), seq.stopper.matched
+        finish = FinishEvent(reason, prompt, seq.tokens, ttft, gen_time, error, matched)
+        self._emit(seq.request, finish)
         self._active.pop(seq.uid, None)
         self._uid_of.pop(seq.request.id, None)
         self.metrics.finished.labels(reason).inc()

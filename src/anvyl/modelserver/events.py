@@ -36,6 +36,7 @@ class FinishEvent:
     time_to_first_token: float
     generation_time: float
     error: str | None = None
+    stop_sequence: str | None = None  # the stop string that ended it (reason "stop")
 
     @property
     def tokens_per_second(self) -> float:

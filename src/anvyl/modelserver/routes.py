@@ -33,7 +33,7 @@ from anvyl.modelserver.protocol import (
     now,
     refuse_unsupported,
 )
-from anvyl.modelserver.structured import plan_tools, response_grammar
+from anvyl.modelserver.structured import ToolPlan, plan_tools, response_grammar
 from anvyl.modelserver.tool_prompt import template_messages
 from anvyl.modelserver.tools import FORMATS, detect_tool_format
 
@@ -276,25 +276,38 @@ def check_ready(state: ServerState) -> None:
         )
 
 
-async def _chat(request: Request, *, lmstudio: bool) -> Response:
-    """Shared body of the chat routes."""
-    state = state_of(request)
-    body = await parse_body(request, ChatCompletionRequest)
+async def chat_prompt(
+    state: ServerState, body: ChatCompletionRequest
+) -> tuple[list[int], ToolPlan | None]:
+    """Check a chat request and build its prompt and tool plan (shared with the dialects)."""
     check_model(state, body.model)
     refuse_unsupported(body)
     check_ready(state)
     fmt = FORMATS[state.tool_format() or "generic"]
-    grammars = state.engine.grammars
-    plan = await run_in_threadpool(plan_tools, body, fmt.name, grammars)
+    plan = await run_in_threadpool(plan_tools, body, fmt.name, state.engine.grammars)
     messages, extra = template_messages(body, fmt, with_tools=plan is not None)
     prompt = await tokenize(
         state, lambda tok: tok.apply_chat_template(messages, add_generation_prompt=True, **extra)
     )
+    return prompt, plan
+
+
+async def chat_grammars(
+    state: ServerState, body: ChatCompletionRequest, plan: ToolPlan | None
+) -> list[Any] | None:
+    """One output constraint per choice: the tool plan's, else `response_format`'s."""
     if plan is not None:
-        grammars = await constrain_all(state, plan.grammar, "tools", body.n)
-    else:
-        text = response_grammar(body.response_format)
-        grammars = await constrain_all(state, text, "response_format", body.n)
+        return await constrain_all(state, plan.grammar, "tools", body.n)
+    text = response_grammar(body.response_format)
+    return await constrain_all(state, text, "response_format", body.n)
+
+
+async def _chat(request: Request, *, lmstudio: bool) -> Response:
+    """Shared body of the chat routes."""
+    state = state_of(request)
+    body = await parse_body(request, ChatCompletionRequest)
+    prompt, plan = await chat_prompt(state, body)
+    grammars = await chat_grammars(state, body, plan)
     return await generate(
         request, state, body, prompt, chat=True, lmstudio=lmstudio, grammars=grammars,
         tools=plan.fmt if plan else None,

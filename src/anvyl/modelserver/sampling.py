@@ -7,8 +7,9 @@ requests one at a time). The same seed, prompt and parameters give the same text
 a batched matmul may differ from a solo one in the last float bits, which could flip a sample
 only where two tokens tie to within that rounding.
 
-Unseeded requests with equal (temperature, top_p) share one sampler object, so the generator
-samples the whole batch in one call; greedy requests use the generator's own greedy sampler.
+Unseeded requests with equal (temperature, top_p, top_k, min_p) share one sampler object, so the
+generator samples the whole batch in one call; greedy requests use the generator's own greedy
+sampler.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 Sampler = Callable[[Any], Any]
 
-_shared_samplers: dict[tuple[float, float], Sampler] = {}
+_shared_samplers: dict[tuple[float, float, int, float], Sampler] = {}
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,14 @@ class SamplingParams:
 
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0  # 0: off
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: Mapping[int, float] = field(default_factory=dict)
+    repetition_penalty: float = 1.0  # 1: off (Ollama's repeat_penalty)
+    repetition_context: int = 64  # tokens it looks back (Ollama's repeat_last_n)
 
     @property
     def greedy(self) -> bool:
@@ -44,20 +49,23 @@ def make_sampler(params: SamplingParams) -> Sampler | None:
     if params.greedy:
         return None
     if params.seed is not None:
-        return SeededSampler(params.temperature, params.top_p, params.seed)
-    key = (params.temperature, params.top_p)
+        return SeededSampler(params)
+    key = (params.temperature, params.top_p, params.top_k, params.min_p)
     sampler = _shared_samplers.get(key)
     if sampler is None:
         from mlx_lm.sample_utils import make_sampler as mlx_make_sampler
 
-        sampler = mlx_make_sampler(temp=params.temperature, top_p=params.top_p)
+        sampler = mlx_make_sampler(
+            temp=params.temperature, top_p=params.top_p, top_k=params.top_k, min_p=params.min_p
+        )
         _shared_samplers[key] = sampler
     return sampler
 
 
 def make_logits_processors(params: SamplingParams, context: int) -> list[Any]:
     """Logits processors for penalties and `logit_bias` (none in the common case)."""
-    if not (params.presence_penalty or params.frequency_penalty or params.logit_bias):
+    repetition = params.repetition_penalty != 1.0
+    if not (params.presence_penalty or params.frequency_penalty or params.logit_bias or repetition):
         return []
     from mlx_lm.sample_utils import make_logits_processors as mlx_make_processors
 
@@ -67,19 +75,24 @@ def make_logits_processors(params: SamplingParams, context: int) -> list[Any]:
         presence_context_size=context,
         frequency_penalty=params.frequency_penalty or None,
         frequency_context_size=context,
+        repetition_penalty=params.repetition_penalty if repetition else None,
+        repetition_context_size=params.repetition_context,
     )
 
 
 class SeededSampler:
-    """Temperature/top-p sampling from a private PRNG stream."""
+    """Temperature/top-p/min-p/top-k sampling from a private PRNG stream."""
 
-    def __init__(self, temperature: float, top_p: float, seed: int) -> None:
+    def __init__(self, params: SamplingParams) -> None:
         import mlx.core as mx
 
+        assert params.seed is not None
         self._mx = mx
-        self._key = mx.random.key(seed & 0xFFFF_FFFF_FFFF_FFFF)
-        self._inv_temp = 1.0 / temperature
-        self._top_p = top_p
+        self._key = mx.random.key(params.seed & 0xFFFF_FFFF_FFFF_FFFF)
+        self._inv_temp = 1.0 / params.temperature
+        self._top_p = params.top_p
+        self._top_k = params.top_k
+        self._min_p = params.min_p
 
     def __call__(self, logprobs: Any) -> Any:
         """Sample one token per row of `logprobs` and advance the stream."""
@@ -90,4 +103,12 @@ class SeededSampler:
             from mlx_lm.sample_utils import apply_top_p
 
             logprobs = apply_top_p(logprobs, self._top_p)
+        if self._min_p > 0.0:
+            from mlx_lm.sample_utils import apply_min_p
+
+            logprobs = apply_min_p(logprobs, self._min_p)
+        if 0 < self._top_k < logprobs.shape[-1]:
+            from mlx_lm.sample_utils import apply_top_k
+
+            logprobs = apply_top_k(logprobs, self._top_k)
         return mx.random.categorical(logprobs * self._inv_temp, key=sub)

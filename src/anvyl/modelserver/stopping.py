@@ -17,6 +17,7 @@ class StopMatcher:
         self._stops = tuple(s for s in stops if s)
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the text
 
     def feed(self, piece: str) -> tuple[str, bool]:
         """Consume `piece`; return (text safe to emit, whether a stop string completed)."""
@@ -30,6 +31,7 @@ class StopMatcher:
         if first >= 0:
             self._held = ""
             self.stopped = True
+            self.matched = next(s for s in self._stops if buf.find(s) == first)
             return buf[:first], True
         keep = partial_stop_suffix(buf, self._stops)
         self._held = buf[len(buf) - keep :] if keep else ""

@@ -1,0 +1,156 @@
+"""Anthropic's and Ollama's APIs through the gateway: errors in the dialect of the path, Ollama's
+`name:latest` model names, and the paths that name no model answered by the gateway itself.
+
+`/api/tags`, `/api/ps` and LM Studio's `/api/v0/models` are each model's own answer, asked of
+one healthy replica per model and merged; `GET /v1/responses/{id}` is asked of every healthy
+replica (each keeps the responses it made); `/` and `/api/version` are constants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from anvyl.gateway import protocol
+from anvyl.modelserver.dialects.errors import anthropic_error, dialect_of
+
+if TYPE_CHECKING:
+    from anvyl.gateway.routing import Replica, RoutingTable
+
+OLLAMA_VERSION = "0.12.0"  # as the model servers answer `/api/version`
+GREETING = b"Ollama is running"
+FAN_OUT_TIMEOUT_S = 5.0
+# Paths without a model: answered here. The value: the list's key in each replica's answer.
+MERGED = {"/api/tags": "models", "/api/ps": "models", "/api/v0/models": "data"}
+OPEN = frozenset({"/", "/api/version"})  # probes, answered without a key
+CURRENT_PATH: ContextVar[str] = ContextVar("anvyl_gateway_path", default="")
+
+
+def error_body(message: str, status: int, *, code: str | None, param: str | None) -> bytes:
+    """An error in the shape of the current request's dialect."""
+    dialect = dialect_of(CURRENT_PATH.get())
+    if dialect == "anthropic":
+        return json.dumps(anthropic_error(status, message)).encode()
+    if dialect == "ollama":
+        return json.dumps({"error": message}).encode()
+    return protocol.error_body(message, status, code=code, param=param)
+
+
+def routed_model(
+    path: str, model: str, table: RoutingTable, aliases: Sequence[tuple[str, str]] = ()
+) -> str:
+    """The model id to route by: a running model's own id, else the first alias whose pattern
+    (a glob such as `claude-*`) matches; `id:latest` on Ollama's paths is `id`."""
+    if table.known(model):
+        return model
+    for pattern, target in aliases:
+        if fnmatchcase(model, pattern):
+            return target
+    if dialect_of(path) == "ollama" and model.endswith(":latest"):
+        return model.removesuffix(":latest")
+    return model
+
+
+def with_model(body: bytes, model: str) -> bytes:
+    """The JSON request body with `model` replaced (an alias resolved)."""
+    data = json.loads(body)
+    data["model"] = model
+    return json.dumps(data).encode()
+
+
+def parse_aliases(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """`NAME=MODEL` pairs (NAME may be a glob); ValueError naming a bad one."""
+    out = []
+    for item in items:
+        name, sep, model = item.partition("=")
+        if not sep or not name.strip() or not model.strip():
+            raise ValueError(f"bad model alias {item!r}: expected NAME=MODEL (NAME may be a glob)")
+        out.append((name.strip(), model.strip()))
+    return tuple(out)
+
+
+def is_local(path: str, method: str) -> bool:
+    """Whether the gateway answers `path` itself."""
+    if method not in ("GET", "HEAD"):
+        return False
+    return path in OPEN or path in MERGED or path.startswith(("/api/v0/models/", "/v1/responses/"))
+
+
+async def answer_locally(
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+    path: str,
+    table: RoutingTable,
+    client: httpx.AsyncClient,
+) -> None:
+    """Answer a path the gateway answers itself (`is_local`)."""
+    status, body, kind = await local_answer(path, table, client)
+    headers = [(b"content-type", kind), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def local_answer(
+    path: str, table: RoutingTable, client: httpx.AsyncClient
+) -> tuple[int, bytes, bytes]:
+    """(status, body, content type) of a path the gateway answers itself."""
+    if path == "/":
+        return 200, GREETING, b"text/plain; charset=utf-8"
+    if path == "/api/version":
+        return 200, json.dumps({"version": OLLAMA_VERSION}).encode(), b"application/json"
+    if path.startswith("/v1/responses/"):
+        return await _stored_response(path, table, client)
+    wanted = None
+    if path.startswith("/api/v0/models/"):
+        path, wanted = "/api/v0/models", path.removeprefix("/api/v0/models/")
+    key = MERGED[path]
+    replicas = [_healthy(rs) for _, rs in sorted(table.models().items())]
+    answers = await asyncio.gather(*(_ask(client, r, path) for r in replicas if r is not None))
+    entries = [e for answer in answers for e in answer.get(key, [])]
+    if wanted is None:
+        body: dict[str, Any] = {key: entries} | ({"object": "list"} if key == "data" else {})
+        return 200, json.dumps(body).encode(), b"application/json"
+    match = next((e for e in entries if e.get("id") == wanted), None)
+    if match is None:
+        message = f"The model `{wanted}` does not exist or is not running"
+        return (
+            404,
+            error_body(message, 404, code="model_not_found", param="model"),
+            b"application/json",
+        )
+    return 200, json.dumps(match).encode(), b"application/json"
+
+
+async def _stored_response(
+    path: str, table: RoutingTable, client: httpx.AsyncClient
+) -> tuple[int, bytes, bytes]:
+    """A stored Response, asked of every healthy replica (each keeps its own)."""
+    replicas = [r for r in table.replicas() if r.healthy]
+    for answer in await asyncio.gather(*(_ask(client, r, path) for r in replicas)):
+        if answer.get("object") == "response":
+            return 200, json.dumps(answer).encode(), b"application/json"
+    message = f"no running model server has the stored response {path.rsplit('/', 1)[-1]!r}"
+    return 404, error_body(message, 404, code="not_found", param="response_id"), b"application/json"
+
+
+def _healthy(replicas: list[Replica]) -> Replica | None:
+    """The healthy replica with the fewest outstanding requests."""
+    healthy = [r for r in replicas if r.healthy]
+    return min(healthy, key=lambda r: r.outstanding) if healthy else None
+
+
+async def _ask(client: httpx.AsyncClient, replica: Replica, path: str) -> dict[str, Any]:
+    """A replica's JSON answer to GET `path` ({} when it fails: it is left out)."""
+    target = replica.target
+    headers = {"authorization": f"Bearer {target.upstream_key}"} if target.upstream_key else {}
+    try:
+        r = await client.get(target.base_url + path, headers=headers, timeout=FAN_OUT_TIMEOUT_S)
+        data = r.json() if r.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

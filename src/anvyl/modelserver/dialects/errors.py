@@ -1,0 +1,50 @@
+"""Errors in the dialect of the path they answer: Anthropic's on `/v1/messages`, Ollama's on
+`/api/*` (LM Studio's `/api/v0` aside), OpenAI's everywhere else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anvyl.modelserver.errors import error_body
+
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def dialect_of(path: str) -> str:
+    """`anthropic`, `ollama` or `openai`: whose error shape `path` answers with."""
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return "anthropic"
+    if path.startswith("/api/") and not path.startswith("/api/v0/") and path != "/api/v0":
+        return "ollama"
+    return "openai"
+
+
+def anthropic_error(status: int, message: str) -> dict[str, Any]:
+    """`{"type": "error", "error": {"type", "message"}}`."""
+    kind = ANTHROPIC_TYPES.get(status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def error_payload(
+    path: str,
+    status: int,
+    message: str,
+    type_: str,
+    param: str | None = None,
+    code: str | int | None = None,
+) -> dict[str, Any]:
+    """The error body for `path` (OpenAI's `param` and `code` kept where the dialect has them)."""
+    dialect = dialect_of(path)
+    if dialect == "anthropic":
+        return anthropic_error(status, message)
+    if dialect == "ollama":
+        return {"error": message}
+    return error_body(message, type_, param, code)

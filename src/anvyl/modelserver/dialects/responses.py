@@ -1,0 +1,266 @@
+"""OpenAI Responses → the internal chat request, the engine's answer → a Response, and the
+bounded store behind `previous_response_id` and `GET /v1/responses/{id}`.
+
+The store is in the memory of one model server: at most `STORE_SIZE` responses, each kept
+`STORE_TTL_S` seconds; a restart empties it. Behind the gateway, a `previous_response_id` made by
+another replica of the model is not found there: a 400 saying so, never a silent fresh start.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from anvyl.modelserver.dialects.generation import Output
+from anvyl.modelserver.dialects.responses_protocol import Item, ResponsesRequest
+from anvyl.modelserver.errors import InvalidRequest
+from anvyl.modelserver.events import FinishEvent
+from anvyl.modelserver.protocol import ChatCompletionRequest
+from anvyl.modelserver.routes import validation_error
+
+STORE_SIZE = 256
+STORE_TTL_S = 3600.0
+TEXT_PARTS = ("input_text", "output_text", "text")
+
+
+def new_id(prefix: str) -> str:
+    """An id in the Responses API's style (`resp_...`, `msg_...`, `fc_...`)."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+@dataclass
+class Stored:
+    """A stored response and the conversation it ended (chat messages, instructions aside)."""
+
+    body: dict[str, Any]
+    history: list[dict[str, Any]]
+    at: float
+
+
+class ResponseStore:
+    """Bounded, expiring, in memory."""
+
+    def __init__(self, size: int = STORE_SIZE, ttl: float = STORE_TTL_S) -> None:
+        self._items: OrderedDict[str, Stored] = OrderedDict()
+        self.size, self.ttl = size, ttl
+
+    def put(self, body: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        """Keep a response (the oldest goes when full)."""
+        self._items[body["id"]] = Stored(body, history, time.monotonic())
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def get(self, response_id: str) -> Stored | None:
+        """A response still kept, or None."""
+        stored = self._items.get(response_id)
+        if stored is not None and time.monotonic() - stored.at > self.ttl:
+            del self._items[response_id]
+            return None
+        return stored
+
+
+def to_chat(
+    body: ResponsesRequest, store: ResponseStore
+) -> tuple[ChatCompletionRequest, list[dict[str, Any]]]:
+    """The internal chat request, and the conversation without the instructions (to store)."""
+    refuse_unsupported(body)
+    history: list[dict[str, Any]] = []
+    if body.previous_response_id:
+        previous = store.get(body.previous_response_id)
+        if previous is None:
+            raise InvalidRequest(
+                f"previous_response_id {body.previous_response_id!r} is not stored on this model"
+                f" server (responses are kept {int(STORE_TTL_S)} s, at most {STORE_SIZE}, in the"
+                " memory of the replica that made them); send the whole conversation as input",
+                param="previous_response_id",
+            )
+        history = list(previous.history)
+    if isinstance(body.input, str):
+        history.append({"role": "user", "content": body.input})
+    else:
+        for i, item in enumerate(body.input):
+            _add_item(history, item, f"input[{i}]")
+    messages = [{"role": "system", "content": body.instructions}] if body.instructions else []
+    chat: dict[str, Any] = {
+        "model": body.model, "messages": messages + history, "stream": body.stream,
+        "max_tokens": body.max_output_tokens, "temperature": body.temperature,
+        "top_p": body.top_p, "parallel_tool_calls": body.parallel_tool_calls,
+    }  # fmt: skip
+    if body.tools:
+        chat["tools"] = [_tool(t.model_dump(by_alias=True), i) for i, t in enumerate(body.tools)]
+    if body.tool_choice is not None:
+        chat["tool_choice"] = _tool_choice(body.tool_choice)
+    fmt = body.text.format if body.text else None
+    if fmt is not None and fmt.type == "json_object":
+        chat["response_format"] = {"type": "json_object"}
+    elif fmt is not None and fmt.type == "json_schema":
+        if fmt.schema_ is None:
+            raise InvalidRequest("text.format json_schema needs a schema", param="text.format")
+        schema = {"name": fmt.name, "schema": fmt.schema_}
+        chat["response_format"] = {"type": "json_schema", "json_schema": schema}
+    try:
+        return ChatCompletionRequest.model_validate(chat), history
+    except ValidationError as exc:
+        raise validation_error(exc.errors()) from None
+
+
+def refuse_unsupported(body: ResponsesRequest) -> None:
+    """A 400 for what a local model server cannot do."""
+    if body.background:
+        raise InvalidRequest("background responses are not supported", param="background")
+    if body.truncation == "auto":
+        raise InvalidRequest(
+            "truncation 'auto' is not supported; a prompt longer than the context is a 400",
+            param="truncation",
+        )
+
+
+def _add_item(history: list[dict[str, Any]], item: Item, param: str) -> None:
+    """Append one input item as chat messages."""
+    kind = item.type or "message"
+    if kind == "message":
+        if item.role not in ("user", "assistant", "system", "developer"):
+            raise InvalidRequest(f"a message needs a role, not {item.role!r}", param=param)
+        history.append({"role": item.role, "content": _text(item.content, f"{param}.content")})
+    elif kind == "function_call":
+        if not item.call_id or not item.name:
+            raise InvalidRequest("a function_call item needs call_id and name", param=param)
+        call = {"id": item.call_id, "type": "function",
+                "function": {"name": item.name, "arguments": item.arguments or "{}"}}  # fmt: skip
+        last = history[-1] if history else None
+        if last is not None and last["role"] == "assistant" and "tool_calls" in last:
+            last["tool_calls"].append(call)
+        else:
+            history.append({"role": "assistant", "content": "", "tool_calls": [call]})
+    elif kind == "function_call_output":
+        if not item.call_id:
+            raise InvalidRequest("a function_call_output item needs call_id", param=param)
+        output = _text(item.output, f"{param}.output")
+        history.append({"role": "tool", "tool_call_id": item.call_id, "content": output})
+    elif kind != "reasoning":  # earlier reasoning: nothing to re-read for these models
+        raise InvalidRequest(
+            f"input items of type {kind!r} are not supported (messages, function_call and"
+            " function_call_output are)",
+            param=param,
+            code="unsupported_feature",
+        )
+
+
+def _text(content: Any, param: str) -> str:
+    """Text of a string or of text parts (images and files refused)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    parts = []
+    for j, part in enumerate(content):
+        if part.get("type") not in TEXT_PARTS:
+            raise InvalidRequest(
+                f"content parts of type {part.get('type')!r} are not supported; only text",
+                param=f"{param}[{j}]",
+                code="unsupported_feature",
+            )
+        parts.append(str(part.get("text", "")))
+    return "".join(parts)
+
+
+def _tool(tool: dict[str, Any], i: int) -> dict[str, Any]:
+    """A Responses function tool as a chat tool."""
+    if tool.get("type") != "function" or not tool.get("name"):
+        raise InvalidRequest(
+            f"tools of type {tool.get('type')!r} are not supported; only function tools",
+            param=f"tools[{i}]",
+            code="unsupported_feature",
+        )
+    function = {k: tool[k] for k in ("name", "description", "parameters", "strict")
+                if tool.get(k) is not None}  # fmt: skip
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: str | dict[str, Any]) -> Any:
+    """A Responses tool_choice as a chat one."""
+    if isinstance(choice, str):
+        return choice
+    if choice.get("type") == "function" and choice.get("name"):
+        return {"type": "function", "function": {"name": choice["name"]}}
+    raise InvalidRequest(
+        "tool_choice must be auto, none, required or {'type': 'function', 'name': ...}",
+        param="tool_choice",
+    )
+
+
+def output_items(output: Output, *, message_id: str) -> list[dict[str, Any]]:
+    """The `output` of a finished response: a message or the function calls."""
+    calls = output.calls()
+    if calls:
+        return [{"type": "function_call", "id": f"fc_{c.id}", "call_id": c.id, "name": c.name,
+                 "arguments": c.arguments, "status": "completed"} for c in calls]  # fmt: skip
+    return [message_item(message_id, output.text, "completed")]
+
+
+def message_item(message_id: str, text: str | None, status: str) -> dict[str, Any]:
+    """An assistant message item (no content yet when `text` is None)."""
+    content = [] if text is None else [output_text(text)]
+    return {"type": "message", "id": message_id, "status": status, "role": "assistant",
+            "content": content}  # fmt: skip
+
+
+def output_text(text: str) -> dict[str, Any]:
+    """An `output_text` content part."""
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def response_body(
+    body: ResponsesRequest,
+    response_id: str,
+    created: int,
+    *,
+    output: list[dict[str, Any]],
+    finish: FinishEvent | None,
+) -> dict[str, Any]:
+    """A Response object (in progress while `finish` is None)."""
+    status, incomplete = "in_progress", None
+    if finish is not None:
+        status = "incomplete" if finish.reason == "length" else "completed"
+        if finish.reason == "length":
+            incomplete = {"reason": "max_output_tokens"}
+    fmt = body.text.format.model_dump(by_alias=True, exclude_none=True) if (
+        body.text and body.text.format) else {"type": "text"}  # fmt: skip
+    usage = None
+    if finish is not None:
+        usage = {"input_tokens": finish.prompt_tokens,
+                 "input_tokens_details": {"cached_tokens": 0},
+                 "output_tokens": finish.completion_tokens,
+                 "output_tokens_details": {"reasoning_tokens": 0},
+                 "total_tokens": finish.prompt_tokens + finish.completion_tokens}  # fmt: skip
+    return {
+        "id": response_id, "object": "response", "created_at": created, "status": status,
+        "model": body.model, "output": output, "error": None, "incomplete_details": incomplete,
+        "instructions": body.instructions, "max_output_tokens": body.max_output_tokens,
+        "temperature": body.temperature, "top_p": body.top_p,
+        "tools": [t.model_dump(by_alias=True, exclude_none=True) for t in body.tools or []],
+        "tool_choice": body.tool_choice or "auto",
+        "parallel_tool_calls": body.parallel_tool_calls is not False,
+        "previous_response_id": body.previous_response_id, "store": body.store,
+        "text": {"format": fmt}, "truncation": "disabled", "usage": usage,
+        "metadata": getattr(body, "metadata", None) or {},
+    }  # fmt: skip
+
+
+def assistant_turn(output: Output) -> dict[str, Any]:
+    """The answer as a chat message, for the stored conversation."""
+    calls = output.calls()
+    if not calls:
+        return {"role": "assistant", "content": output.text}
+    return {"role": "assistant", "content": "", "tool_calls": [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in calls]}  # fmt: skip
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
