@@ -23,6 +23,7 @@ from anvyl import __version__
 from anvyl.modelserver.config import ServerConfig
 from anvyl.modelserver.engine import AsyncEvents, Engine, FinishEvent, GenerationRequest
 from anvyl.modelserver.errors import APIError, InvalidRequest, ModelNotFound, Unavailable
+from anvyl.modelserver.fast_path import fast_path_of
 from anvyl.modelserver.limits import max_new_tokens
 from anvyl.modelserver.lmstudio.protocol import stop_reason
 from anvyl.modelserver.loader import ModelInfo
@@ -165,6 +166,7 @@ def lmstudio_model(state: ServerState) -> LMStudioModel:
         max_context_length=info.context_length if info else 0,
         loaded_context_length=loaded.info.context_length if loaded else None,
         loaded_dtype=loaded.dtype if loaded else None,
+        fast_path=fast_path_of(loaded.model) if loaded else None,
         memory_limit=state.config.memory_limit,
     )
 
