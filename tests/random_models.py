@@ -114,16 +114,23 @@ def model_config(
 
 
 def write_random_model(
-    path: Path, arch: str, *, seed: int = 0, tokenizer_from: Path | None = None, **shapes: int
+    path: Path,
+    arch: str,
+    *,
+    seed: int = 0,
+    tokenizer_from: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    **shapes: int,
 ) -> Path:
     """Write a random-weight `arch` model directory at `path` (see `model_config` for shapes).
 
     `tokenizer_from`: a model directory whose tokenizer files are copied (its vocabulary must
-    fit `vocab`); else a word-level tokenizer of `t0`..`t{vocab-1}` is written.
+    fit `vocab`); else a word-level tokenizer of `t0`..`t{vocab-1}` is written. `overrides`:
+    config fields to set after the architecture's.
     """
     from mlx_lm.utils import _get_classes
 
-    config = model_config(arch, **shapes)
+    config = model_config(arch, **shapes) | (overrides or {})
     model_class, args_class = _get_classes(config)
     mx.random.seed(seed)
     model = model_class(args_class.from_dict(config))
