@@ -54,9 +54,10 @@ NB_MODULE(_ext, m) {
       "x"_a,
       "w"_a,
       "eps"_a,
+      "residual"_a = nb::none(),
       nb::kw_only(),
       "stream"_a = nb::none(),
-      "``x * rsqrt(mean(x ** 2, -1) + eps) * w`` in float32, one node (CPU).");
+      "``residual + x * rsqrt(mean(x ** 2, -1) + eps) * w`` in float32, one node (CPU).");
   m.def(
       "swiglu",
       &anvyl::swiglu,

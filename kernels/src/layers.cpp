@@ -133,14 +133,26 @@ BODY void rms_norm_row(const float* x, const float* w, float* y, int64_t n, floa
   }
 }
 
-BODY void rms_norm_rows(const Rows& x, const float* w, float* y, float eps) {
+// `res` (or null): a residual added to each normalized row (`res + norm(x)`, Gemma's blocks).
+BODY void rms_norm_rows(const Rows& x, const float* w, const Rows* res, float* y, float eps) {
   for (size_t r = 0; r < x.offsets.size(); r++) {
-    rms_norm_row(x.row(r), w, y + r * x.width, x.width, eps);
+    float* yr = y + r * x.width;
+    rms_norm_row(x.row(r), w, yr, x.width, eps);
+    if (res != nullptr) {
+      const float* rr = res->row(r);
+      for (int64_t i = 0; i < x.width; i++) {
+        yr[i] = rr[i] + yr[i];
+      }
+    }
   }
 }
 
-AVX512 void rms_norm_rows_512(const Rows& x, const float* w, float* y, float eps) {
-  rms_norm_rows(x, w, y, eps);
+void rms_norm_rows_any(const Rows& x, const float* w, const Rows* res, float* y, float eps) {
+  rms_norm_rows(x, w, res, y, eps);
+}
+
+AVX512 void rms_norm_rows_512(const Rows& x, const float* w, const Rows* res, float* y, float eps) {
+  rms_norm_rows(x, w, res, y, eps);
 }
 
 // ---------------------------------------------------------------- swiglu, geglu
@@ -342,17 +354,26 @@ AVX512 void attend_task_512(const AttentionProblem& p, int64_t task) {
 
 // ---------------------------------------------------------------- ops
 
-mx::array rms_norm(const mx::array& x, const mx::array& w, float eps, mx::StreamOrDevice s) {
+mx::array rms_norm(
+    const mx::array& x,
+    const mx::array& w,
+    float eps,
+    const std::optional<mx::array>& residual,
+    mx::StreamOrDevice s) {
   auto stream = mx::to_stream(s);
   check_cpu(stream, "rms_norm");
   if (x.ndim() < 1 || w.ndim() != 1 || w.shape(0) != x.shape(-1)) {
     throw std::invalid_argument("[anvyl.rms_norm] w must be 1-D and match x's last axis.");
   }
+  std::vector<mx::array> inputs{as_float32(x, s), as_float32(w, s)};
+  if (residual) {
+    if (residual->shape() != x.shape()) {
+      throw std::invalid_argument("[anvyl.rms_norm] residual must have x's shape.");
+    }
+    inputs.push_back(as_float32(*residual, s));
+  }
   return mx::array(
-      x.shape(),
-      mx::float32,
-      std::make_shared<RMSNorm>(stream, eps),
-      {as_float32(x, s), as_float32(w, s)});
+      x.shape(), mx::float32, std::make_shared<RMSNorm>(stream, eps), std::move(inputs));
 }
 
 void RMSNorm::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
@@ -361,13 +382,26 @@ void RMSNorm::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::arr
   auto& out = outputs[0];
   Rows x = rows_of(inputs[0], encoder);
   Rows w = rows_of(inputs[1], encoder);
-  encoder.dispatch([x = std::move(x), w = std::move(w), y = out.data<float>(), eps = eps_]() {
+  std::optional<Rows> res;
+  if (inputs.size() > 2) {
+    res = rows_of(inputs[2], encoder);
+  }
+  encoder.dispatch([x = std::move(x),
+                    w = std::move(w),
+                    res = std::move(res),
+                    y = out.data<float>(),
+                    eps = eps_]() {
     x.prepare();
     w.prepare();
+    const Rows* r = nullptr;
+    if (res) {
+      res->prepare();
+      r = &*res;
+    }
     if (has_avx512()) {
-      rms_norm_rows_512(x, w.row(0), y, eps);
+      rms_norm_rows_512(x, w.row(0), r, y, eps);
     } else {
-      rms_norm_rows(x, w.row(0), y, eps);
+      rms_norm_rows_any(x, w.row(0), r, y, eps);
     }
   });
 }

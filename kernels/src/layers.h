@@ -16,8 +16,14 @@ namespace anvyl {
 
 namespace mx = mlx::core;
 
-// `x * rsqrt(mean(x^2, -1) + eps) * w` over the last axis.
-mx::array rms_norm(const mx::array& x, const mx::array& w, float eps, mx::StreamOrDevice s = {});
+// `x * rsqrt(mean(x^2, -1) + eps) * w` over the last axis; `residual` (x's shape) is added to
+// the result when given (Gemma's `h + norm(r)` after attention and MLP, one node).
+mx::array rms_norm(
+    const mx::array& x,
+    const mx::array& w,
+    float eps,
+    const std::optional<mx::array>& residual = std::nullopt,
+    mx::StreamOrDevice s = {});
 
 // `silu(gate) * up`, elementwise.
 mx::array swiglu(const mx::array& gate, const mx::array& up, mx::StreamOrDevice s = {});

@@ -255,3 +255,13 @@ def test_attention_soft_caps_scores_before_the_mask_as_gemma2() -> None:
     out = mx.softmax(scores, axis=-1, precise=True) @ mx.expand_dims(v, 2)
     want = out.reshape(B, Hq, L, D).transpose(0, 2, 1, 3).reshape(B, L, Hq * D)
     assert_close(kernels.attention(q, k, v, 0.1, mask, softcap=5.0), want)
+
+
+def test_rms_norm_adds_a_residual_in_the_same_node() -> None:
+    """Gemma's `h + post_norm(r)`: one node, the same numbers as MLX's norm then add."""
+    r = mx.random.normal((2, 3, 576), key=mx.random.key(50)) * 3
+    h = mx.random.normal((2, 3, 576), key=mx.random.key(51))
+    w = 1.0 + mx.random.normal((576,), key=mx.random.key(52))
+    assert_close(kernels.rms_norm(r, w, 1e-6, h), h + mx.fast.rms_norm(r, w, 1e-6))
+    with pytest.raises(ValueError, match="residual"):
+        kernels.rms_norm(r, w, 1e-6, h[:, :1])

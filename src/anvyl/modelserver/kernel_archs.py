@@ -14,8 +14,9 @@ module keeps MLX's ops. What each class does around its projections, read in mlx
 | `gemma3_text` (Gemma 3) | + per-head `1 + w` norms of q and k | GeGLU | `1 + w` |
 | `phi3` (Phi-3, 3.5) | fused `qkv_proj`; rope plain or longrope | fused SwiGLU | `nn.RMSNorm` |
 
-The rest of each model (embedding scale, residual adds, sliding-window masks and rotating caches,
-final soft-capping) is mlx-lm's own code around these modules, unchanged.
+Gemma's blocks add a normalized output to the residual (`x + norm(r)`), which the kernel's norm
+does in the same node. The rest of each model (embedding scale, sliding-window masks and rotating
+caches, final soft-capping) is mlx-lm's own code around these modules, unchanged.
 """
 
 from __future__ import annotations
@@ -126,6 +127,14 @@ def mlp_of(module: Any) -> MLPSpec | None:
     if kind is phi3.MLP:
         return MLPSpec(gelu=False, fused_gate_up=True)
     return None
+
+
+def is_sandwich_block(module: Any) -> bool:
+    """Whether `module` is a Gemma block: `h = x + post_norm(attn(norm(x)))`, same for the MLP.
+
+    (Gemma 3's `clip_residual` is that sum for float32 activations, which the kernel path has.)
+    """
+    return type(module) in (gemma2.TransformerBlock, gemma3_text.TransformerBlock)
 
 
 _ATTENTION = (

@@ -41,6 +41,7 @@ from anvyl.modelserver.kernel_archs import (
     MLPSpec,
     Norm,
     attention_of,
+    is_sandwich_block,
     mlp_of,
     norm_of,
 )
@@ -184,6 +185,52 @@ class KernelAttention(nn.Module):
         return [(qkv[..., i:j], None if bias is None else bias[i:j]) for i, j in parts]
 
 
+class KernelSandwichBlock(nn.Module):
+    """Gemma's decoder block with each `h + post_norm(r)` as one kernel norm node."""
+
+    def __init__(self, block: Any, kernels: ModuleType) -> None:
+        super().__init__()
+        for name in _SANDWICH_CHILDREN:
+            setattr(self, name, block[name])
+        self._rms_norm = kernels.rms_norm
+        self._mlx = _Unregistered(block)
+
+    def __call__(self, x: mx.array, mask: Any = None, cache: Any = None) -> mx.array:
+        """The block's output for `x` (float32 activations; anything else: mlx-lm's block)."""
+        if x.dtype != mx.float32:
+            return self._mlx.module(x, mask, cache)
+        r = self.self_attn(self.input_layernorm(x), mask, cache)
+        h = self._add_norm(r, self.post_attention_layernorm, x)
+        r = self.mlp(self.pre_feedforward_layernorm(h))
+        return self._add_norm(r, self.post_feedforward_layernorm, h)
+
+    def _add_norm(self, r: mx.array, norm: KernelRMSNorm, residual: mx.array) -> mx.array:
+        """`residual + norm(r)` in one node."""
+        return self._rms_norm(r, norm.weight, norm.eps, residual)
+
+
+_SANDWICH_CHILDREN = (
+    "self_attn",
+    "mlp",
+    "input_layernorm",
+    "post_attention_layernorm",
+    "pre_feedforward_layernorm",
+    "post_feedforward_layernorm",
+)
+
+
+def _sandwich_blocks(model: Any, kernels: ModuleType) -> list[tuple[str, nn.Module]]:
+    """Gemma blocks whose attention, MLP and norms all went to the kernel, as kernel blocks."""
+    return [
+        (name, KernelSandwichBlock(module, kernels))
+        for name, module in model.named_modules()
+        if is_sandwich_block(module)
+        and isinstance(module.self_attn, KernelAttention)
+        and isinstance(module.mlp, KernelMLP)
+        and all(isinstance(module[n], KernelRMSNorm) for n in _SANDWICH_CHILDREN[2:])
+    ]
+
+
 def _unbiased(proj: Any, x: mx.array) -> tuple[mx.array, mx.array | None]:
     """`proj(x)` without its bias and the bias (None when it has none or adds it itself)."""
     if isinstance(proj, KernelLinear):
@@ -281,6 +328,10 @@ def use_kernel_layers(model: Any, kernels: ModuleType) -> FastPath:
                 inside.append(name + ".")
         if replaced:
             model.update_modules(tree_unflatten(replaced))
+        blocks = _sandwich_blocks(model, kernels)
+        if blocks:
+            model.update_modules(tree_unflatten(blocks))
+            replaced += blocks
         path = FastPath(replaced=_count(type(m).__name__ for _, m in replaced))
         path = FastPath(replaced=path.replaced, kept=_layer_modules(model))
         log.info("layer kernels: %s; %s", describe_counts(path.replaced), path.describe())
@@ -305,7 +356,7 @@ def _layer_modules(model: Any) -> dict[str, int]:
         f"{type(m).__module__.rsplit('.', 1)[-1]}.{type(m).__name__}"
         for name, m in model.named_modules()
         if _BLOCK_CHILD.search(name)
-        and not isinstance(m, KernelRMSNorm | KernelMLP | KernelAttention)
+        and not isinstance(m, KernelRMSNorm | KernelMLP | KernelAttention | KernelSandwichBlock)
         and not isinstance(m, nn.Linear | nn.QuantizedLinear | nn.Embedding | KernelLinear)
     )
     return _count(kept)
