@@ -11,12 +11,19 @@ rates count the tokens actually generated).
 
     .venv/bin/python bench/archs.py [--archs llama,llama3,qwen2,...] [--streams 1,8] [--rounds 3]
     .venv/bin/python bench/archs.py --anvyl-env ANVYL_KERNEL_LAYERS=0   # MLX's layer ops
+    .venv/bin/python bench/archs.py --steps     # decode steps in one process, best of rounds
+
+`--steps` loads every model in this process (Anvyl's loader) and times decode steps at batch 1
+and 8, the architectures interleaved a few steps at a time over many rounds; the best round of
+each is reported (load from other processes only ever adds time, so on a busy machine the best
+round is the closest to the engine's own cost), with the median beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import statistics
 import sys
@@ -90,6 +97,47 @@ def print_table(results: list[ServerResult], streams: list[int]) -> None:
             print(f"{r.name:<16}{n:>8}{run.aggregate_tps:>8.1f}{spread:>16}{ratio:>10}")
 
 
+def step_rates(
+    models: dict[str, Path], batches: list[int], rounds: int, steps: int = 8
+) -> dict[str, dict[int, list[float]]]:
+    """Tokens/s of `steps` decode steps per round, for each model and batch size."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import make_prompt_cache
+
+    from anvyl.modelserver.loader import load_model_dir
+
+    loaded = {name: load_model_dir(path).model for name, path in models.items()}
+    states = {}
+    for name, model in loaded.items():
+        for b in batches:
+            cache = make_prompt_cache(model)
+            mx.eval(model(mx.array([[5] * 32] * b), cache=cache))
+            states[name, b] = cache
+    rates: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batches} for name in loaded}
+    order = list(loaded)
+    for r in range(rounds):
+        for name in order if r % 2 == 0 else order[::-1]:
+            for b in batches:
+                token = mx.array([[7]] * b)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    mx.eval(loaded[name](token, cache=states[name, b]))
+                rates[name][b].append(steps * b / (time.perf_counter() - t0))
+    return rates
+
+
+def print_steps(rates: dict[str, dict[int, list[float]]]) -> None:
+    """Best and median tok/s per architecture and batch, and the best as a ratio of the first."""
+    head = f"{'architecture':<16}{'batch':>6}{'best tok/s':>12}{'median':>9}{'vs llama':>10}"
+    print(f"\n{head}\n{'-' * len(head)}")
+    first = next(iter(rates.values()))
+    for b in first:
+        for name, by_batch in rates.items():
+            v = by_batch[b]
+            ratio = max(v) / max(first[b])
+            print(f"{name:<16}{b:>6}{max(v):>12.1f}{statistics.median(v):>9.1f}{ratio:>9.2f}x")
+
+
 def main() -> int:
     """Write the models, run the servers side by side, print and save the table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -100,6 +148,7 @@ def main() -> int:
     ap.add_argument(
         "--anvyl-env", action="append", default=[], metavar="K=V", help="extra server environment"
     )
+    ap.add_argument("--steps", action="store_true", help="time decode steps in this process")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     archs = args.archs.split(",")
@@ -117,6 +166,15 @@ def main() -> int:
             **BUNDLED_SHAPES,
         )
         specs.append(anvyl_spec(arch, model, env))
+    if args.steps:
+        os.environ.update(env)
+        rates = step_rates({a: workdir / a for a in archs}, streams, max(args.rounds, 10))
+        print_steps(rates)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / f"archs-steps-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.write_text(json.dumps({"shapes": BUNDLED_SHAPES, "env": env, "rates": rates}))
+        print(f"\nsaved {out}")
+        return 0
     results = bench_servers(specs, streams, args.max_tokens, workdir, args.rounds, 0)
     print_table(results, streams)
     RESULTS.mkdir(parents=True, exist_ok=True)
