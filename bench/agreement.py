@@ -1,7 +1,7 @@
 """Greedy top-1 agreement between Anvyl's model and llama.cpp on the same GGUF, prompt by prompt.
 
 For each of a fixed set of chat prompts, llama.cpp (its Python bindings, from the benchmark's own
-venv: `bench/engine.py --setup-llama`) decodes a greedy continuation; then the whole sequence
+venv: `bench/engine.py --setup-llama-python`) decodes a greedy continuation; then the whole sequence
 (prompt + continuation) is fed once, teacher-forced, to the model as Anvyl loads it, for each
 weight dtype. At every continuation position the two engines' arg-max tokens are compared: the
 agreement is the share of positions where they pick the same next token, plus how many prompts
@@ -147,7 +147,9 @@ def main() -> int:
     model = (args.model or default_model()).resolve()
     py = llama_python(args.llama_venv)
     if py is None:
-        print(f"llama.cpp is not built in {args.llama_venv}: run bench/engine.py --setup-llama")
+        print(
+            f"llama.cpp is not built in {args.llama_venv}: run bench/engine.py --setup-llama-python"
+        )
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="anvyl-agreement-"))
     gguf = args.gguf or find_gguf(model, workdir)

@@ -1,4 +1,4 @@
-"""Benchmark: Anvyl's model server against mlx_lm.server and llama.cpp's server, in one run.
+"""Benchmark: Anvyl's model server against mlx_lm.server and llama.cpp's llama-server, in one run.
 
 Same model, same machine, same run. For each server: decode tokens/s at 1, 4, 8 and 16
 concurrent streams (aggregate and per stream), time to first token of a ~500-token prompt, the
@@ -7,14 +7,19 @@ time to first token of a follow-up turn that resends that prompt as history (pre
 peak RSS of the server's process tree. Prints a table and saves JSON under bench/results/.
 
     .venv/bin/python bench/engine.py [--model DIR] [--max-tokens 128] [--streams 1,4,8,16]
-    .venv/bin/python bench/engine.py --setup-llama      # build llama.cpp's server (~8 min, once)
+    .venv/bin/python bench/engine.py --random-1b --max-tokens 64 --streams 1,8 --skip-mlx-lm
+    .venv/bin/python bench/engine.py --setup-llama      # build llama-server (~3-8 min, once)
 
 Requests are greedy text completions of a counting prompt (it does not hit an end token, so
 every stream generates exactly max_tokens); every request gets a prompt not sent before, so no
 server can answer from a prompt cache. OpenBLAS is preloaded for every server (it does not change
-the speed of quantized weights). llama.cpp runs from its own virtual environment outside the
-repository (`~/.cache/anvyl-bench/llama-venv`, built from source by `--setup-llama`, never a
-project dependency) on the GGUF the bundled model was imported from. `--anvyl-variant
+the speed of quantized weights). llama.cpp runs as its own C++ `llama-server` (continuous
+batching, `-np` slots for the largest stream count), built by `--setup-llama` from the sources
+vendored in the llama-cpp-python 0.3.16 sdist into `~/.cache/anvyl-bench/llama-cpp` (outside the
+repository, never a project dependency), on the GGUF the model was imported from, once per
+`--llama-threads` count (1 and 2 by default: the best is the reference for the ratios).
+`--random-1b` benchmarks a 1B-class Llama with random Q4_1 weights instead (`gguf_model.py`),
+imported into Anvyl so both servers run identical weights. `--anvyl-variant
 NAME:K=V,...` adds Anvyl runs with extra environment (levers switched off or on) to compare in
 the same run; `--with-mlx-lm-fp32` adds mlx_lm.server on a float32 copy of the model.
 """
@@ -27,6 +32,7 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -45,7 +51,12 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3"
-LLAMA_VENV = Path.home() / ".cache" / "anvyl-bench" / "llama-venv"
+LLAMA_VENV = Path.home() / ".cache" / "anvyl-bench" / "llama-venv"  # bench/agreement.py's
+LLAMA_CPP = Path.home() / ".cache" / "anvyl-bench" / "llama-cpp"
+LLAMA_SDIST = (
+    "llama-cpp-python==0.3.16"  # its vendored llama.cpp is what llama-server is built from
+)
+RANDOM_1B = Path.home() / ".cache" / "anvyl-bench" / "random-llama-1b"
 # 0.3.36 built here segfaults in llama_decode on this CPU (AMX in a VM); 0.3.16 without AMX works.
 LLAMA_PACKAGE = "llama-cpp-python[server]==0.3.16"
 LLAMA_CMAKE_ARGS = "-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
@@ -102,6 +113,8 @@ class ServerResult:
     prompt: PromptResult | None = None
     peak_rss_mib: float = 0.0
     skipped: str | None = None
+    # Aggregate tok/s of every round, by stream count (the spread behind each median).
+    rounds: dict[int, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -362,7 +375,8 @@ def bench_servers(
                 runs = sorted(samples[spec.name], key=lambda x: x.aggregate_tps)
                 if runs:
                     result.runs.append(runs[len(runs) // 2])
-        for spec, base, _, result in live:
+                    result.rounds[n] = [x.aggregate_tps for x in samples[spec.name]]
+        for spec, base, _, result in live if prompt_rounds > 0 else []:
             measured = [measure_prompts(base, spec.model_name, max_tokens)]
             measured += [
                 measure_prompts(base, spec.model_name, max_tokens) for _ in range(prompt_rounds - 1)
@@ -434,6 +448,70 @@ def setup_llama(venv: Path) -> Path:
     if py is None:
         raise RuntimeError(f"llama_cpp.server is not importable in {venv} after the build")
     return py
+
+
+def llama_server_bin(root: Path) -> Path | None:
+    """The directory holding a built `llama-server`, or None."""
+    bin_dir = root / "bin"
+    return bin_dir if (bin_dir / "llama-server").is_file() else None
+
+
+def setup_llama_server(root: Path) -> Path:
+    """Build llama.cpp's `llama-server` from the llama-cpp-python sdist's sources (once)."""
+    built = llama_server_bin(root)
+    if built is not None:
+        print(f"llama-server already built in {built}")
+        return built
+    src = root / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    if not list(src.glob("llama_cpp_python-*.tar.gz")):
+        download = [sys.executable, "-m", "pip", "download", "-q", "--no-deps"]
+        subprocess.run([*download, "--no-binary", ":all:", LLAMA_SDIST, "-d", str(src)], check=True)
+    (sdist,) = src.glob("llama_cpp_python-*.tar.gz")
+    subprocess.run(["tar", "xzf", str(sdist), "-C", str(src)], check=True)
+    tree = next(src.glob("llama_cpp_python-*/vendor/llama.cpp"))
+    print(f"building llama-server in {tree} (3-8 minutes on 2 cores)", flush=True)
+    # AMX off: it crashes in these VMs (see LLAMA_CMAKE_ARGS).
+    configure = ["cmake", "-B", "build", "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF"]
+    configure += [*LLAMA_CMAKE_ARGS.split(), "-DLLAMA_BUILD_TESTS=OFF"]
+    subprocess.run(configure, cwd=tree, check=True)
+    jobs = str(os.cpu_count() or 1)
+    subprocess.run(
+        ["cmake", "--build", "build", "--target", "llama-server", "-j", jobs], cwd=tree, check=True
+    )
+    bin_dir = root / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for f in (tree / "build" / "bin").iterdir():
+        shutil.copy2(f, bin_dir / f.name)
+    return bin_dir
+
+
+def llama_server_spec(
+    bin_dir: Path, gguf: Path, threads: int, slots: int, ctx_per_slot: int
+) -> ServerSpec:
+    """llama-server on `gguf` with `slots` parallel slots of `ctx_per_slot` tokens each."""
+    command = [str(bin_dir / "llama-server"), "-m", str(gguf), "--host", "127.0.0.1"]
+    command += ["--port", "{port}", "-a", "bench", "-np", str(slots)]
+    command += ["-c", str(slots * ctx_per_slot), "-t", str(threads), "-tb", str(threads)]
+    env = base_env() | {"LD_LIBRARY_PATH": str(bin_dir)}
+    return ServerSpec(f"llama-server t{threads}", command, env, "bench")
+
+
+def random_1b_model(tokenizer_model: Path, workdir: Path) -> tuple[Path, Path]:
+    """The 1B-class random GGUF and its Anvyl import (both cached under `RANDOM_1B`)."""
+    from gguf_model import write_llama_gguf
+
+    from anvyl.catalog.gguf_import import import_gguf
+
+    RANDOM_1B.mkdir(parents=True, exist_ok=True)
+    source = find_gguf(tokenizer_model, workdir)
+    if source is None:
+        raise RuntimeError(f"no GGUF beside {tokenizer_model} to take the tokenizer from")
+    gguf = write_llama_gguf(RANDOM_1B / "random-llama-1b.Q4_1.gguf", source)
+    mlx_dir = RANDOM_1B / "mlx"
+    if not (mlx_dir / "config.json").is_file():
+        import_gguf(gguf, mlx_dir, model_id="random-llama-1b")
+    return gguf, mlx_dir
 
 
 def weights_mib(model: Path, dtype: str = "auto") -> float:
@@ -528,12 +606,18 @@ def main() -> int:
         help="also run mlx_lm.server on a float32 (dequantized) copy of the model",
     )
     ap.add_argument("--llama-venv", type=Path, default=LLAMA_VENV)
+    ap.add_argument("--llama-cpp", type=Path, default=LLAMA_CPP, help="llama-server's build")
     ap.add_argument(
         "--llama-threads",
-        type=int,
-        default=max(1, (os.cpu_count() or 1) // 2),
-        help="llama.cpp threads (its own default, half the CPUs: on 2 shared cores 1 thread"
-        " decoded 58 tok/s and 2 threads 4)",
+        default="1,2",
+        help="llama-server thread counts, each run as its own server in the same run (on 2"
+        " shared cores neither is always best: 1B decoded 8.7 tok/s with 1 thread, 15.1 with 2)",
+    )
+    ap.add_argument("--llama-ctx", type=int, default=1024, help="llama-server context per slot")
+    ap.add_argument(
+        "--random-1b",
+        action="store_true",
+        help="benchmark a 1B-class Llama with random Q4_1 weights (written once, cached)",
     )
     ap.add_argument(
         "--profile",
@@ -544,19 +628,30 @@ def main() -> int:
     ap.add_argument(
         "--setup-llama",
         action="store_true",
-        help=f"build {LLAMA_PACKAGE} from source into --llama-venv (once) and exit",
+        help="build llama.cpp's llama-server into --llama-cpp (once) and exit",
+    )
+    ap.add_argument(
+        "--setup-llama-python",
+        action="store_true",
+        help=f"build {LLAMA_PACKAGE} into --llama-venv (for bench/agreement.py) and exit",
     )
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     if args.setup_llama:
+        setup_llama_server(args.llama_cpp)
+        return 0
+    if args.setup_llama_python:
         setup_llama(args.llama_venv)
         return 0
-    model = (args.model or default_model()).resolve()
+    workdir = Path(tempfile.mkdtemp(prefix="anvyl-bench-"))
+    random_gguf = None
+    if args.random_1b:
+        random_gguf, model = random_1b_model(default_model(), workdir)
+    model = (model if args.random_1b else args.model or default_model()).resolve()
     if args.profile:
         return profile(model, args.dtype, [int(b) for b in args.profile.split(",")])
     streams = [int(s) for s in args.streams.split(",")]
     py = sys.executable
-    workdir = Path(tempfile.mkdtemp(prefix="anvyl-bench-"))
     hf_cache = workdir / "hf-hub"
     hf_cache.mkdir()
 
@@ -629,44 +724,20 @@ def main() -> int:
             )
     results: list[ServerResult] = []
     if not args.skip_llama:
-        llama_py = llama_python(args.llama_venv)
-        gguf = args.gguf or find_gguf(model, workdir)
-        if llama_py is None or gguf is None:
+        bin_dir = llama_server_bin(args.llama_cpp)
+        gguf = args.gguf or random_gguf or find_gguf(model, workdir)
+        if bin_dir is None or gguf is None:
             why = (
-                f"llama.cpp's server is not built in {args.llama_venv} (run --setup-llama)"
-                if llama_py is None
+                f"llama-server is not built in {args.llama_cpp} (run --setup-llama)"
+                if bin_dir is None
                 else "no GGUF for this model (pass --gguf)"
             )
-            results.append(ServerResult("llama.cpp", [], skipped=why))
-            print(f"== llama.cpp: skipped ({why})", flush=True)
+            results.append(ServerResult("llama-server", [], skipped=why))
+            print(f"== llama-server: skipped ({why})", flush=True)
         else:
-            specs.append(
-                ServerSpec(
-                    "llama.cpp",
-                    [
-                        str(llama_py),
-                        "-m",
-                        "llama_cpp.server",
-                        "--model",
-                        str(gguf),
-                        "--model_alias",
-                        "bench",
-                        "--port",
-                        "{port}",
-                        "--n_ctx",
-                        "4096",
-                        "--n_threads",
-                        str(args.llama_threads),
-                        "--n_threads_batch",
-                        str(args.llama_threads),
-                        # By default a new request interrupts the one streaming: queue instead.
-                        "--interrupt_requests",
-                        "False",
-                    ],
-                    base_env(),
-                    "bench",
-                )
-            )
+            for threads in (int(t) for t in args.llama_threads.split(",")):
+                spec = llama_server_spec(bin_dir, gguf, threads, max(streams), args.llama_ctx)
+                specs.append(spec)
 
     results += bench_servers(
         specs, streams, args.max_tokens, workdir, args.rounds, args.prompt_rounds
@@ -698,7 +769,14 @@ def main() -> int:
 
 def print_table(results: list[ServerResult], streams: list[int], weights: float) -> None:
     """The comparison tables, with ratios against llama.cpp and mlx_lm.server."""
-    llama = next((r for r in results if r.name == "llama.cpp" and r.runs), None)
+    llama_runs = [x for r in results if r.name.startswith("llama-server") for x in r.runs]
+    llama = ServerResult("llama-server (best)", [])
+    for n in streams:  # the best thread count at each concurrency
+        best = max(
+            (x for x in llama_runs if x.streams == n), key=lambda x: x.aggregate_tps, default=None
+        )
+        if best is not None:
+            llama.runs.append(best)
     mlx = next((r for r in results if r.name == "mlx_lm.server" and r.runs), None)
 
     def ratio(ref: ServerResult | None, run: RunResult) -> str:
@@ -707,9 +785,13 @@ def print_table(results: list[ServerResult], streams: list[int], weights: float)
             return ""
         return f"{run.aggregate_tps / base.aggregate_tps:.2f}x"
 
+    def spread(r: ServerResult, n: int) -> str:
+        rounds = r.rounds.get(n, [])
+        return f"{min(rounds):.1f}-{max(rounds):.1f}" if len(rounds) > 1 else ""
+
     print()
     head = f"{'server':<24}{'streams':>8}{'agg tok/s':>11}{'tok/s/stream':>14}{'TTFT s':>8}"
-    head += f"{'vs llama.cpp':>14}{'vs mlx_lm':>11}"
+    head += f"{'vs llama best':>14}{'vs mlx_lm':>11}{'rounds':>18}"
     print(head)
     print("-" * len(head))
     for r in results:
@@ -720,7 +802,7 @@ def print_table(results: list[ServerResult], streams: list[int], weights: float)
             print(
                 f"{r.name:<24}{run.streams:>8}{run.aggregate_tps:>11.1f}"
                 f"{run.decode_tps_per_stream:>14.1f}{run.ttft_mean:>8.2f}"
-                f"{ratio(llama, run):>14}{ratio(mlx, run):>11}"
+                f"{ratio(llama, run):>14}{ratio(mlx, run):>11}{spread(r, run.streams):>18}"
             )
     print()
     head = f"{'server':<24}{'prompt tok':>11}{'TTFT long':>10}{'under load':>11}"

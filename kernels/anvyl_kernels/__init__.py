@@ -5,6 +5,7 @@ import mlx.core  # noqa: F401  (loads libmlx.so and the array type before the ex
 from anvyl_kernels._ext import (
     attention,
     dequantize,
+    geglu,
     num_threads,
     qmm,
     qmm_many,
@@ -18,6 +19,7 @@ from anvyl_kernels._ext import (
 __all__ = [
     "attention",
     "dequantize",
+    "geglu",
     "num_threads",
     "qmm",
     "qmm_many",

@@ -54,9 +54,10 @@ NB_MODULE(_ext, m) {
       "x"_a,
       "w"_a,
       "eps"_a,
+      "residual"_a = nb::none(),
       nb::kw_only(),
       "stream"_a = nb::none(),
-      "``x * rsqrt(mean(x ** 2, -1) + eps) * w`` in float32, one node (CPU).");
+      "``residual + x * rsqrt(mean(x ** 2, -1) + eps) * w`` in float32, one node (CPU).");
   m.def(
       "swiglu",
       &anvyl::swiglu,
@@ -65,6 +66,14 @@ NB_MODULE(_ext, m) {
       nb::kw_only(),
       "stream"_a = nb::none(),
       "``silu(gate) * up`` in float32, one node (CPU).");
+  m.def(
+      "geglu",
+      &anvyl::geglu,
+      "gate"_a,
+      "up"_a,
+      nb::kw_only(),
+      "stream"_a = nb::none(),
+      "``nn.gelu_approx(gate) * up`` in float32, one node (CPU).");
   m.def(
       "rope_heads",
       &anvyl::rope_heads,
@@ -77,6 +86,11 @@ NB_MODULE(_ext, m) {
       "offset"_a,
       nb::kw_only(),
       "float16_out"_a = false,
+      "bias"_a = nb::none(),
+      "freqs"_a = nb::none(),
+      "norm"_a = nb::none(),
+      "norm_eps"_a = 1e-6f,
+      "mscale"_a = 1.0f,
       "stream"_a = nb::none(),
       "Rotary embedding of a (B, L, H * D) projection, returned as (B, H, L, D) (CPU).");
   m.def(
@@ -89,6 +103,7 @@ NB_MODULE(_ext, m) {
       "mask"_a = nb::none(),
       "causal"_a = false,
       nb::kw_only(),
+      "softcap"_a = 0.0f,
       "stream"_a = nb::none(),
       "Attention of (B, Hq, L, D) queries over (B, Hkv, S, D) keys and values: (B, L, Hq * D).");
   m.def("set_num_threads", &anvyl::set_num_threads, "n"_a, "Threads the kernel uses.");

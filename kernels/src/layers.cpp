@@ -133,35 +133,61 @@ BODY void rms_norm_row(const float* x, const float* w, float* y, int64_t n, floa
   }
 }
 
-BODY void rms_norm_rows(const Rows& x, const float* w, float* y, float eps) {
+// `res` (or null): a residual added to each normalized row (`res + norm(x)`, Gemma's blocks).
+BODY void rms_norm_rows(const Rows& x, const float* w, const Rows* res, float* y, float eps) {
   for (size_t r = 0; r < x.offsets.size(); r++) {
-    rms_norm_row(x.row(r), w, y + r * x.width, x.width, eps);
+    float* yr = y + r * x.width;
+    rms_norm_row(x.row(r), w, yr, x.width, eps);
+    if (res != nullptr) {
+      const float* rr = res->row(r);
+      for (int64_t i = 0; i < x.width; i++) {
+        yr[i] = rr[i] + yr[i];
+      }
+    }
   }
 }
 
-AVX512 void rms_norm_rows_512(const Rows& x, const float* w, float* y, float eps) {
-  rms_norm_rows(x, w, y, eps);
+void rms_norm_rows_any(const Rows& x, const float* w, const Rows* res, float* y, float eps) {
+  rms_norm_rows(x, w, res, y, eps);
 }
 
-// ---------------------------------------------------------------- swiglu
+AVX512 void rms_norm_rows_512(const Rows& x, const float* w, const Rows* res, float* y, float eps) {
+  rms_norm_rows(x, w, res, y, eps);
+}
+
+// ---------------------------------------------------------------- swiglu, geglu
 
 BODY float silu(float g) {
   return g / (1.0f + std::exp(-g));
 }
 
-BODY void swiglu_rows(const Rows& g, const Rows& u, float* y) {
+// MLX's `nn.gelu_approx`: 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3))).
+BODY float gelu_approx(float g) {
+  return 0.5f * g * (1.0f + std::tanh(0.7978845608028654f * (g + 0.044715f * (g * g * g))));
+}
+
+template <bool GELU>
+BODY void gated_rows(const Rows& g, const Rows& u, float* y) {
   for (size_t r = 0; r < g.offsets.size(); r++) {
     const float* gr = g.row(r);
     const float* ur = u.row(r);
     float* yr = y + r * g.width;
     for (int64_t i = 0; i < g.width; i++) {
-      yr[i] = silu(gr[i]) * ur[i];
+      if constexpr (GELU) {
+        yr[i] = gelu_approx(gr[i]) * ur[i];
+      } else {
+        yr[i] = silu(gr[i]) * ur[i];
+      }
     }
   }
 }
 
-AVX512 void swiglu_rows_512(const Rows& g, const Rows& u, float* y) {
-  swiglu_rows(g, u, y);
+void gated_rows_any(const Rows& g, const Rows& u, float* y, bool gelu) {
+  gelu ? gated_rows<true>(g, u, y) : gated_rows<false>(g, u, y);
+}
+
+AVX512 void gated_rows_512(const Rows& g, const Rows& u, float* y, bool gelu) {
+  gelu ? gated_rows<true>(g, u, y) : gated_rows<false>(g, u, y);
 }
 
 // ---------------------------------------------------------------- attention
@@ -183,6 +209,7 @@ struct AttentionProblem {
   bool mask_bool;
   int64_t ms[4];
   bool causal;
+  float softcap;  // 0: none
   float* out;  // (B, L, Hq * D)
 };
 
@@ -254,6 +281,9 @@ BODY void attend(const AttentionProblem& p, int64_t b, int64_t h, float* scores,
         } else {
           score = dot(qbuf, kb + s * p.ks[2], p.D);
         }
+        if (p.softcap > 0.0f) {
+          score = std::tanh(score / p.softcap) * p.softcap;
+        }
         if (p.mask != nullptr) {
           const int64_t m = b * p.ms[0] + h * p.ms[1] + l * p.ms[2] + s * p.ms[3];
           if (p.mask_bool) {
@@ -324,17 +354,26 @@ AVX512 void attend_task_512(const AttentionProblem& p, int64_t task) {
 
 // ---------------------------------------------------------------- ops
 
-mx::array rms_norm(const mx::array& x, const mx::array& w, float eps, mx::StreamOrDevice s) {
+mx::array rms_norm(
+    const mx::array& x,
+    const mx::array& w,
+    float eps,
+    const std::optional<mx::array>& residual,
+    mx::StreamOrDevice s) {
   auto stream = mx::to_stream(s);
   check_cpu(stream, "rms_norm");
   if (x.ndim() < 1 || w.ndim() != 1 || w.shape(0) != x.shape(-1)) {
     throw std::invalid_argument("[anvyl.rms_norm] w must be 1-D and match x's last axis.");
   }
+  std::vector<mx::array> inputs{as_float32(x, s), as_float32(w, s)};
+  if (residual) {
+    if (residual->shape() != x.shape()) {
+      throw std::invalid_argument("[anvyl.rms_norm] residual must have x's shape.");
+    }
+    inputs.push_back(as_float32(*residual, s));
+  }
   return mx::array(
-      x.shape(),
-      mx::float32,
-      std::make_shared<RMSNorm>(stream, eps),
-      {as_float32(x, s), as_float32(w, s)});
+      x.shape(), mx::float32, std::make_shared<RMSNorm>(stream, eps), std::move(inputs));
 }
 
 void RMSNorm::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
@@ -343,13 +382,26 @@ void RMSNorm::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::arr
   auto& out = outputs[0];
   Rows x = rows_of(inputs[0], encoder);
   Rows w = rows_of(inputs[1], encoder);
-  encoder.dispatch([x = std::move(x), w = std::move(w), y = out.data<float>(), eps = eps_]() {
+  std::optional<Rows> res;
+  if (inputs.size() > 2) {
+    res = rows_of(inputs[2], encoder);
+  }
+  encoder.dispatch([x = std::move(x),
+                    w = std::move(w),
+                    res = std::move(res),
+                    y = out.data<float>(),
+                    eps = eps_]() {
     x.prepare();
     w.prepare();
+    const Rows* r = nullptr;
+    if (res) {
+      res->prepare();
+      r = &*res;
+    }
     if (has_avx512()) {
-      rms_norm_rows_512(x, w.row(0), y, eps);
+      rms_norm_rows_512(x, w.row(0), r, y, eps);
     } else {
-      rms_norm_rows(x, w.row(0), y, eps);
+      rms_norm_rows_any(x, w.row(0), r, y, eps);
     }
   });
 }
@@ -358,34 +410,51 @@ bool RMSNorm::is_equivalent(const mx::Primitive& other) const {
   return eps_ == static_cast<const RMSNorm&>(other).eps_;
 }
 
-mx::array swiglu(const mx::array& gate, const mx::array& up, mx::StreamOrDevice s) {
+namespace {
+
+mx::array gated(const mx::array& gate, const mx::array& up, bool gelu, mx::StreamOrDevice s) {
   auto stream = mx::to_stream(s);
-  check_cpu(stream, "swiglu");
+  check_cpu(stream, gelu ? "geglu" : "swiglu");
   if (gate.shape() != up.shape()) {
-    throw std::invalid_argument("[anvyl.swiglu] gate and up must have the same shape.");
+    throw std::invalid_argument(
+        std::string("[anvyl.") + (gelu ? "geglu" : "swiglu") +
+        "] gate and up must have the same shape.");
   }
   return mx::array(
       gate.shape(),
       mx::float32,
-      std::make_shared<SwiGLU>(stream),
+      std::make_shared<GatedActivation>(stream, gelu),
       {as_float32(gate, s), as_float32(up, s)});
 }
 
-void SwiGLU::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+} // namespace
+
+mx::array swiglu(const mx::array& gate, const mx::array& up, mx::StreamOrDevice s) {
+  return gated(gate, up, false, s);
+}
+
+mx::array geglu(const mx::array& gate, const mx::array& up, mx::StreamOrDevice s) {
+  return gated(gate, up, true, s);
+}
+
+void GatedActivation::eval_cpu(
+    const std::vector<mx::array>& inputs,
+    std::vector<mx::array>& outputs) {
   auto& encoder = mx::cpu::get_command_encoder(stream());
   bind(encoder, inputs, outputs);
   auto& out = outputs[0];
   Rows g = rows_of(inputs[0], encoder);
   Rows u = rows_of(inputs[1], encoder);
-  encoder.dispatch([g = std::move(g), u = std::move(u), y = out.data<float>()]() {
-    g.prepare();
-    u.prepare();
-    if (has_avx512()) {
-      swiglu_rows_512(g, u, y);
-    } else {
-      swiglu_rows(g, u, y);
-    }
-  });
+  encoder.dispatch(
+      [g = std::move(g), u = std::move(u), y = out.data<float>(), gelu = gelu_]() {
+        g.prepare();
+        u.prepare();
+        if (has_avx512()) {
+          gated_rows_512(g, u, y, gelu);
+        } else {
+          gated_rows_any(g, u, y, gelu);
+        }
+      });
 }
 
 mx::array rope_heads(
@@ -397,6 +466,11 @@ mx::array rope_heads(
     float scale,
     const mx::array& offset,
     bool float16_out,
+    const std::optional<mx::array>& bias,
+    const std::optional<mx::array>& freqs,
+    const std::optional<mx::array>& norm,
+    float norm_eps,
+    float mscale,
     mx::StreamOrDevice s) {
   auto stream = mx::to_stream(s);
   check_cpu(stream, "rope_heads");
@@ -413,11 +487,42 @@ mx::array rope_heads(
       !mx::issubdtype(offset.dtype(), mx::integer)) {
     throw std::invalid_argument("[anvyl.rope_heads] offset must be an integer or one per row.");
   }
+  std::vector<mx::array> inputs{
+      as_float32(x, s), offset.dtype() == mx::int32 ? offset : mx::astype(offset, mx::int32, s)};
+  if (bias) {
+    if (bias->ndim() != 1 || bias->shape(0) != x.shape(2)) {
+      throw std::invalid_argument("[anvyl.rope_heads] bias must have n_heads * head_dim values.");
+    }
+    inputs.push_back(mx::contiguous(as_float32(*bias, s), false, s));
+  }
+  if (freqs) {
+    if (freqs->ndim() != 1 || freqs->shape(0) != dims / 2) {
+      throw std::invalid_argument("[anvyl.rope_heads] freqs must have dims / 2 values.");
+    }
+    inputs.push_back(mx::contiguous(as_float32(*freqs, s), false, s));
+  }
+  if (norm) {
+    if (norm->ndim() != 1 || norm->shape(0) != D) {
+      throw std::invalid_argument("[anvyl.rope_heads] norm must have head_dim values.");
+    }
+    inputs.push_back(mx::contiguous(as_float32(*norm, s), false, s));
+  }
   return mx::array(
       mx::Shape{B, n_heads, L, D},
       float16_out ? mx::float16 : mx::float32,
-      std::make_shared<RoPEHeads>(stream, n_heads, dims, traditional, base, scale),
-      {as_float32(x, s), offset.dtype() == mx::int32 ? offset : mx::astype(offset, mx::int32, s)});
+      std::make_shared<RoPEHeads>(
+          stream,
+          n_heads,
+          dims,
+          traditional,
+          base,
+          scale,
+          bias.has_value(),
+          freqs.has_value(),
+          norm.has_value(),
+          norm_eps,
+          mscale),
+      std::move(inputs));
 }
 
 namespace {
@@ -431,9 +536,15 @@ struct RopeJob {
   bool traditional;
   float base;
   float scale;
+  const float* bias;  // or null: no bias to add first
+  const float* freqs;  // or null: periods from `base`
+  const float* norm;  // or null: no per-head norm
+  float norm_eps;
+  float mscale;
 };
 
-// Rotates (or, with dims 0, only copies) every head of every row into y, (B, H, L, D) of T.
+// Normalizes, scales and rotates (or, with dims 0, only copies) every head of every row into y,
+// (B, H, L, D) of T.
 template <typename T>
 void rope_rows(const RopeJob& j, T* y) {
   j.rows.prepare();
@@ -442,9 +553,10 @@ void rope_rows(const RopeJob& j, T* y) {
   std::vector<float> inv_freq(half);
   const float step = half > 0 ? -std::log(j.base) / static_cast<float>(half) : 0.0f;
   for (int i = 0; i < half; i++) {
-    inv_freq[i] = std::exp(static_cast<float>(i) * step);
+    inv_freq[i] = j.freqs != nullptr ? 1.0f / j.freqs[i] : std::exp(static_cast<float>(i) * step);
   }
-  std::vector<float> cosv(half), sinv(half);
+  std::vector<float> cosv(half), sinv(half), normed(j.norm != nullptr ? D : 0);
+  std::vector<float> biased(j.bias != nullptr ? D : 0);
   for (int64_t b = 0; b < j.B; b++) {
     const int64_t start = j.offsets == nullptr ? 0 : j.offsets[j.per_row ? b : 0];
     for (int64_t l = 0; l < j.L; l++) {
@@ -457,12 +569,26 @@ void rope_rows(const RopeJob& j, T* y) {
       const float* xr = j.rows.row(b * j.L + l);
       for (int64_t h = 0; h < j.H; h++) {
         const float* xi = xr + h * D;
+        if (j.bias != nullptr) {
+          for (int64_t d = 0; d < D; d++) {
+            biased[d] = xi[d] + j.bias[h * D + d];
+          }
+          xi = biased.data();
+        }
+        if (j.norm != nullptr) {
+          rms_norm_row(xi, j.norm, normed.data(), D, j.norm_eps);
+          xi = normed.data();
+        }
         T* yo = y + ((b * j.H + h) * j.L + l) * D;
         for (int i = 0; i < half; i++) {
           const int a = j.traditional ? 2 * i : i;
           const int c = j.traditional ? 2 * i + 1 : i + half;
-          const float x1 = xi[a];
-          const float x2 = xi[c];
+          float x1 = xi[a];
+          float x2 = xi[c];
+          if (j.mscale != 1.0f) {
+            x1 *= j.mscale;
+            x2 *= j.mscale;
+          }
           yo[a] = static_cast<T>(x1 * cosv[i] - x2 * sinv[i]);
           yo[c] = static_cast<T>(x1 * sinv[i] + x2 * cosv[i]);
         }
@@ -482,6 +608,10 @@ void RoPEHeads::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::a
   auto& out = outputs[0];
   const auto& x = inputs[0];
   const auto& offset = inputs[1];
+  size_t next = 2;
+  const float* bias = has_bias_ ? inputs[next++].data<float>() : nullptr;
+  const float* freqs = has_freqs_ ? inputs[next++].data<float>() : nullptr;
+  const float* norm = has_norm_ ? inputs[next++].data<float>() : nullptr;
   RopeJob job{
       rows_of(x, encoder),
       dims_ > 0 ? offset.data<int32_t>() : nullptr,
@@ -492,7 +622,12 @@ void RoPEHeads::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::a
       dims_,
       traditional_,
       base_,
-      scale_};
+      scale_,
+      bias,
+      freqs,
+      norm,
+      norm_eps_,
+      mscale_};
   if (out.dtype() == mx::float16) {
     encoder.dispatch([job = std::move(job), y = out.data<_Float16>()]() { rope_rows(job, y); });
   } else {
@@ -503,7 +638,9 @@ void RoPEHeads::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::a
 bool RoPEHeads::is_equivalent(const mx::Primitive& other) const {
   const auto& o = static_cast<const RoPEHeads&>(other);
   return n_heads_ == o.n_heads_ && dims_ == o.dims_ && traditional_ == o.traditional_ &&
-      base_ == o.base_ && scale_ == o.scale_;
+      base_ == o.base_ && scale_ == o.scale_ && has_bias_ == o.has_bias_ &&
+      has_freqs_ == o.has_freqs_ &&
+      has_norm_ == o.has_norm_ && norm_eps_ == o.norm_eps_ && mscale_ == o.mscale_;
 }
 
 mx::array attention(
@@ -513,6 +650,7 @@ mx::array attention(
     float scale,
     const std::optional<mx::array>& mask,
     bool causal,
+    float softcap,
     mx::StreamOrDevice s) {
   auto stream = mx::to_stream(s);
   check_cpu(stream, "attention");
@@ -545,7 +683,7 @@ mx::array attention(
   return mx::array(
       mx::Shape{B, L, Hq * D},
       mx::float32,
-      std::make_shared<Attention>(stream, scale, mask.has_value(), causal),
+      std::make_shared<Attention>(stream, scale, mask.has_value(), causal, softcap),
       std::move(inputs));
 }
 
@@ -591,6 +729,7 @@ void Attention::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::a
   p.S = inputs[1].shape(2);
   p.scale = scale_;
   p.causal = causal_;
+  p.softcap = softcap_;
   p.out = out.data<float>();
   if (has_mask_) {
     const auto& m = inputs[3];
@@ -627,14 +766,15 @@ void Attention::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::a
 
 bool Attention::is_equivalent(const mx::Primitive& other) const {
   const auto& o = static_cast<const Attention&>(other);
-  return scale_ == o.scale_ && has_mask_ == o.has_mask_ && causal_ == o.causal_;
+  return scale_ == o.scale_ && has_mask_ == o.has_mask_ && causal_ == o.causal_ &&
+      softcap_ == o.softcap_;
 }
 
 void RMSNorm::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
   throw std::runtime_error("[anvyl.rms_norm] has no GPU implementation.");
 }
 
-void SwiGLU::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
+void GatedActivation::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
   throw std::runtime_error("[anvyl.swiglu] has no GPU implementation.");
 }
 

@@ -200,3 +200,68 @@ def test_kernel_attention_module_falls_back_for_a_quantized_kv_cache() -> None:
     got = fast(x, "causal", QuantizedKVCache(group_size=32, bits=8))
     want = attn(x, "causal", QuantizedKVCache(group_size=32, bits=8))
     assert_close(got, want, tol=2e-2)
+
+
+@pytest.mark.parametrize("traditional", [False, True])
+def test_rope_heads_adds_bias_norms_scales_and_takes_freqs_as_mlx_lm_modules_do(
+    traditional: bool,
+) -> None:
+    """Qwen2's bias, Qwen3's/Gemma 3's per-head norm, Phi-3's mscale and Llama 3's freqs."""
+    x = mx.random.normal((3, 5, 4 * 64), key=mx.random.key(40)) * 3
+    bias = mx.random.normal((4 * 64,), key=mx.random.key(41))
+    norm = 1.0 + 0.2 * mx.random.normal((64,), key=mx.random.key(42))
+    freqs = 500000.0 ** (mx.arange(0, 48, 2) / 48) * mx.linspace(1.0, 8.0, 24)
+    off = mx.array([0, 600, -4], dtype=mx.int32)
+    h = mx.fast.rms_norm(heads(x + bias, 4), norm, 1e-6)
+    want = mx.fast.rope(
+        h.at[..., :48].multiply(1.19),
+        48,
+        traditional=traditional,
+        base=None,
+        scale=1.0,
+        offset=off,
+        freqs=freqs,
+    )
+    got = kernels.rope_heads(
+        x, 4, 48, traditional, 0.0, 1.0, off, bias=bias, freqs=freqs, norm=norm, mscale=1.19
+    )
+    assert_close(got, want)
+    with pytest.raises(ValueError, match="freqs"):
+        kernels.rope_heads(x, 4, 48, False, 0.0, 1.0, off, freqs=freqs[:5])
+    with pytest.raises(ValueError, match="norm"):
+        kernels.rope_heads(x, 4, 48, False, 1e4, 1.0, off, norm=norm[:5])
+    with pytest.raises(ValueError, match="bias"):
+        kernels.rope_heads(x, 4, 48, False, 1e4, 1.0, off, bias=bias[:5])
+
+
+def test_geglu_matches_mlx() -> None:
+    g = mx.random.normal((4, 3, 1536), key=mx.random.key(43)) * 4
+    u = mx.random.normal((4, 3, 1536), key=mx.random.key(44))
+    assert_close(kernels.geglu(g, u), nn.gelu_approx(g) * u)
+    halves = mx.random.normal((2, 3, 2 * 1536), key=mx.random.key(45))  # Phi-3's fused gate_up
+    gate, up = mx.split(halves, 2, axis=-1)
+    assert_close(kernels.swiglu(gate, up), nn.silu(gate) * up)
+
+
+def test_attention_soft_caps_scores_before_the_mask_as_gemma2() -> None:
+    B, Hq, Hkv, L, S, D = 2, 4, 2, 3, 9, 64
+    q = mx.random.normal((B, Hq, L, D), key=mx.random.key(46)) * 4
+    k = mx.random.normal((B, Hkv, S, D), key=mx.random.key(47))
+    v = mx.random.normal((B, Hkv, S, D), key=mx.random.key(48))
+    mask = mx.random.uniform(shape=(B, 1, L, S), key=mx.random.key(49)) > 0.3
+    scores = (q * 0.1).reshape(B, Hkv, 2, L, D) @ mx.expand_dims(k, 2).swapaxes(-1, -2)
+    scores = mx.tanh(scores / 5.0) * 5.0
+    scores = mx.where(mask[:, :, None], scores, mx.finfo(mx.float32).min)
+    out = mx.softmax(scores, axis=-1, precise=True) @ mx.expand_dims(v, 2)
+    want = out.reshape(B, Hq, L, D).transpose(0, 2, 1, 3).reshape(B, L, Hq * D)
+    assert_close(kernels.attention(q, k, v, 0.1, mask, softcap=5.0), want)
+
+
+def test_rms_norm_adds_a_residual_in_the_same_node() -> None:
+    """Gemma's `h + post_norm(r)`: one node, the same numbers as MLX's norm then add."""
+    r = mx.random.normal((2, 3, 576), key=mx.random.key(50)) * 3
+    h = mx.random.normal((2, 3, 576), key=mx.random.key(51))
+    w = 1.0 + mx.random.normal((576,), key=mx.random.key(52))
+    assert_close(kernels.rms_norm(r, w, 1e-6, h), h + mx.fast.rms_norm(r, w, 1e-6))
+    with pytest.raises(ValueError, match="residual"):
+        kernels.rms_norm(r, w, 1e-6, h[:, :1])

@@ -314,6 +314,7 @@ def test_lmstudio_models(server: RunningServer) -> None:
     assert entry["arch"] == "llama"
     assert entry["state"] == "loaded"
     assert entry["quantization"] == "4bit/8bit"
+    assert entry["fast_path"] == "kernel"
     assert entry["max_context_length"] == 512
     assert httpx.get(f"{server.url}/api/v0/models/{MODEL_ID}").json() == entry
     missing = httpx.get(f"{server.url}/api/v0/models/nope")

@@ -122,15 +122,18 @@ class KernelLinear(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         """The projection of `x`."""
-        if x.size // x.shape[-1] > KERNEL_MAX_ROWS:
-            y = x @ _dequantized(self).T
-        elif self._siblings is not None:
-            y = self._siblings.output(x, self._sibling_index)
-        else:
-            y = self._qmm(x, self.weight, self.scales, self.biases, self.group_size, self.bits)
+        y = self.matmul(x)
         if "bias" in self:
             y = y + self["bias"]
         return y
+
+    def matmul(self, x: mx.array) -> mx.array:
+        """The projection of `x` without the bias (for an op that adds it itself)."""
+        if x.size // x.shape[-1] > KERNEL_MAX_ROWS:
+            return x @ _dequantized(self).T
+        if self._siblings is not None:
+            return self._siblings.output(x, self._sibling_index)
+        return self._qmm(x, self.weight, self.scales, self.biases, self.group_size, self.bits)
 
 
 class SharedInput:

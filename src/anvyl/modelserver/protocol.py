@@ -313,6 +313,8 @@ class LMStudioModel(BaseModel):
     max_context_length: int
     loaded_context_length: int | None = None
     loaded_dtype: str | None = None
+    # `kernel`, `partial (MLX ops: ...)` or `mlx`: whether the layers run on Anvyl's CPU kernels.
+    fast_path: str | None = None
     memory_limit: str | None = None
     tool_format: str | None = None
 

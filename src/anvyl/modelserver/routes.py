@@ -22,6 +22,7 @@ from anvyl.modelserver.answer import generate
 from anvyl.modelserver.config import ServerConfig
 from anvyl.modelserver.engine import Engine
 from anvyl.modelserver.errors import APIError, InvalidRequest, ModelNotFound, Unavailable
+from anvyl.modelserver.fast_path import fast_path_of
 from anvyl.modelserver.loader import ModelInfo
 from anvyl.modelserver.protocol import (
     ChatCompletionRequest,
@@ -169,6 +170,7 @@ def lmstudio_model(state: ServerState) -> LMStudioModel:
         max_context_length=info.context_length if info else 0,
         loaded_context_length=loaded.info.context_length if loaded else None,
         loaded_dtype=loaded.dtype if loaded else None,
+        fast_path=fast_path_of(loaded.model) if loaded else None,
         memory_limit=state.config.memory_limit,
         tool_format=state.tool_format(),
     )
