@@ -26,7 +26,7 @@ from anvyl.modelserver.tools import ToolFormat
 
 if TYPE_CHECKING:
     from anvyl.modelserver.engine import Engine
-    from anvyl.modelserver.routes import ServerState
+    from anvyl.modelserver.state import ServerState
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away first"
 

@@ -23,7 +23,8 @@ from anvyl.modelserver.dialects.routes import router as dialects_router
 from anvyl.modelserver.errors import APIError, Unauthorized
 from anvyl.modelserver.lmstudio.routes import GREETING_PATH
 from anvyl.modelserver.lmstudio.routes import router as lmstudio_router
-from anvyl.modelserver.routes import ServerState, api_router, health_router, validation_error
+from anvyl.modelserver.routes import api_router, health_router, validation_error
+from anvyl.modelserver.state import ServerState
 from anvyl.modelserver.streaming import json_bytes
 
 log = logging.getLogger("anvyl.modelserver")

@@ -17,7 +17,7 @@ from anvyl.modelserver.protocol import Stats, Usage, new_id, now
 from anvyl.modelserver.tools import CallParser, ToolFormat
 
 if TYPE_CHECKING:
-    from anvyl.modelserver.routes import ServerState
+    from anvyl.modelserver.state import ServerState
 
 
 class Renderer:

@@ -8,9 +8,7 @@ is an `APIError`, rendered in OpenAI's shape by the handlers in `app.py`.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
@@ -19,11 +17,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from anvyl.modelserver.answer import generate
-from anvyl.modelserver.config import ServerConfig
-from anvyl.modelserver.engine import Engine
 from anvyl.modelserver.errors import APIError, InvalidRequest, ModelNotFound, Unavailable
 from anvyl.modelserver.fast_path import fast_path_of
-from anvyl.modelserver.loader import ModelInfo
 from anvyl.modelserver.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -31,52 +26,15 @@ from anvyl.modelserver.protocol import (
     LMStudioModelList,
     ModelCard,
     ModelList,
-    now,
     refuse_unsupported,
 )
+from anvyl.modelserver.state import ServerState, state_of
 from anvyl.modelserver.structured import ToolPlan, plan_tools, response_grammar
 from anvyl.modelserver.tool_prompt import template_messages
-from anvyl.modelserver.tools import FORMATS, detect_tool_format
+from anvyl.modelserver.tools import FORMATS
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 BodyT = TypeVar("BodyT", bound=BaseModel)
-
-
-@dataclass
-class ServerState:
-    """What the routes share: settings, the engine and the model's description."""
-
-    config: ServerConfig
-    engine: Engine
-    info: ModelInfo | None
-    created: int = field(default_factory=now)
-    draining: bool = False
-    tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
-    _tool_format: str | None = None
-
-    def model_info(self) -> ModelInfo | None:
-        """The loaded model's info, else what config.json said."""
-        loaded = self.engine.loaded
-        return loaded.info if loaded is not None else self.info
-
-    def tool_format(self) -> str | None:
-        """The tool-call format of the model's chat template (`generic` without tools)."""
-        loaded = self.engine.loaded
-        if self._tool_format is None and loaded is not None:
-            template = getattr(loaded.tokenizer, "chat_template", None)
-            self._tool_format = detect_tool_format(template)
-        return self._tool_format
-
-    def context_length(self) -> int:
-        """The served context length (model's, capped by --ctx)."""
-        info = self.model_info()
-        assert info is not None
-        return info.context_length
-
-
-def state_of(request: Request) -> ServerState:
-    """The `ServerState` of the app handling `request`."""
-    return request.app.state.anvyl
 
 
 # ---------------------------------------------------------------------------------- health

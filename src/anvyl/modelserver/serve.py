@@ -24,7 +24,7 @@ from anvyl.modelserver.config import ServerConfig
 from anvyl.modelserver.engine import Engine
 from anvyl.modelserver.loader import ModelInfo, ModelLoader, load_model_dir, read_model_info
 from anvyl.modelserver.metrics import Metrics
-from anvyl.modelserver.routes import ServerState
+from anvyl.modelserver.state import ServerState
 
 log = logging.getLogger("anvyl.modelserver")
 

@@ -21,7 +21,8 @@ from anvyl.modelserver.errors import APIError, Unavailable
 from anvyl.modelserver.events import AsyncEvents, FinishEvent, GenerationRequest, TextEvent
 from anvyl.modelserver.limits import max_new_tokens
 from anvyl.modelserver.protocol import ChatCompletionRequest
-from anvyl.modelserver.routes import ServerState, chat_grammars, chat_prompt
+from anvyl.modelserver.routes import chat_grammars, chat_prompt
+from anvyl.modelserver.state import ServerState
 from anvyl.modelserver.tools import CallParser, ParsedCall, ToolFormat
 
 

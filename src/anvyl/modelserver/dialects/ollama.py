@@ -27,7 +27,8 @@ from anvyl.modelserver.dialects.ollama_protocol import (
 from anvyl.modelserver.errors import InvalidRequest, ModelNotFound
 from anvyl.modelserver.events import FinishEvent
 from anvyl.modelserver.protocol import ChatCompletionRequest
-from anvyl.modelserver.routes import ServerState, validation_error
+from anvyl.modelserver.routes import validation_error
+from anvyl.modelserver.state import ServerState
 
 NS = 1_000_000_000
 SAMPLING_KEYS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")

@@ -25,7 +25,8 @@ from anvyl.modelserver.dialects.ollama_protocol import ChatRequest, GenerateRequ
 from anvyl.modelserver.errors import InvalidRequest
 from anvyl.modelserver.events import FinishEvent
 from anvyl.modelserver.protocol import ChatCompletionRequest
-from anvyl.modelserver.routes import ServerState, parse_body, state_of
+from anvyl.modelserver.routes import parse_body
+from anvyl.modelserver.state import ServerState, state_of
 from anvyl.modelserver.streaming import json_bytes
 
 router = APIRouter()

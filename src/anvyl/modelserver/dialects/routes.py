@@ -29,7 +29,8 @@ from anvyl.modelserver.dialects.responses_stream import response_events
 from anvyl.modelserver.errors import ModelNotFound
 from anvyl.modelserver.events import FinishEvent
 from anvyl.modelserver.protocol import now
-from anvyl.modelserver.routes import chat_prompt, parse_body, state_of
+from anvyl.modelserver.routes import chat_prompt, parse_body
+from anvyl.modelserver.state import state_of
 
 router = APIRouter()
 DIALECT_ENDPOINTS = frozenset(

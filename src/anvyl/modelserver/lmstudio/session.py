@@ -25,8 +25,9 @@ from anvyl.modelserver.limits import max_new_tokens
 from anvyl.modelserver.lmstudio import protocol as p
 from anvyl.modelserver.lmstudio.framing import SocketSession
 from anvyl.modelserver.lmstudio.tooling import ToolEvents, chat_request, structured_grammar
-from anvyl.modelserver.routes import ServerState, check_ready, constrain, tokenize
+from anvyl.modelserver.routes import check_ready, constrain, tokenize
 from anvyl.modelserver.sampling import SamplingParams
+from anvyl.modelserver.state import ServerState
 from anvyl.modelserver.structured import plan_tools
 from anvyl.modelserver.tool_prompt import template_messages
 from anvyl.modelserver.tools import FORMATS
