@@ -75,11 +75,12 @@ def list_hosts(
                 output.human_bytes(h.memory_bytes) if reachable else "-",
                 h.engine_version or "-",
                 str(h.running_containers) if reachable else "-",
+                h.runtime or "container",
             ]
         )
     output.print_table(
         None,
-        ["ID", "NAME", "ADDRESS", "STATUS", "CPUS", "MEMORY", "ENGINE", "RUNNING"],
+        ["ID", "NAME", "ADDRESS", "STATUS", "CPUS", "MEMORY", "ENGINE", "RUNNING", "RUNTIME"],
         rows,
     )
 

@@ -107,6 +107,13 @@ def serve(
         help="Port of the OpenAI gateway; 0 turns it off [default: 50080, skipped if taken]",
         show_default=False,
     ),
+    runtime: str = typer.Option(
+        "auto",
+        "--runtime",
+        envvar="ANVYL_RUNTIME",
+        help="Default runtime of `model start`: container, process (no engine needed) or auto "
+        "(container when an engine answers, else process)",
+    ),
 ) -> None:
     """Run the gRPC control plane (health, reflection; state in $ANVYL_HOME)."""
     from anvyl.cli import output
@@ -121,6 +128,7 @@ def serve(
             f"(host {local.id}, engine {local.address}, state {server.store.path})",
             err=True,
         )
+        typer.echo(f"model runtime: {server.runtime} (--runtime; see `anvyl host list`)", err=True)
         if server.dashboard is not None:
             typer.echo(f"dashboard on {server.dashboard.url}", err=True)
         if server.gateway is not None:
@@ -160,6 +168,7 @@ def serve(
         gateway=gateway,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        runtime=runtime,
     )
     try:
         code = serve(cfg, ready=ready)

@@ -18,15 +18,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from anvyl import config
 from anvyl.catalog import resolve_model
 from anvyl.errors import AlreadyExists, AnvylError, FailedPrecondition, InvalidArgument, NotFound
 from anvyl.gateway.routing import Target
 from anvyl.runtime import DockerDriver, swarm
 from anvyl.runtime import model_spec as spec
+from anvyl.runtime.base import KIND_CONTAINER, KIND_SWARM, LogStream
+from anvyl.runtime.container import LABEL_CONTROLLER
 from anvyl.services import node_content
+from anvyl.services.deployments.options import StartOptions, stored_options, validated
+from anvyl.services.deployments.probe import healthy as probe_healthy
+from anvyl.services.deployments.views import DeploymentView
 from anvyl.services.node_engines import NodeEngines
 from anvyl.store import HostRecord
 from anvyl.store import deployments as table
@@ -36,14 +39,12 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from anvyl.catalog import ModelInfo
-    from anvyl.services.models import DeploymentView, Models, StartOptions
+    from anvyl.services.deployments.service import Deployments
 
-RUNTIME = "swarm"
-LABEL_CONTROLLER = "anvyl.controller"
+RUNTIME = KIND_SWARM
 # Whether the user gave the API key ("given": gateway clients present it too) or Anvyl made it.
 LABEL_API_KEY = "anvyl.api-key"
 ACTIVE_CACHE_S = 5.0
-PROBE_TIMEOUT_S = 1.0
 MAX_REPLICAS = 64
 # A task still pending after this long with the scheduler's complaint is not going to run.
 UNSCHEDULABLE_AFTER_S = 5.0
@@ -59,7 +60,7 @@ def is_swarm(record: DeploymentRecord) -> bool:
 class SwarmDeployments:
     """Model deployments as replicated Swarm services on the manager `Models` talks to."""
 
-    def __init__(self, models: Models) -> None:
+    def __init__(self, models: Deployments) -> None:
         self.models = models
         self._active: dict[str, tuple[float, bool]] = {}
         self.engines = NodeEngines(models.store, models.home)  # the nodes' own engines
@@ -88,10 +89,12 @@ class SwarmDeployments:
 
     # -- the hooks `Models` calls ---------------------------------------------------------
 
-    def start_if_active(self, options: StartOptions, say: Say) -> DeploymentView | None:
-        """Start as a service when the local engine manages a Swarm; None otherwise."""
+    def start_if_active(
+        self, options: StartOptions, say: Say, runtime: str
+    ) -> DeploymentView | None:
+        """Start as a service when the container runtime's engine manages a Swarm; else None."""
         local = [h for h in self.models.hosts.records() if h.local]
-        if local and self.active(local[0].id):
+        if runtime == KIND_CONTAINER and local and self.active(local[0].id):
             return self.start(local[0], options, options.replicas or 1, say)
         if options.replicas > 1:
             raise InvalidArgument(
@@ -105,7 +108,7 @@ class SwarmDeployments:
         driver = self.models.hosts.driver(record.host_id)
         view = self.observe(record, driver)
         self.stop(record, driver)
-        self.models._forget(record)
+        self.models.forget(record)
         return replace(view, state=table.STATE_STOPPED, state_reason="stopped by request")
 
     # -- start -----------------------------------------------------------------------------
@@ -119,7 +122,7 @@ class SwarmDeployments:
         say("resolving", f"resolving {options.model_id}")
         model = resolve_model(models.home, options.model_id)
         node_ref, options = options.host_id, replace(options, host_id="")
-        opts = models._validated(options, model)
+        opts = validated(options, model)
         if not 1 <= replicas <= MAX_REPLICAS:
             raise InvalidArgument(f"invalid --replicas {replicas}: 1 to {MAX_REPLICAS}")
         nodes = swarm.list_nodes(driver)
@@ -164,7 +167,7 @@ class SwarmDeployments:
             self._wait_ready(driver, record, replicas, opts.wait_timeout)
         except BaseException:
             self._remove(driver, record)
-            models._forget(record)
+            models.forget(record)
             raise
         now = time.time()
         table.update_deployment(models.store, record.id, state=table.STATE_READY, ready_at=now)
@@ -304,7 +307,7 @@ class SwarmDeployments:
     ) -> str:
         models = self.models
         key = opts.api_key or secrets.token_urlsafe(24)
-        models._write_api_key(record, key)  # the gateway and `model ps` read it from here
+        models.keys.write(record.id, key)  # the gateway and `model ps` read it from here
         labels = {**models.container_labels, "anvyl.controller": models.controller_id}
         container = spec.ModelContainerSpec(
             image=record.image,
@@ -367,7 +370,7 @@ class SwarmDeployments:
 
     def observe(self, record: DeploymentRecord, driver: DockerDriver | None) -> DeploymentView:
         """The deployment's state from its tasks, each running replica probed on its node."""
-        view = self.models._view(record, driver)
+        view = self.models.view(record)
         if driver is None:
             return replace(view, state="unknown", state_reason="manager unreachable")
         if not record.container_id:
@@ -443,12 +446,20 @@ class SwarmDeployments:
                 healthy = dict(
                     zip(
                         [v.task_id for v in running],
-                        pool.map(lambda v: _healthy(v.address, record.port), running),
+                        pool.map(
+                            lambda v: probe_healthy(f"http://{v.address}:{record.port}"),
+                            running,
+                        ),
                         strict=True,
                     )
                 )
             views = [replace(v, ready=healthy.get(v.task_id, False)) for v in views]
         return views
+
+    def logs(self, record: DeploymentRecord, *, follow: bool, tail: int | None) -> LogStream:
+        """The service's output, every replica's (as `docker service logs`)."""
+        driver = self.models.hosts.driver(record.host_id)
+        return swarm.service_logs(driver, record.container_id, follow=follow, tail=tail)
 
     def base_url(self, record: DeploymentRecord) -> str:
         """`http://node:port` of a ready replica (of any running one when none is ready)."""
@@ -564,7 +575,7 @@ class SwarmDeployments:
             except (AlreadyExists, InvalidArgument) as exc:
                 log.warning("cannot adopt service %s: %s", attrs["ID"][:12], exc)
                 continue
-            if not self.models._api_key(record):
+            if not self.models.keys.read(record.id):
                 self._rotate_key(driver, record, attrs)
             log.info("adopted Swarm service %s as deployment %s", record.name, record.id)
             adopted.append(record)
@@ -593,7 +604,7 @@ class SwarmDeployments:
                 task_template=template,
                 fetch_current_spec=True,
             )
-        self.models._write_api_key(record, key)
+        self.models.keys.write(record.id, key)
         log.warning("deployment %s: its API key was lost; replaced it", record.name)
 
     # -- the gateway -----------------------------------------------------------------------
@@ -612,7 +623,7 @@ class SwarmDeployments:
         for record in records:
             if not record.container_id:
                 continue
-            key = self.models._api_key(record)
+            key = self.models.keys.read(record.id)
             client_key = "" if record.options.get("api_key_generated") else key
             for task in swarm.list_tasks(driver, record.container_id):
                 node = nodes.get(task.node_id)
@@ -683,9 +694,7 @@ def _usable(nodes: list[swarm.NodeInfo]) -> list[swarm.NodeInfo]:
 
 
 def _stored(opts: StartOptions, replicas: int, node: swarm.NodeInfo | None) -> dict[str, Any]:
-    from anvyl.services.models import _stored_options
-
-    stored = {**_stored_options(opts), "runtime": RUNTIME, "replicas": replicas}
+    stored = {**stored_options(opts, RUNTIME), "replicas": replicas}
     stored["api_key"] = True
     if not opts.api_key:
         stored["api_key_generated"] = True
@@ -708,12 +717,3 @@ def _desired_replicas(driver: DockerDriver, service_id: str) -> int:
 
 def _secret_name(record: DeploymentRecord) -> str:
     return f"anvyl-api-key-{record.id}"
-
-
-def _healthy(address: str, port: int) -> bool:
-    try:
-        return (
-            httpx.get(f"http://{address}:{port}/health", timeout=PROBE_TIMEOUT_S).status_code == 200
-        )
-    except httpx.HTTPError:
-        return False

@@ -135,12 +135,14 @@ def insert_deployment(store: Store, deployment: DeploymentRecord) -> DeploymentR
 
 def update_deployment(store: Store, deployment_id: str, **changes: Any) -> None:
     """Change some columns of one deployment (unknown columns are a programming error)."""
-    allowed = {"container_id", "state", "state_reason", "ready_at", "image"}
+    allowed = {"container_id", "state", "state_reason", "ready_at", "image", "options"}
     unknown = set(changes) - allowed
     if unknown:
         raise ValueError(f"cannot update deployment columns {sorted(unknown)}")
     if not changes:
         return
+    if "options" in changes:
+        changes["options"] = json.dumps(changes["options"], sort_keys=True)
     sets = ", ".join(f"{column} = ?" for column in changes)
     with store.transaction() as conn:
         conn.execute(
