@@ -32,7 +32,7 @@ from anvyl.dashboard.protocol import (
     host_json,
     http_status,
 )
-from anvyl.errors import AnvylError, FailedPrecondition
+from anvyl.errors import AnvylError
 from anvyl.runtime import LogStream
 from anvyl.services import HostMetrics, Services
 from anvyl.store.deployments import DeploymentRecord
@@ -444,11 +444,7 @@ async def model_logs(ref: str, request: Request, tail: int = LOG_TAIL_DEFAULT) -
         )
     try:
         record: DeploymentRecord = await call(dash.services.models.find, ref)
-        if not record.container_id:
-            raise FailedPrecondition(f"{record.name} has no container yet ({record.state})")
-        stream: LogStream = await call(
-            dash.services.containers.logs, record.container_id, follow=True, tail=tail
-        )
+        stream: LogStream = await call(dash.services.models.logs, record.id, follow=True, tail=tail)
     except AnvylError as exc:
         return error_response(exc)
     return event_stream(_log_events(stream, dash.closing))

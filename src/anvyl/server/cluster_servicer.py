@@ -110,7 +110,7 @@ class ClusterServicer(rpc.ClusterServiceServicer):
         """Change the replica count of a Swarm deployment."""
         from anvyl.errors import FailedPrecondition
         from anvyl.server.servicers import deployment_to_pb
-        from anvyl.services.swarm_deployments import is_swarm
+        from anvyl.services.swarm_records import is_swarm
 
         record = self.models.find(request.ref)
         if not is_swarm(record):

@@ -1,10 +1,12 @@
-"""Deployments as Swarm services: the second runtime behind `Models` (start, observe, stop, scale).
+"""Deployments as Swarm services: start, observe, stop, scale, adopt (not yet behind runtime/base).
 
-`Models` hands a deployment here when its host's engine is a Swarm manager (`SwarmDeployments.
-active`). The store row is the same as for a container (`options["runtime"] == "swarm"`,
-`container_id` holds the service id); the CLI, the protocol and the store do not see the
-difference. Every replica publishes the API port in host mode on its node and requires an API
-key (the user's, or one generated and delivered as a Swarm secret); the gateway holds the key.
+The deployment service hands a start here when the container runtime's engine is a Swarm manager
+(`SwarmDeployments.active`). The store row is the same as for a container (`options["runtime"]
+== "swarm"`, `container_id` holds the service id); the CLI, the protocol and the store do not see
+the difference. Every replica publishes the API port in host mode on its node and requires an
+API key (the user's, or one generated and delivered as a Swarm secret); the gateway holds the
+key. Helpers: `swarm_records` (pure), `swarm_nodes` (image and model on the nodes, fit),
+`swarm_tasks` (replica views, gateway targets).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,13 +25,19 @@ from anvyl.errors import AlreadyExists, AnvylError, FailedPrecondition, InvalidA
 from anvyl.gateway.routing import Target
 from anvyl.runtime import DockerDriver, swarm
 from anvyl.runtime import model_spec as spec
-from anvyl.runtime.base import KIND_CONTAINER, KIND_SWARM, LogStream
+from anvyl.runtime.base import KIND_CONTAINER, LogStream
 from anvyl.runtime.container import LABEL_CONTROLLER
-from anvyl.services import node_content
-from anvyl.services.deployments.options import StartOptions, stored_options, validated
-from anvyl.services.deployments.probe import healthy as probe_healthy
+from anvyl.services import node_content, swarm_nodes, swarm_tasks
+from anvyl.services.deployments.options import StartOptions, validated
 from anvyl.services.deployments.views import DeploymentView
 from anvyl.services.node_engines import NodeEngines
+from anvyl.services.swarm_records import (
+    LABEL_API_KEY,
+    adopted_record,
+    secret_name,
+    stored_for,
+    usable,
+)
 from anvyl.store import HostRecord
 from anvyl.store import deployments as table
 from anvyl.store.deployments import DeploymentRecord
@@ -41,20 +48,12 @@ if TYPE_CHECKING:
     from anvyl.catalog import ModelInfo
     from anvyl.services.deployments.service import Deployments
 
-RUNTIME = KIND_SWARM
-# Whether the user gave the API key ("given": gateway clients present it too) or Anvyl made it.
-LABEL_API_KEY = "anvyl.api-key"
 ACTIVE_CACHE_S = 5.0
 MAX_REPLICAS = 64
 # A task still pending after this long with the scheduler's complaint is not going to run.
 UNSCHEDULABLE_AFTER_S = 5.0
 
 Say = Callable[[str, str], None]
-
-
-def is_swarm(record: DeploymentRecord) -> bool:
-    """True for a deployment run as a Swarm service."""
-    return record.options.get("runtime") == RUNTIME
 
 
 class SwarmDeployments:
@@ -79,6 +78,10 @@ class SwarmDeployments:
             value = False
         self._active[host_id] = (now, value)
         return value
+
+    def forget_managers(self) -> None:
+        """Drop the cached answers of `active` (after `swarm init`)."""
+        self._active.clear()
 
     def manager(self) -> tuple[HostRecord, DockerDriver] | None:
         """The registered host whose engine manages a Swarm, if any."""
@@ -127,15 +130,15 @@ class SwarmDeployments:
             raise InvalidArgument(f"invalid --replicas {replicas}: 1 to {MAX_REPLICAS}")
         nodes = swarm.list_nodes(driver)
         node = swarm.resolve_node(nodes, node_ref) if node_ref.strip() else None
-        self._check_fits(nodes, node, opts, replicas)
+        swarm_nodes.check_fits(nodes, node, opts, replicas)
         name = opts.name or spec.default_deployment_name(model.id)
         self._check_free(driver, name, opts.port)
 
         say("image", "checking the model-server image")
         image = models.image_provider(driver, lambda line: say("image", line))
-        candidates = [node] if node is not None else _usable(nodes)
+        candidates = [node] if node is not None else usable(nodes)
         volume, content_hash = self.prepare_nodes(driver, candidates, image, model, say)
-        stored = _stored(opts, replicas, node)
+        stored = stored_for(opts, replicas, node)
         if volume:
             stored["model_volume"], stored["model_hash"] = volume, content_hash
         record = table.insert_deployment(
@@ -189,95 +192,8 @@ class SwarmDeployments:
         model: ModelInfo,
         say: Say,
     ) -> tuple[str, str]:
-        """Put the image and the model files on every node that may run a replica.
-
-        Returns the model volume's name and the model's content hash, or two empty strings
-        when some node's engine is unknown: the service then bind-mounts the model's path on
-        the server's machine (which those nodes must also have), as before `host add`.
-        """
-        drivers = {n.id: self.node_driver(manager, n.id) for n in nodes}
-        unknown = [n.hostname for n in nodes if drivers[n.id] is None]
-        known = [n for n in nodes if drivers[n.id] is not None]
-        registry = node_content.uses_registry(image)
-        if unknown:
-            say(
-                "copying",
-                f"no known engine for {', '.join(unknown)}: the model is bind-mounted from "
-                f"{model.path} and the image {image} must already be there "
-                "(`anvyl host add NODE --engine URL` lets Anvyl copy both)",
-            )
-        content_hash = ""
-        if not unknown:
-            say("copying", f"hashing the files of {model.id}")
-            content_hash = node_content.model_hash(model.path, self.models.home / "cache")
-        labels = dict(self.models.container_labels)
-
-        def prepare(n: swarm.NodeInfo) -> None:
-            node_driver = drivers[n.id]
-            assert node_driver is not None
-            try:
-                if not registry:
-                    node_content.ensure_image(
-                        manager, node_driver, image, n.hostname, lambda m: say("image", m)
-                    )
-                if content_hash:
-                    node_content.ensure_model_volume(
-                        node_driver,
-                        image=image,
-                        model_id=model.id,
-                        model_path=Path(model.path),
-                        content_hash=content_hash,
-                        hostname=n.hostname,
-                        labels=labels,
-                        say=lambda m: say("copying", m),
-                    )
-            except AnvylError as exc:
-                raise type(exc)(f"cannot prepare node {n.hostname}: {exc.message}") from exc
-
-        if registry and known:
-            say("image", f"{image} names a registry: every node pulls it")
-        if known:
-            with ThreadPoolExecutor(max_workers=min(8, len(known))) as pool:
-                for future in [pool.submit(prepare, n) for n in known]:
-                    future.result()
-        if content_hash:
-            say(
-                "copying",
-                f"the model is on {len(known)} node(s) ({node_content.volume_name(content_hash)})",
-            )
-        return (node_content.volume_name(content_hash), content_hash) if content_hash else ("", "")
-
-    def _check_fits(
-        self,
-        nodes: list[swarm.NodeInfo],
-        node: swarm.NodeInfo | None,
-        opts: StartOptions,
-        replicas: int,
-    ) -> None:
-        """Refuse what the scheduler could never place, saying why."""
-        usable = [n for n in nodes if n.state == "ready" and n.availability == "active"]
-        if node is not None:
-            if node not in usable:
-                raise FailedPrecondition(
-                    f"node {node.hostname} is {node.state}/{node.availability}: it takes no models"
-                )
-            usable = [node]
-        if replicas > len(usable):
-            where = f"node {node.hostname}" if node else f"{len(usable)} usable node(s)"
-            raise FailedPrecondition(
-                f"{replicas} replicas need {replicas} distinct nodes, but there are only {where}"
-            )
-        if opts.memory:
-            need = spec.parse_memory(opts.memory)
-            fitting = [n for n in usable if n.memory_bytes >= need]
-            if len(fitting) < replicas:
-                sizes = ", ".join(
-                    f"{n.hostname} {spec.format_bytes(n.memory_bytes)}" for n in usable
-                )
-                raise FailedPrecondition(
-                    f"--memory {opts.memory} fits on {len(fitting)} node(s), {replicas} needed: "
-                    f"no node has that much memory ({sizes})"
-                )
+        """Put the image and the model on every node that may run a replica (swarm_nodes)."""
+        return swarm_nodes.prepare_nodes(self, manager, nodes, image, model, say)
 
     def _check_free(self, driver: DockerDriver, name: str, port: int) -> None:
         with driver.engine_errors():
@@ -409,52 +325,7 @@ class SwarmDeployments:
 
     def replicas(self, record: DeploymentRecord, driver: DockerDriver) -> list[swarm.ReplicaView]:
         """The current task of every slot (with its restarts), probed when running."""
-        nodes = {n.id: n for n in swarm.list_nodes(driver)}
-        tasks = swarm.list_tasks(driver, record.container_id)
-        by_slot: dict[int, list[swarm.TaskInfo]] = {}
-        for task in tasks:  # newest first
-            by_slot.setdefault(task.slot, []).append(task)
-        current: list[tuple[swarm.TaskInfo, int]] = []
-        for _slot, history in sorted(by_slot.items()):
-            live = [t for t in history if t.desired_state == "running"]
-            if live:  # slots without one were scaled away
-                current.append((live[0], len(history) - 1))
-        views = []
-        for task, restarts in current:
-            node = nodes.get(task.node_id)
-            address = node.address if node else ""
-            if node is not None and node.state != "ready":
-                state = f"{task.state} (node {node.state})"
-            else:
-                state = task.state
-            views.append(
-                swarm.ReplicaView(
-                    slot=task.slot,
-                    task_id=task.id,
-                    node_id=task.node_id,
-                    node=node.hostname if node else "",
-                    address=address,
-                    state=state,
-                    since=task.since,
-                    restarts=restarts,
-                    error=task.error,
-                )
-            )
-        running = [v for v in views if v.state == "running" and v.address]
-        if running:
-            with ThreadPoolExecutor(max_workers=min(8, len(running))) as pool:
-                healthy = dict(
-                    zip(
-                        [v.task_id for v in running],
-                        pool.map(
-                            lambda v: probe_healthy(f"http://{v.address}:{record.port}"),
-                            running,
-                        ),
-                        strict=True,
-                    )
-                )
-            views = [replace(v, ready=healthy.get(v.task_id, False)) for v in views]
-        return views
+        return swarm_tasks.replicas(self, record, driver)
 
     def logs(self, record: DeploymentRecord, *, follow: bool, tail: int | None) -> LogStream:
         """The service's output, every replica's (as `docker service logs`)."""
@@ -521,7 +392,7 @@ class SwarmDeployments:
                         if getattr(exc, "status_code", 0) != 404:
                             raise
                 by_label = {"label": f"{config.LABEL_DEPLOYMENT}={record.id}"}
-                found = driver.client.api.secrets(filters={"name": _secret_name(record)})
+                found = driver.client.api.secrets(filters={"name": secret_name(record)})
                 found += driver.client.api.secrets(filters=by_label)
                 for secret_id in {f["ID"] for f in found}:
                     driver.client.api.remove_secret(secret_id)
@@ -532,7 +403,7 @@ class SwarmDeployments:
         self, driver: DockerDriver, record: DeploymentRecord, key: str, labels: dict[str, str]
     ) -> tuple[str, str]:
         """The API key as a Swarm secret (a fresh name each time: secrets are immutable)."""
-        name = _secret_name(record)
+        name = secret_name(record)
         if driver.client.api.secrets(filters={"name": name}):
             name = f"{name}-{secrets.token_hex(3)}"
         created = driver.client.api.create_secret(
@@ -593,7 +464,7 @@ class SwarmDeployments:
             container = dict(template["ContainerSpec"])
             refs = [dict(r) for r in container.get("Secrets") or []]
             for ref in refs:
-                if ref.get("SecretName", "").startswith(_secret_name(record)):
+                if ref.get("SecretName", "").startswith(secret_name(record)):
                     ref["SecretID"], ref["SecretName"] = secret_id, secret_name
             container["Secrets"] = refs
             template["ContainerSpec"] = container
@@ -611,97 +482,7 @@ class SwarmDeployments:
 
     def targets(self) -> list[Target]:
         """One gateway target per running task of every Swarm deployment."""
-        found = self.manager()
-        if found is None:
-            return []
-        _, driver = found
-        records = [r for r in table.list_deployments(self.models.store) if is_swarm(r)]
-        if not records:
-            return []
-        nodes = {n.id: n for n in swarm.list_nodes(driver)}
-        targets = []
-        for record in records:
-            if not record.container_id:
-                continue
-            key = self.models.keys.read(record.id)
-            client_key = "" if record.options.get("api_key_generated") else key
-            for task in swarm.list_tasks(driver, record.container_id):
-                node = nodes.get(task.node_id)
-                if task.state != "running" or task.desired_state != "running" or node is None:
-                    continue
-                targets.append(
-                    Target(
-                        key=f"{record.id}/{task.id}",
-                        model_id=record.model_id,
-                        base_url=f"http://{node.address}:{record.port}",
-                        upstream_key=key,
-                        client_key=client_key,
-                        created_at=record.ready_at or record.created_at,
-                        deployment=f"{record.name}@{node.hostname}",
-                    )
-                )
-        return targets
-
-
-def adopted_record(attrs: dict[str, Any], host_id: str) -> DeploymentRecord:
-    """The store row of a service Anvyl made, rebuilt from its labels and spec (pure)."""
-    spec_ = attrs.get("Spec") or {}
-    labels = spec_.get("Labels") or {}
-    template = spec_.get("TaskTemplate") or {}
-    container = template.get("ContainerSpec") or {}
-    ports = (spec_.get("EndpointSpec") or {}).get("Ports") or []
-    port = next((int(p["PublishedPort"]) for p in ports if p.get("PublishedPort")), 0)
-    if not port or not labels.get(config.LABEL_DEPLOYMENT):
-        raise InvalidArgument("no published port or no deployment label")
-    replicas = int(((spec_.get("Mode") or {}).get("Replicated") or {}).get("Replicas", 1))
-    options: dict[str, Any] = {
-        "runtime": RUNTIME,
-        "replicas": replicas,
-        "api_key": True,
-        "adopted": True,
-    }
-    if labels.get(LABEL_API_KEY) == "generated":
-        options["api_key_generated"] = True
-    memory = int(((template.get("Resources") or {}).get("Limits") or {}).get("MemoryBytes") or 0)
-    if memory:
-        options["memory"] = f"{memory // (1 << 20)}m"
-    for constraint in (template.get("Placement") or {}).get("Constraints") or []:
-        key, sep, value = constraint.replace(" ", "").partition("==")
-        if sep and key == "node.id":
-            options["node_id"] = value
-    for mount in container.get("Mounts") or []:
-        if mount.get("Target") == spec.CONTAINER_MODEL_PATH and mount.get("Type") == "volume":
-            options["model_volume"] = mount.get("Source", "")
-            if labels.get(node_content.LABEL_MODEL_HASH):
-                options["model_hash"] = labels[node_content.LABEL_MODEL_HASH]
-    return DeploymentRecord(
-        id=labels[config.LABEL_DEPLOYMENT],
-        name=str(spec_.get("Name") or ""),
-        model_id=labels.get(config.LABEL_MODEL_ID, "unknown"),
-        host_id=host_id,
-        port=port,
-        bind="0.0.0.0",
-        image=str(container.get("Image") or "").split("@", 1)[0],
-        container_id=str(attrs["ID"]),
-        state=table.STATE_STARTING,
-        options=options,
-    )
-
-
-def _usable(nodes: list[swarm.NodeInfo]) -> list[swarm.NodeInfo]:
-    """Nodes the scheduler may place a replica on."""
-    return [n for n in nodes if n.state == "ready" and n.availability == "active"]
-
-
-def _stored(opts: StartOptions, replicas: int, node: swarm.NodeInfo | None) -> dict[str, Any]:
-    stored = {**stored_options(opts, RUNTIME), "replicas": replicas}
-    stored["api_key"] = True
-    if not opts.api_key:
-        stored["api_key_generated"] = True
-    if node is not None:
-        stored["node_id"] = node.id
-        stored["node"] = node.hostname
-    return stored
+        return swarm_tasks.targets(self)
 
 
 def _desired_replicas(driver: DockerDriver, service_id: str) -> int:
@@ -713,7 +494,3 @@ def _desired_replicas(driver: DockerDriver, service_id: str) -> int:
     return int(
         ((attrs.get("Spec") or {}).get("Mode") or {}).get("Replicated", {}).get("Replicas", 1)
     )
-
-
-def _secret_name(record: DeploymentRecord) -> str:
-    return f"anvyl-api-key-{record.id}"

@@ -20,7 +20,7 @@ from anvyl.runtime.base import (
 )
 from anvyl.services.deployments.probe import probe
 from anvyl.services.deployments.views import DeploymentView, handle_of, runtime_of
-from anvyl.services.swarm_deployments import is_swarm
+from anvyl.services.swarm_records import is_swarm
 from anvyl.store import deployments as table
 from anvyl.store.deployments import DeploymentRecord
 

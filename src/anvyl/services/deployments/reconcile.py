@@ -17,7 +17,7 @@ from anvyl.errors import AlreadyExists, AnvylError
 from anvyl.runtime.base import KIND_CONTAINER, KIND_PROCESS, DeploymentRuntime, Orphan
 from anvyl.services.deployments.probe import healthy
 from anvyl.services.deployments.views import handle_of, runtime_of
-from anvyl.services.swarm_deployments import is_swarm
+from anvyl.services.swarm_records import is_swarm
 from anvyl.store import deployments as table
 from anvyl.store.deployments import DeploymentRecord
 

@@ -60,7 +60,8 @@ from anvyl.services.deployments.options import (
 from anvyl.services.deployments.probe import PROBE_TIMEOUT_S, ThroughputTracker
 from anvyl.services.deployments.views import DeploymentView, Endpoint, handle_of, runtime_of
 from anvyl.services.hosts import Hosts
-from anvyl.services.swarm_deployments import SwarmDeployments, is_swarm
+from anvyl.services.swarm_deployments import SwarmDeployments
+from anvyl.services.swarm_records import is_swarm
 from anvyl.store import HostRecord, Store
 from anvyl.store import deployments as table
 from anvyl.store.deployments import DeploymentRecord
