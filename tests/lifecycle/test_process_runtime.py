@@ -11,13 +11,11 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import httpx
 import psutil
-import pytest
 from fixtures_control_plane import ANVYL, Served
 from helpers import free_port, wait_for
 from lifecycle_harness import (
@@ -35,26 +33,6 @@ from lifecycle_harness import (
 from anvyl.runtime.cgroup import Cgroups
 
 PROCESS = ("--runtime", "process")
-
-
-@pytest.fixture(scope="module")
-def process_served(model_home: Path, run_labels: dict[str, str]) -> Iterator[Served]:
-    """One `anvyl serve --runtime process` for the module (no image needed)."""
-    server = serve_models(model_home, run_labels, args=PROCESS)
-    yield server
-    try:
-        stop_all(server)
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def procs(process_served: Served) -> Iterator[Served]:
-    """The module's server; every deployment stopped and its files gone after the test."""
-    yield process_served
-    stop_all(process_served)
-    assert deployments(process_served) == []
-    assert not list((process_served.home / "processes").glob("*/spec.json"))
 
 
 def answers(port: int, key: str = "") -> bool:

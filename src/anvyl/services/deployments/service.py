@@ -158,7 +158,8 @@ class Deployments:
         caps = runtime.capabilities()
         refuse_unsupported(opts, caps, remote_host=not host.local)
         name = opts.name or spec.default_deployment_name(model.id)
-        runtime.check_free(name, opts.bind, opts.port)
+        table.check_free(self.store, name, host.id, opts.port)  # other deployments, by name
+        runtime.check_free(name, opts.bind, opts.port)  # anything else running there
         image = runtime.prepare(lambda line: say(PHASE_IMAGE, line))
         stored = stored_options(opts, kind)
         if opts.memory and not caps.memory:
