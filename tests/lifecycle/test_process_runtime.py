@@ -185,3 +185,23 @@ def answers_quietly(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_restart_policy_restarts_a_crashed_server(procs: Served) -> None:
+    port = free_port()
+    ok(start_model(procs, MODEL_ID, "-n", "phoenix", "-p", str(port), "--restart", "on-failure:2"))
+    (d,) = deployments(procs)
+    supervisor = psutil.Process(pid_of(d))
+    (server,) = supervisor.children()
+    server.kill()  # the model server crashes; its supervisor stays
+    again = wait_for(
+        lambda: [
+            x
+            for x in deployments(procs)
+            if x["state"] == "ready" and "restarted 1 time" in x["state_reason"]
+        ],
+        timeout=120,
+        what="the supervisor to restart the model server",
+    )
+    assert again[0]["container_id"] == d["container_id"]
+    assert answers(port)
