@@ -205,3 +205,15 @@ def test_restart_policy_restarts_a_crashed_server(procs: Served) -> None:
     )
     assert again[0]["container_id"] == d["container_id"]
     assert answers(port)
+
+
+def test_out_of_memory_is_reported_or_the_limit_said_unenforced(procs: Served) -> None:
+    result = start_model(
+        procs, MODEL_ID, "-n", "tiny", "-m", "64m", "--force", "-p", str(free_port())
+    )
+    if Cgroups().available().memory:  # enforced: the kernel kills it while loading
+        assert result.returncode != 0, result.stdout
+        assert "tiny failed while loading: out of memory" in result.stderr, result.stderr
+        assert deployments(procs) == []
+    else:
+        assert "not enforced" in ok(result).stderr
