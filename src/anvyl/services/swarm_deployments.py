@@ -36,7 +36,7 @@ from anvyl.services.swarm_records import (
     adopted_record,
     secret_name,
     stored_for,
-    usable,
+    usable_nodes,
 )
 from anvyl.store import HostRecord
 from anvyl.store import deployments as table
@@ -136,7 +136,7 @@ class SwarmDeployments:
 
         say("image", "checking the model-server image")
         image = models.image_provider(driver, lambda line: say("image", line))
-        candidates = [node] if node is not None else usable(nodes)
+        candidates = [node] if node is not None else usable_nodes(nodes)
         volume, content_hash = self.prepare_nodes(driver, candidates, image, model, say)
         stored = stored_for(opts, replicas, node)
         if volume:
@@ -245,12 +245,12 @@ class SwarmDeployments:
         if volume:
             service_labels[node_content.LABEL_MODEL_HASH] = volume_hash
         with driver.engine_errors():
-            secret_id, secret_name = self._create_secret(driver, record, key, labels)
+            secret_id, new_secret = self._create_secret(driver, record, key, labels)
             service_spec = swarm.ModelServiceSpec(
                 container=container,
                 replicas=replicas,
                 node_id=node.id if node else "",
-                api_key_secret=(secret_id, secret_name),
+                api_key_secret=(secret_id, new_secret),
                 service_labels=service_labels,
                 model_volume=volume,
             )
@@ -459,13 +459,13 @@ class SwarmDeployments:
         key = secrets.token_urlsafe(24)
         labels = {**self.models.container_labels, LABEL_CONTROLLER: self.models.controller_id}
         with driver.engine_errors():
-            secret_id, secret_name = self._create_secret(driver, record, key, labels)
+            new_id, new_name = self._create_secret(driver, record, key, labels)
             template = dict(attrs["Spec"]["TaskTemplate"])
             container = dict(template["ContainerSpec"])
             refs = [dict(r) for r in container.get("Secrets") or []]
             for ref in refs:
                 if ref.get("SecretName", "").startswith(secret_name(record)):
-                    ref["SecretID"], ref["SecretName"] = secret_id, secret_name
+                    ref["SecretID"], ref["SecretName"] = new_id, new_name
             container["Secrets"] = refs
             template["ContainerSpec"] = container
             template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1

@@ -69,7 +69,7 @@ def adopted_record(attrs: dict[str, Any], host_id: str) -> DeploymentRecord:
     )
 
 
-def usable(nodes: list[swarm.NodeInfo]) -> list[swarm.NodeInfo]:
+def usable_nodes(nodes: list[swarm.NodeInfo]) -> list[swarm.NodeInfo]:
     """Nodes the scheduler may place a replica on."""
     return [n for n in nodes if n.state == "ready" and n.availability == "active"]
 
