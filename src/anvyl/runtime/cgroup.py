@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "anvyl"
 CPU_PERIOD_US = 100_000
+REMOVE_WAIT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -102,13 +104,22 @@ class Cgroups:
                 return int(value)
         return 0
 
-    def remove(self, name: str) -> None:
-        """Remove the deployment's (empty) cgroups."""
+    def remove(self, name: str, *, wait: float = REMOVE_WAIT_S) -> None:
+        """Remove the deployment's cgroups once empty (a just-killed process may linger)."""
         for controller in ("memory", "cpu"):
             parent = self._parent(controller)
-            if parent is not None:
-                with contextlib.suppress(OSError):
+            if parent is None or not (parent / name).is_dir():
+                continue
+            deadline = time.monotonic() + wait
+            while True:
+                try:
                     (parent / name).rmdir()
+                    break
+                except OSError as exc:  # EBUSY until its last process is reaped
+                    if time.monotonic() > deadline:
+                        log.warning("cgroup %s/%s not removed: %s", parent, name, exc)
+                        break
+                    time.sleep(0.05)
 
     def _parent(self, controller: str) -> Path | None:
         """`<this process's cgroup>/anvyl` in the hierarchy holding `controller`."""
