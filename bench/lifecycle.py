@@ -5,11 +5,13 @@ port, containers labelled `anvyl.bench=<run>`), with the model-server image alre
 measures:
 
 - cold start: `anvyl model start` (the whole CLI process, which waits for `/health`) and then the
-  first streamed token of a chat request; the target is first token ≤ 3 s after the start;
+  first streamed token of a chat request, for each runtime of `--runtimes` (container: the image
+  cached; process: a supervised local process); the target is first token ≤ 3 s after the start;
 - `model ps`: the whole `anvyl model ps -o json` CLI process and the ListDeployments RPC on a warm
   channel, with 0, 1 and 4 models running (median and p95; target median ≤ 250 ms).
 
-Prints a table and saves JSON under bench/results/. Usage: `python bench/lifecycle.py`.
+Prints a table and saves JSON under bench/results/. Usage: `python bench/lifecycle.py
+[--runtimes container,process] [--ps-runtime container]`.
 """
 
 from __future__ import annotations
@@ -92,13 +94,15 @@ def first_token_s(port: int, model_id: str) -> float:
     raise RuntimeError("the stream ended without a token")
 
 
-def bench_cold_start(address: str, model_id: str, runs: int, run_id: str) -> list[dict]:
-    """`model start` → ready → first token, `runs` times (each stopped after)."""
+def bench_cold_start(
+    address: str, model_id: str, runs: int, run_id: str, runtime: str
+) -> list[dict]:
+    """`model start --runtime R` → ready → first token, `runs` times (each stopped after)."""
     samples = []
     for i in range(runs):
-        name, port = f"bench-{run_id}-cold-{i}", free_port()
+        name, port = f"bench-{run_id}-{runtime}-{i}", free_port()
         t0 = time.perf_counter()
-        cli(address, "model", "start", model_id, "--name", name, "--port", str(port))
+        cli(address, "model", "start", model_id, "-n", name, "-p", str(port), "--runtime", runtime)
         ready = time.perf_counter() - t0
         token = first_token_s(port, model_id)
         samples.append({"ready_s": ready, "first_token_s": ready + token})
@@ -148,7 +152,10 @@ def main() -> int:
     parser.add_argument("--cold-runs", type=int, default=5)
     parser.add_argument("--rpc-iterations", type=int, default=100)
     parser.add_argument("--cli-iterations", type=int, default=20)
+    parser.add_argument("--runtimes", default="container,process", help="cold starts of each")
+    parser.add_argument("--ps-runtime", default="container", help="runtime of the ps models")
     args = parser.parse_args()
+    runtimes = [r for r in args.runtimes.split(",") if r]
 
     client = docker.from_env(timeout=60)
     from anvyl.imaging import default_tag
@@ -162,10 +169,14 @@ def main() -> int:
     ps_rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="anvyl-bench-") as tmp:
         home, model_id = bench_home(Path(tmp))
-        proc, address = start_server(home, {"ANVYL_LABELS": selector})
+        env = {"ANVYL_LABELS": selector, "ANVYL_RUNTIME": args.ps_runtime}
+        proc, address = start_server(home, env)
         running: list[str] = []
         try:
-            cold = bench_cold_start(address, model_id, args.cold_runs, run_id)
+            cold = {
+                runtime: bench_cold_start(address, model_id, args.cold_runs, run_id, runtime)
+                for runtime in runtimes
+            }
             for count in COUNTS:
                 scale_to(address, model_id, run_id, running, count)
                 ms = bench_ps(address, args.rpc_iterations, args.cli_iterations)
@@ -182,25 +193,41 @@ def main() -> int:
                 )
             scale_to(address, model_id, run_id, running, 0)
         finally:
+            listed = subprocess.run(
+                [ANVYL, "model", "ps", "-o", "json"],
+                env={**os.environ, "ANVYL_ADDR": address},
+                capture_output=True,
+                text=True,
+            )
+            if listed.returncode == 0:  # process deployments outlive the server: stop them
+                for d in json.loads(listed.stdout)["deployments"]:
+                    subprocess.run(
+                        [ANVYL, "model", "stop", d["id"]],
+                        env={**os.environ, "ANVYL_ADDR": address},
+                        capture_output=True,
+                    )
             proc.terminate()
             proc.wait(timeout=60)
             for container in client.containers.list(all=True, filters={"label": selector}):
                 container.remove(force=True)
 
-    ready = [s["ready_s"] for s in cold]
-    token = [s["first_token_s"] for s in cold]
-    cold_row = {
-        "runs": len(cold),
-        "ready_p50_s": round(statistics.median(ready), 2),
-        "first_token_p50_s": round(statistics.median(token), 2),
-        "first_token_max_s": round(max(token), 2),
-        "target_s": FIRST_TOKEN_TARGET_S,
-        "samples": [{k: round(v, 3) for k, v in s.items()} for s in cold],
-    }
-    print(f"cold start ({len(cold)} runs, image cached): `model start` → ready "
-          f"{cold_row['ready_p50_s']:.2f} s median; → first token "
-          f"{cold_row['first_token_p50_s']:.2f} s median, {cold_row['first_token_max_s']:.2f} s "
-          f"max (target ≤ {FIRST_TOKEN_TARGET_S:.0f} s)")  # fmt: skip
+    cold_rows = {}
+    for runtime, samples in cold.items():
+        ready = [s["ready_s"] for s in samples]
+        token = [s["first_token_s"] for s in samples]
+        row = {
+            "runs": len(samples),
+            "ready_p50_s": round(statistics.median(ready), 2),
+            "first_token_p50_s": round(statistics.median(token), 2),
+            "first_token_max_s": round(max(token), 2),
+            "target_s": FIRST_TOKEN_TARGET_S,
+            "samples": [{k: round(v, 3) for k, v in s.items()} for s in samples],
+        }
+        cold_rows[runtime] = row
+        print(f"cold start, {runtime} runtime ({len(samples)} runs): `model start` → ready "
+              f"{row['ready_p50_s']:.2f} s median; → first token "
+              f"{row['first_token_p50_s']:.2f} s median, {row['first_token_max_s']:.2f} s "
+              f"max (target ≤ {FIRST_TOKEN_TARGET_S:.0f} s)")  # fmt: skip
     print(f"{'models':>6} {'RPC p50':>9} {'RPC p95':>9} {'CLI p50':>9} {'CLI p95':>9}")
     for r in ps_rows:
         print(
@@ -209,7 +236,8 @@ def main() -> int:
         )
     print(f"target: `model ps` median ≤ {PS_TARGET_MS:.0f} ms")
     meta = {"engine": client.version().get("Version")}
-    save("lifecycle", {"meta": meta, "cold_start": cold_row, "model_ps": ps_rows})
+    meta["ps_runtime"] = args.ps_runtime
+    save("lifecycle", {"meta": meta, "cold_start": cold_rows, "model_ps": ps_rows})
     client.close()
     return 0
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import pytest
 from fixtures_control_plane import Served
 from helpers import wait_for
-from lifecycle_harness import deployments, model_containers, stop_all
+from lifecycle_harness import deployments, make_home, model_containers, serve_models, stop_all
 
 
 @pytest.fixture
@@ -24,3 +25,34 @@ def models(
         what="the model containers to be removed",
     )
     assert deployments(model_served) == []
+
+
+@pytest.fixture(scope="module")
+def process_served(
+    tmp_path_factory: pytest.TempPathFactory, bundled_model: Path, run_labels: dict[str, str]
+) -> Iterator[Served]:
+    """One `anvyl serve --runtime process` per module, on its own home (no image needed)."""
+    home = make_home(tmp_path_factory.mktemp("anvyl-process-home"), bundled_model)
+    server = serve_models(home, run_labels, args=("--runtime", "process"))
+    yield server
+    try:
+        stop_all(server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def procs(process_served: Served) -> Iterator[Served]:
+    """The process server; after the test every deployment is stopped and its files gone."""
+    yield process_served
+    stop_all(process_served)
+    assert deployments(process_served) == []
+    home = process_served.home
+    assert not list((home / "processes").glob("*/spec.json"))
+    assert not list((home / "secrets").glob("*/api-key"))
+
+
+@pytest.fixture(params=["container", "process"])
+def any_runtime(request: pytest.FixtureRequest) -> Served:
+    """The module's server of each runtime, for tests whose behaviour is the same on both."""
+    return request.getfixturevalue("models" if request.param == "container" else "procs")

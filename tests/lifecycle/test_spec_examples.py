@@ -105,7 +105,8 @@ def test_basic_model_deployment(
     assert model_containers(docker_client, run_labels) == []
 
 
-def test_multiple_model_deployment(models: Served) -> None:
+def test_multiple_model_deployment(any_runtime: Served) -> None:
+    models = any_runtime
     small_port, medium_port = free_port(), free_port()
     # Start multiple models on different ports
     ok(start_model(models, MODEL_ID, "--name", "llama-small", "--port", str(small_port)))

@@ -39,6 +39,12 @@ def clean(
     assert not list((models.home / "secrets").glob("*/api-key"))
 
 
+@pytest.fixture(params=["container", "process"])
+def clean_any(request: pytest.FixtureRequest) -> Served:
+    """`clean`, or the process server (checked as clean by `procs`), for shared behaviour."""
+    return request.getfixturevalue("clean" if request.param == "container" else "procs")
+
+
 def test_unknown_model_suggests_close_matches(
     clean: Served, docker_client: docker.DockerClient, run_labels: dict[str, str]
 ) -> None:
@@ -48,7 +54,8 @@ def test_unknown_model_suggests_close_matches(
     assert_nothing_left(clean, docker_client, run_labels)
 
 
-def test_name_already_in_use(clean: Served) -> None:
+def test_name_already_in_use(clean_any: Served) -> None:
+    clean = clean_any
     ok(start_model(clean, MODEL_ID, "--name", "taken-name", "--port", str(free_port()), "-d"))
     err = failed(start_model(clean, MODEL_ID, "--name", "taken-name", "--port", str(free_port())))
     assert "taken-name" in err and "already" in err
@@ -72,7 +79,8 @@ def test_name_of_a_foreign_container(
         other.remove(force=True)
 
 
-def test_port_held_by_a_listening_socket(clean: Served) -> None:
+def test_port_held_by_a_listening_socket(clean_any: Served) -> None:
+    clean = clean_any
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
@@ -85,7 +93,8 @@ def test_port_held_by_a_listening_socket(clean: Served) -> None:
     assert deployments(clean) == []
 
 
-def test_port_used_by_another_deployment(clean: Served) -> None:
+def test_port_used_by_another_deployment(clean_any: Served) -> None:
+    clean = clean_any
     port = free_port()
     ok(start_model(clean, MODEL_ID, "--name", "port-owner", "--port", str(port), "--detach"))
     failed(

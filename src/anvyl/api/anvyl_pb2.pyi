@@ -17,7 +17,7 @@ HOST_STATUS_REACHABLE: HostStatus
 HOST_STATUS_UNREACHABLE: HostStatus
 
 class Host(_message.Message):
-    __slots__ = ("id", "name", "address", "status", "status_reason", "cpus", "memory_bytes", "engine_version", "running_containers", "local", "created_at")
+    __slots__ = ("id", "name", "address", "status", "status_reason", "cpus", "memory_bytes", "engine_version", "running_containers", "local", "created_at", "runtime")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class Host(_message.Message):
     RUNNING_CONTAINERS_FIELD_NUMBER: _ClassVar[int]
     LOCAL_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     address: str
@@ -40,7 +41,8 @@ class Host(_message.Message):
     running_containers: int
     local: bool
     created_at: float
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., status: _Optional[_Union[HostStatus, str]] = ..., status_reason: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., engine_version: _Optional[str] = ..., running_containers: _Optional[int] = ..., local: _Optional[bool] = ..., created_at: _Optional[float] = ...) -> None: ...
+    runtime: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., status: _Optional[_Union[HostStatus, str]] = ..., status_reason: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., engine_version: _Optional[str] = ..., running_containers: _Optional[int] = ..., local: _Optional[bool] = ..., created_at: _Optional[float] = ..., runtime: _Optional[str] = ...) -> None: ...
 
 class ListHostsRequest(_message.Message):
     __slots__ = ()
@@ -279,6 +281,18 @@ class StopContainerRequest(_message.Message):
     timeout_seconds: int
     def __init__(self, container: _Optional[str] = ..., host_id: _Optional[str] = ..., timeout_seconds: _Optional[int] = ...) -> None: ...
 
+class DeploymentLogsRequest(_message.Message):
+    __slots__ = ("ref", "host_id", "follow", "tail")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    host_id: str
+    follow: bool
+    tail: int
+    def __init__(self, ref: _Optional[str] = ..., host_id: _Optional[str] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ...) -> None: ...
+
 class Model(_message.Message):
     __slots__ = ("id", "path", "source", "architecture", "parameters", "quantization", "size_bytes", "context_length", "memory_bytes", "running", "origin")
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -354,7 +368,7 @@ class RemoveModelRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ...) -> None: ...
 
 class StartModelRequest(_message.Message):
-    __slots__ = ("model_id", "name", "port", "host_id", "memory", "cpus", "ctx", "max_queue", "api_key", "bind", "force", "detach", "startup_script", "dtype", "wait_timeout_seconds", "restart", "replicas")
+    __slots__ = ("model_id", "name", "port", "host_id", "memory", "cpus", "ctx", "max_queue", "api_key", "bind", "force", "detach", "startup_script", "dtype", "wait_timeout_seconds", "restart", "replicas", "runtime")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
@@ -372,6 +386,7 @@ class StartModelRequest(_message.Message):
     WAIT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RESTART_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     name: str
     port: int
@@ -389,7 +404,8 @@ class StartModelRequest(_message.Message):
     wait_timeout_seconds: float
     restart: str
     replicas: int
-    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., port: _Optional[int] = ..., host_id: _Optional[str] = ..., memory: _Optional[str] = ..., cpus: _Optional[float] = ..., ctx: _Optional[int] = ..., max_queue: _Optional[int] = ..., api_key: _Optional[str] = ..., bind: _Optional[str] = ..., force: _Optional[bool] = ..., detach: _Optional[bool] = ..., startup_script: _Optional[str] = ..., dtype: _Optional[str] = ..., wait_timeout_seconds: _Optional[float] = ..., restart: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
+    runtime: str
+    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., port: _Optional[int] = ..., host_id: _Optional[str] = ..., memory: _Optional[str] = ..., cpus: _Optional[float] = ..., ctx: _Optional[int] = ..., max_queue: _Optional[int] = ..., api_key: _Optional[str] = ..., bind: _Optional[str] = ..., force: _Optional[bool] = ..., detach: _Optional[bool] = ..., startup_script: _Optional[str] = ..., dtype: _Optional[str] = ..., wait_timeout_seconds: _Optional[float] = ..., restart: _Optional[str] = ..., replicas: _Optional[int] = ..., runtime: _Optional[str] = ...) -> None: ...
 
 class StartModelEvent(_message.Message):
     __slots__ = ("phase", "message", "deployment")
@@ -402,7 +418,7 @@ class StartModelEvent(_message.Message):
     def __init__(self, phase: _Optional[str] = ..., message: _Optional[str] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("id", "name", "model_id", "host_id", "container_id", "url", "state", "state_reason", "port", "bind", "image", "created_at", "uptime_seconds", "memory_used_bytes", "memory_limit_bytes", "tokens_per_second", "requests_total", "generated_tokens_total", "replicas")
+    __slots__ = ("id", "name", "model_id", "host_id", "container_id", "url", "state", "state_reason", "port", "bind", "image", "created_at", "uptime_seconds", "memory_used_bytes", "memory_limit_bytes", "tokens_per_second", "requests_total", "generated_tokens_total", "replicas", "runtime")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -422,6 +438,7 @@ class Deployment(_message.Message):
     REQUESTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     GENERATED_TOKENS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     model_id: str
@@ -441,7 +458,8 @@ class Deployment(_message.Message):
     requests_total: int
     generated_tokens_total: int
     replicas: _containers.RepeatedCompositeFieldContainer[Replica]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., model_id: _Optional[str] = ..., host_id: _Optional[str] = ..., container_id: _Optional[str] = ..., url: _Optional[str] = ..., state: _Optional[str] = ..., state_reason: _Optional[str] = ..., port: _Optional[int] = ..., bind: _Optional[str] = ..., image: _Optional[str] = ..., created_at: _Optional[float] = ..., uptime_seconds: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., requests_total: _Optional[int] = ..., generated_tokens_total: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ...) -> None: ...
+    runtime: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., model_id: _Optional[str] = ..., host_id: _Optional[str] = ..., container_id: _Optional[str] = ..., url: _Optional[str] = ..., state: _Optional[str] = ..., state_reason: _Optional[str] = ..., port: _Optional[int] = ..., bind: _Optional[str] = ..., image: _Optional[str] = ..., created_at: _Optional[float] = ..., uptime_seconds: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., requests_total: _Optional[int] = ..., generated_tokens_total: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., runtime: _Optional[str] = ...) -> None: ...
 
 class Replica(_message.Message):
     __slots__ = ("slot", "task_id", "node_id", "node", "address", "state", "since", "restarts", "ready", "task_error")

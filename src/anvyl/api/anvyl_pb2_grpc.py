@@ -492,6 +492,11 @@ class ModelServiceStub:
                 request_serializer=anvyl__pb2.StopModelRequest.SerializeToString,
                 response_deserializer=anvyl__pb2.Deployment.FromString,
                 _registered_method=True)
+        self.DeploymentLogs = channel.unary_stream(
+                '/anvyl.v1.ModelService/DeploymentLogs',
+                request_serializer=anvyl__pb2.DeploymentLogsRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.LogChunk.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -551,6 +556,14 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeploymentLogs(self, request, context):
+        """A deployment's model-server output, whatever runtime runs it; followed until it stops or
+        the client goes away.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -588,6 +601,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.StopModel,
                     request_deserializer=anvyl__pb2.StopModelRequest.FromString,
                     response_serializer=anvyl__pb2.Deployment.SerializeToString,
+            ),
+            'DeploymentLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.DeploymentLogs,
+                    request_deserializer=anvyl__pb2.DeploymentLogsRequest.FromString,
+                    response_serializer=anvyl__pb2.LogChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -781,6 +799,33 @@ class ModelService:
             '/anvyl.v1.ModelService/StopModel',
             anvyl__pb2.StopModelRequest.SerializeToString,
             anvyl__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeploymentLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/anvyl.v1.ModelService/DeploymentLogs',
+            anvyl__pb2.DeploymentLogsRequest.SerializeToString,
+            anvyl__pb2.LogChunk.FromString,
             options,
             channel_credentials,
             insecure,

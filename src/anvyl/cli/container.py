@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import threading
+from typing import Any
 
 import typer
 
@@ -81,6 +82,11 @@ def logs(
     call = client.invoke(
         "containers.StreamLogs", request, timeout=None if follow else CALL_TIMEOUT_S
     )
+    print_log_stream(call, client.target)
+
+
+def print_log_stream(call: Any, target: str) -> None:
+    """Write a streamed log call's chunks to stdout until it ends; Ctrl-C cancels it."""
     out = sys.stdout.buffer
     interrupted = threading.Event()
 
@@ -91,7 +97,7 @@ def logs(
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        with client.errors():
+        with output.cli_errors(target):
             for chunk in call:
                 out.write(chunk.data)
                 out.flush()

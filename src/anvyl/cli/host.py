@@ -54,7 +54,7 @@ def list_hosts(
         "hosts",
         reply.hosts,
         output.host_json,
-        ["ID", "NAME", "ADDRESS", "STATUS", "CPUS", "MEMORY", "ENGINE", "RUNNING"],
+        ["ID", "NAME", "ADDRESS", "STATUS", "CPUS", "MEMORY", "ENGINE", "RUNNING", "RUNTIME"],
         _host_row,
     )
 
@@ -76,6 +76,7 @@ def _host_row(h: pb.Host) -> list[str]:
         output.human_bytes(h.memory_bytes) if reachable else "-",
         h.engine_version or "-",
         str(h.running_containers) if reachable else "-",
+        h.runtime or "container",
     ]
 
 

@@ -42,8 +42,6 @@ def build(
     ),
 ) -> None:
     """Build the model-server image; skipped when its inputs have not changed."""
-    import docker
-    import docker.errors
     from rich.markup import escape
     from rich.text import Text
 
@@ -51,13 +49,14 @@ def build(
     from anvyl.cli import output
     from anvyl.errors import AnvylError
     from anvyl.imaging import build_image
+    from anvyl.runtime import DockerDriver
 
     out = output.console()
+    driver = DockerDriver()  # the engine of this machine, through the runtime's one edge
     try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as exc:
-        output.error_line(f"no Docker engine answers: {exc}")
+        driver.ping()
+    except AnvylError as exc:
+        output.error_line(f"no Docker engine answers: {exc.message}")
         raise typer.Exit(output.EXIT_UNREACHABLE) from None
 
     def progress(line: str) -> None:
@@ -73,21 +72,21 @@ def build(
 
     step = ["Starting"]
     try:
-        with out.status("Starting", spinner="dots") as status:
+        with out.status("Starting", spinner="dots") as status, driver.engine_errors():
             ref = build_image(
-                client,
+                driver.client,
                 base_image=base_image,
                 ca_bundle=ca_bundle,
                 tag=tag,
                 progress=progress,
                 cache_dir=config.anvyl_home() / "cache",
             )
-        size = client.images.get(ref).attrs.get("Size", 0)
+        size = driver.image_size(ref)
     except AnvylError as exc:
         output.error_line(exc.message)
         raise typer.Exit(output.EXIT_ERROR) from None
     except KeyboardInterrupt:
         raise typer.Exit(output.EXIT_INTERRUPTED) from None
     finally:
-        client.close()
+        driver.close()
     out.print(f"[green]✓[/green] {escape(ref)} [dim]({size / 1e6:.0f} MB)[/dim]")

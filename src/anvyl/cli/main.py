@@ -125,6 +125,13 @@ def serve(
         help="NAME=MODEL: the gateway sends requests for NAME (a glob such as 'claude-*') to"
         " MODEL; repeatable",
     ),
+    runtime: str = typer.Option(
+        "auto",
+        "--runtime",
+        envvar="ANVYL_RUNTIME",
+        help="Default runtime of `model start`: container, process (no engine needed) or auto "
+        "(container when an engine answers, else process)",
+    ),
 ) -> None:
     """Run the gRPC control plane (health, reflection; state in $ANVYL_HOME)."""
     from anvyl.cli import output
@@ -139,6 +146,7 @@ def serve(
             f"(host {local.id}, engine {local.address}, state {server.store.path})",
             err=True,
         )
+        typer.echo(f"model runtime: {server.runtime} (--runtime; see `anvyl host list`)", err=True)
         if server.dashboard is not None:
             typer.echo(f"dashboard on {server.dashboard.url}", err=True)
         if server.gateway is not None:
@@ -188,6 +196,7 @@ def serve(
         gateway=gateway,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        runtime=runtime,
     )
     try:
         code = serve(cfg, ready=ready)

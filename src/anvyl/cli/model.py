@@ -30,6 +30,8 @@ app = typer.Typer(
 )
 app.command("pull")(pull)
 
+PS_COLUMNS = ("NAME", "MODEL", "RUNTIME", "CONTAINER", "HOST", "URL", "STATE", "UPTIME")
+PS_COLUMNS += ("MEMORY", "TOK/S")
 START_PHASES = {
     "resolving": "Resolving the model",
     "image": "Preparing the model-server image",
@@ -65,6 +67,7 @@ def deployment_json(d: pb.Deployment) -> dict[str, Any]:
         "model_id": d.model_id,
         "container_id": d.container_id,
         "host_id": d.host_id,
+        "runtime": d.runtime or "container",
         "url": d.url,
         "state": d.state,
         "state_reason": d.state_reason,
@@ -244,6 +247,12 @@ def start(
     replicas: int = typer.Option(
         1, "--replicas", min=1, help="Swarm only: replicas, each on its own node"
     ),
+    runtime: str = typer.Option(
+        "",
+        "--runtime",
+        help="container, or process (a local process, no engine) [default: the server's]",
+        show_default=False,
+    ),
     anvyl_host: AnvylHostOption = None,
     anvyl_port: AnvylPortOption = None,
 ) -> None:
@@ -275,6 +284,7 @@ def start(
         wait_timeout_seconds=timeout,
         restart=restart,
         replicas=replicas,
+        runtime=runtime,
     )
     deployment = None
     err = output.console(stderr=True)
@@ -295,7 +305,7 @@ def start(
 def _print_started(d: pb.Deployment, *, api_key: bool) -> None:
     con = output.console()
     state = "ready" if d.state == "ready" else f"{d.state} (loading; see `anvyl model ps`)"
-    con.print(f"[green]✓[/green] {d.name} ({d.container_id[:12]}) {state}")
+    con.print(f"[green]✓[/green] {d.name} ({d.container_id[:12]}, {d.runtime}) {state}")
     con.print(f"  OpenAI base URL: {d.url}/v1")
     auth = ' -H "Authorization: Bearer $ANVYL_MODEL_API_KEY"' if api_key else ""
     body = f'{{"model": "{d.model_id}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
@@ -327,11 +337,12 @@ def ps(
         return
     output.print_table(
         None,
-        ["NAME", "MODEL", "CONTAINER", "HOST", "URL", "STATE", "UPTIME", "MEMORY", "TOK/S"],
+        [*PS_COLUMNS],
         [
             [
                 d.name,
                 d.model_id,
+                d.runtime or "container",
                 d.container_id[:12],
                 d.host_id,
                 d.url,
@@ -347,6 +358,31 @@ def ps(
         ],
     )
     print_replicas(reply.deployments)
+
+
+@app.command("logs")
+def logs(
+    ref: str = typer.Argument(..., help="Deployment name or id, model id, or container id"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new output"),
+    tail: str | None = typer.Option(
+        None, "--tail", "-n", help="Only the last N lines (a number, or 'all')", show_default=False
+    ),
+    anvyl_host: AnvylHostOption = None,
+    anvyl_port: AnvylPortOption = None,
+) -> None:
+    """Print a model server's output (any runtime); with --follow, until Ctrl-C or it stops."""
+    from anvyl.api import anvyl_pb2 as pb
+    from anvyl.cli.container import parse_tail, print_log_stream
+
+    lines = parse_tail(tail)
+    client = connect(anvyl_host, anvyl_port)
+    request = pb.DeploymentLogsRequest(ref=ref, follow=follow)
+    if lines is not None:
+        request.tail = lines
+    call = client.models.DeploymentLogs(
+        request, timeout=None if follow else CALL_TIMEOUT_S, metadata=client.metadata
+    )
+    print_log_stream(call, client.target)
 
 
 @app.command("scale")

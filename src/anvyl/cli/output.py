@@ -207,6 +207,7 @@ def host_json(h: pb.Host) -> dict[str, Any]:
         "running_containers": h.running_containers,
         "local": h.local,
         "created_at": iso_time(h.created_at),
+        "runtime": h.runtime or "container",
     }
 
 

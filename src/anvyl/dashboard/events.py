@@ -14,7 +14,7 @@ from starlette.responses import StreamingResponse
 
 from anvyl.dashboard.protocol import anvyl_error_body
 from anvyl.dashboard.state import call, collect_hosts, snapshot_json, state_of
-from anvyl.errors import AnvylError, FailedPrecondition, InvalidArgument, NotFound
+from anvyl.errors import AnvylError, InvalidArgument, NotFound
 from anvyl.runtime import LogStream
 from anvyl.store.deployments import DeploymentRecord
 
@@ -122,11 +122,7 @@ async def model_logs(ref: str, request: Request, tail: int = LOG_TAIL_DEFAULT) -
     if not 0 <= tail <= LOG_TAIL_MAX:
         raise InvalidArgument(f"tail must be between 0 and {LOG_TAIL_MAX}")
     record: DeploymentRecord = await call(dash.services.models.find, ref)
-    if not record.container_id:
-        raise FailedPrecondition(f"{record.name} has no container yet ({record.state})")
-    stream: LogStream = await call(
-        dash.services.containers.logs, record.container_id, follow=True, tail=tail
-    )
+    stream: LogStream = await call(dash.services.models.logs, record.id, follow=True, tail=tail)
     return event_stream(_log_events(stream, dash.closing))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
+import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -31,8 +32,12 @@ Progress = Callable[[str], None]
 
 
 def default_tag() -> str:
-    """`anvyl/modelserver:<version of this Anvyl>`."""
-    return f"{IMAGE_REPOSITORY}:{anvyl.__version__}"
+    """`anvyl/modelserver:<version of this Anvyl>`, or `ANVYL_IMAGE_TAG` when set.
+
+    The override lets several checkouts share one engine without rebuilding each other's image
+    (the image is rebuilt whenever its sources differ from the running Anvyl's).
+    """
+    return os.environ.get("ANVYL_IMAGE_TAG") or f"{IMAGE_REPOSITORY}:{anvyl.__version__}"
 
 
 def build_image(

@@ -154,6 +154,11 @@ class DockerDriver:
             os=str(info.get("OperatingSystem") or ""),
         )
 
+    def image_size(self, ref: str) -> int:
+        """Bytes of a local image (NotFound when absent)."""
+        attrs: dict[str, Any] = self._call(lambda api: api.inspect_image(ref))
+        return int(attrs.get("Size") or 0)
+
     # -- containers ------------------------------------------------------------------------
 
     def list_containers(

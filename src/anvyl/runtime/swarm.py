@@ -21,7 +21,7 @@ from typing import Any
 from anvyl import config
 from anvyl.errors import FailedPrecondition, InvalidArgument
 from anvyl.runtime import model_spec as spec
-from anvyl.runtime.driver import DockerDriver, _count_response
+from anvyl.runtime.driver import DockerDriver, LogStream, _count_response
 
 ROLE_MANAGER = "manager"
 ROLE_WORKER = "worker"
@@ -274,6 +274,22 @@ def list_tasks(driver: DockerDriver, service_id: str) -> list[TaskInfo]:
     with driver.engine_errors():
         rows = driver.client.api.tasks(filters={"service": service_id})
     return sorted((task_from_attrs(r) for r in rows), key=lambda t: t.since, reverse=True)
+
+
+def service_logs(
+    driver: DockerDriver, service_id: str, *, follow: bool, tail: int | None
+) -> LogStream:
+    """The output of every task of a service (as `docker service logs`)."""
+    stream = driver._call(
+        lambda api: api.service_logs(
+            service_id,
+            follow=follow,
+            stdout=True,
+            stderr=True,
+            tail="all" if tail is None else tail,
+        )
+    )
+    return LogStream(driver, stream)
 
 
 def node_tasks(driver: DockerDriver, node_id: str) -> list[TaskInfo]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -25,11 +26,14 @@ from anvyl.errors import AnvylError, InvalidArgument
 from anvyl.gateway import GatewayConfig, Target, open_gateway
 from anvyl.gateway.replicas import deployment_targets
 from anvyl.runtime import DockerDriver, Engines, docker_host_from_env
+from anvyl.runtime.base import KIND_CONTAINER, KIND_PROCESS, KINDS
 from anvyl.server.cluster_servicer import ClusterServicer
 from anvyl.server.interceptors import AuthInterceptor, ErrorInterceptor
 from anvyl.server.listen import TLSFiles
 from anvyl.server.servicers import ContainerServicer, HostServicer, ModelServicer
 from anvyl.services import Services, build_services
+from anvyl.services.deployments.reconcile import RECONCILE_PERIOD_S
+from anvyl.services.deployments.service import StepHook
 from anvyl.store import HostRecord, Store
 
 if TYPE_CHECKING:
@@ -38,6 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+RUNTIME_AUTO = "auto"
+TEST_PAUSE_ENV = "ANVYL_TEST_PAUSE_AT"
+ENGINE_PROBE_TIMEOUT_S = 3.0
 SERVICE_NAMES = tuple(
     pb.DESCRIPTOR.services_by_name[name].full_name
     for name in ("HostService", "ContainerService", "ModelService", "ClusterService")
@@ -65,6 +72,11 @@ class ServerConfig:
     # TLS for the gRPC API (PEM files); both or neither.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # The default runtime of `model start`: container, process, or auto (container when the
+    # engine answers at start-up, else process).
+    runtime: str = RUNTIME_AUTO
+    # Called at each step of a model start (`serve()` wires the test hook here).
+    step_hook: StepHook | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -121,14 +133,20 @@ class AnvylServer:
         self.tls = TLSFiles(cfg.tls_cert, cfg.tls_key) if credentials is not None else None
         self.dashboard: DashboardServer | None = None
         self.gateway: GatewayServer | None = None
+        local_driver = DockerDriver(cfg.docker_host or docker_host_from_env())
+        self.runtime = choose_runtime(cfg.runtime, local_driver)
         self.store = Store(cfg.db_path)
         self.engines = Engines()
         self.services: Services = build_services(
-            self.store, self.engines, home=cfg.home, container_labels=cfg.container_labels
+            self.store,
+            self.engines,
+            home=cfg.home,
+            container_labels=cfg.container_labels,
+            default_runtime=self.runtime,
+            step_hook=cfg.step_hook,
         )
-        self.local_host: HostRecord = self.services.hosts.register_local(
-            DockerDriver(cfg.docker_host or docker_host_from_env())
-        )
+        self.local_host: HostRecord = self.services.hosts.register_local(local_driver)
+        self._stopping = threading.Event()
         interceptors: list[grpc.ServerInterceptor] = []
         if cfg.token:
             interceptors.append(AuthInterceptor(cfg.token))
@@ -193,11 +211,9 @@ class AnvylServer:
         return deployment_targets(self.store, models.home) + models.swarm.targets()
 
     def start(self) -> None:
-        """Start serving and mark every service SERVING."""
-        try:
-            self.services.models.reconcile()
-        except AnvylError as exc:  # the engine may be down: reconciled on the next list
-            log.warning("could not reconcile deployments at start: %s", exc)
+        """Reconcile, start serving, mark every service SERVING; reconcile on a timer after."""
+        self.reconcile()
+        threading.Thread(target=self._reconcile_loop, name="anvyl-reconcile", daemon=True).start()
         self.grpc_server.start()
         if self.dashboard is not None:
             self.dashboard.start()
@@ -207,8 +223,22 @@ class AnvylServer:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("anvyl serve listening on %s", self.address)
 
+    def reconcile(self) -> None:
+        """One reconcile pass; failures are logged (the next pass tries again)."""
+        try:
+            self.services.models.reconcile()
+        except AnvylError as exc:  # the engine may be down
+            log.warning("could not reconcile deployments: %s", exc)
+        except Exception:  # the loop must survive anything: log it with its traceback
+            log.exception("reconcile failed")
+
+    def _reconcile_loop(self) -> None:
+        while not self._stopping.wait(RECONCILE_PERIOD_S):
+            self.reconcile()
+
     def stop(self, grace: float | None = None) -> None:
         """Stop taking calls, let running ones finish for `grace` seconds, release everything."""
+        self._stopping.set()
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(self.cfg.grace_seconds if grace is None else grace).wait()
         self.close()
@@ -223,8 +253,47 @@ class AnvylServer:
         self.store.close()
 
 
+def choose_runtime(wanted: str, driver: DockerDriver) -> str:
+    """`auto` → container when the engine answers now, else process; others as given."""
+    if wanted not in (RUNTIME_AUTO, *KINDS):
+        raise InvalidArgument(f"invalid --runtime {wanted!r}: auto, container or process")
+    if wanted != RUNTIME_AUTO:
+        return wanted
+    probe = DockerDriver(driver.base_url, timeout=ENGINE_PROBE_TIMEOUT_S)
+    try:
+        probe.ping()
+    except AnvylError as exc:
+        log.info("no container engine answers (%s): models run as local processes", exc)
+        return KIND_PROCESS
+    finally:
+        probe.close()
+    return KIND_CONTAINER
+
+
+def test_pause_hook(home: Path) -> StepHook | None:
+    """The fault tests' hook: with `ANVYL_TEST_PAUSE_AT=<step>`, a start pauses for good there.
+
+    It writes `$ANVYL_HOME/test-paused-<step>` first, so a test can kill the server exactly
+    at that step (`before-create`, `after-create`, `loading`).
+    """
+    wanted = os.environ.get(TEST_PAUSE_ENV, "")
+    if not wanted:
+        return None
+
+    def pause(step: str) -> None:
+        if step != wanted:
+            return
+        (home / f"test-paused-{step}").write_text(f"{os.getpid()}\n")
+        log.warning("test hook %s=%s: pausing here for good", TEST_PAUSE_ENV, step)
+        threading.Event().wait()
+
+    return pause
+
+
 def serve(cfg: ServerConfig, *, ready: Callable[[AnvylServer], None] | None = None) -> int:
     """Run until SIGTERM or SIGINT, then shut down cleanly; returns the exit code."""
+    if cfg.step_hook is None:
+        cfg = replace(cfg, step_hook=test_pause_hook(cfg.home or config.anvyl_home()))
     server = AnvylServer(cfg)
     stop = threading.Event()
 

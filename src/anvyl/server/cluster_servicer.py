@@ -54,7 +54,7 @@ class ClusterServicer(rpc.ClusterServiceServicer):
         self, request: pb.ScaleModelRequest, context: grpc.ServicerContext
     ) -> pb.Deployment:
         """Change the replica count of a Swarm deployment."""
-        from anvyl.services.swarm_deployments import is_swarm
+        from anvyl.services.swarm_records import is_swarm
 
         record = self.models.find(request.ref)
         if not is_swarm(record):

@@ -15,6 +15,7 @@ from anvyl.api import anvyl_pb2_grpc as rpc
 from anvyl.catalog import ModelInfo
 from anvyl.errors import InvalidArgument
 from anvyl.runtime import ContainerInfo
+from anvyl.runtime.base import LogStream
 from anvyl.server.cluster_messages import node_metrics_to_pb
 from anvyl.services import HostMetrics, HostView, Services
 from anvyl.services.cluster import Cluster
@@ -38,6 +39,7 @@ def host_to_pb(host: HostView) -> pb.Host:
         running_containers=host.running_containers,
         local=host.local,
         created_at=host.created_at,
+        runtime=host.runtime,
     )
 
 
@@ -154,16 +156,7 @@ class ContainerServicer(rpc.ContainerServiceServicer):
             follow=request.follow,
             tail=request.tail if request.HasField("tail") else None,
         )
-        # A cancelled call must unblock the read that waits for the next log line.
-        context.add_callback(stream.close)
-        try:
-            for chunk in stream:
-                for start in range(0, len(chunk), LOG_CHUNK_MAX):
-                    yield pb.LogChunk(data=chunk[start : start + LOG_CHUNK_MAX])
-                if not context.is_active():
-                    break
-        finally:
-            stream.close()
+        yield from _stream_chunks(stream, context)
 
     def ExecContainer(
         self, request: pb.ExecContainerRequest, context: grpc.ServicerContext
@@ -272,6 +265,7 @@ class ModelServicer(rpc.ModelServiceServicer):
             wait_timeout=request.wait_timeout_seconds or DEFAULT_WAIT_TIMEOUT_S,
             restart=request.restart,
             replicas=request.replicas,
+            runtime=request.runtime,
         )
 
         def run(progress: Callable[[str, str], None]) -> pb.StartModelEvent:
@@ -305,6 +299,18 @@ class ModelServicer(rpc.ModelServiceServicer):
         return deployment_to_pb(
             self.models.stop(request.ref, timeout=timeout, host_id=request.host_id)
         )
+
+    def DeploymentLogs(
+        self, request: pb.DeploymentLogsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.LogChunk]:
+        """A deployment's output, whatever runs it."""
+        stream = self.models.logs(
+            request.ref,
+            host_id=request.host_id,
+            follow=request.follow,
+            tail=request.tail if request.HasField("tail") else None,
+        )
+        yield from _stream_chunks(stream, context)
 
 
 def model_to_pb(info: ModelInfo, *, running: int = 0) -> pb.Model:
@@ -346,6 +352,7 @@ def deployment_to_pb(view: DeploymentView) -> pb.Deployment:
         tokens_per_second=view.tokens_per_second,
         requests_total=view.requests_total,
         generated_tokens_total=view.generated_tokens_total,
+        runtime=view.runtime,
         replicas=[
             pb.Replica(
                 slot=x.slot,
@@ -365,6 +372,20 @@ def deployment_to_pb(view: DeploymentView) -> pb.Deployment:
 
 
 _DONE = object()
+
+
+def _stream_chunks(stream: LogStream, context: grpc.ServicerContext) -> Iterator[pb.LogChunk]:
+    """Log chunks of at most LOG_CHUNK_MAX bytes until the stream ends or the client leaves."""
+    # A cancelled call must unblock the read that waits for the next log line.
+    context.add_callback(stream.close)
+    try:
+        for chunk in stream:
+            for start in range(0, len(chunk), LOG_CHUNK_MAX):
+                yield pb.LogChunk(data=chunk[start : start + LOG_CHUNK_MAX])
+            if not context.is_active():
+                break
+    finally:
+        stream.close()
 
 
 def _with_progress(

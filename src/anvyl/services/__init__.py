@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anvyl.runtime import Engines
+from anvyl.runtime.base import KIND_CONTAINER
 from anvyl.services.containers import Containers, parse_label_selector
+from anvyl.services.deployments.service import StepHook
 from anvyl.services.hosts import ContainerUsage, HostMetrics, Hosts, HostView
 from anvyl.services.models import Models
 from anvyl.store import Store
@@ -33,15 +35,24 @@ def build_services(
     *,
     home: Path | None = None,
     container_labels: dict[str, str] | None = None,
+    default_runtime: str = KIND_CONTAINER,
+    step_hook: StepHook | None = None,
 ) -> Services:
-    """Wire the services together."""
-    hosts = Hosts(store, engines)
+    """Wire the services together (`default_runtime`: what `model start` uses by default)."""
+    hosts = Hosts(store, engines, default_runtime=default_runtime)
     return Services(
         store=store,
         engines=engines,
         hosts=hosts,
         containers=Containers(hosts),
-        models=Models(store, hosts, home=home, container_labels=container_labels),
+        models=Models(
+            store,
+            hosts,
+            home=home,
+            container_labels=container_labels,
+            default_runtime=default_runtime,
+            step_hook=step_hook,
+        ),
     )
 
 

@@ -18,7 +18,7 @@ from anvyl.errors import (
 from anvyl.runtime import DockerDriver, swarm
 from anvyl.services.hosts import ContainerUsage, HostMetrics, container_usage
 from anvyl.services.models import Models
-from anvyl.services.swarm_deployments import is_swarm
+from anvyl.services.swarm_records import is_swarm
 from anvyl.store import deployments as table
 
 ENGINE_REACHABLE = "reachable"
@@ -101,7 +101,7 @@ class Cluster:
     def init(self, advertise_addr: str = "", listen_addr: str = "") -> str:
         """Make the local engine the first manager of a new Swarm; its node id."""
         node_id = swarm.init_swarm(self._local(), advertise_addr, listen_addr)
-        self.models.swarm._active.clear()
+        self.models.swarm.forget_managers()
         return node_id
 
     def join_info(self, role: str = "") -> JoinInfo:

@@ -13,6 +13,7 @@ from typing import Any
 from anvyl import config
 from anvyl.errors import FailedPrecondition, InvalidArgument, NotFound, RuntimeUnavailable
 from anvyl.runtime import DockerDriver, Engines, StatsSample, docker_host_from_env
+from anvyl.runtime.base import KIND_CONTAINER
 from anvyl.store import HostRecord, Store
 from anvyl.store import hosts as host_table
 
@@ -35,6 +36,8 @@ class HostView:
     memory_bytes: int = 0
     engine_version: str = ""
     running_containers: int = 0
+    # The runtime `model start` uses there by default: container or process.
+    runtime: str = KIND_CONTAINER
 
 
 @dataclass(frozen=True)
@@ -82,11 +85,17 @@ class Hosts:
     """The registered hosts and their engines."""
 
     def __init__(
-        self, store: Store, engines: Engines, *, metrics_window: float = METRICS_WINDOW_S
+        self,
+        store: Store,
+        engines: Engines,
+        *,
+        metrics_window: float = METRICS_WINDOW_S,
+        default_runtime: str = KIND_CONTAINER,
     ) -> None:
         self.store = store
         self.engines = engines
         self.metrics_window = metrics_window
+        self.default_runtime = default_runtime
 
     def register_local(self, driver: DockerDriver | None = None) -> HostRecord:
         """Register this machine's engine (stable id across restarts) and hold its driver."""
@@ -144,6 +153,7 @@ class Hosts:
             "address": record.address,
             "local": record.local,
             "created_at": record.created_at,
+            "runtime": self.default_runtime if record.local else KIND_CONTAINER,
         }
         try:
             driver = self.driver(record.id)

@@ -212,12 +212,15 @@ def ensure_model_volume(
             pass
 
 
-def _volume_mount(volume: str, *, read_only: bool) -> Any:
-    import docker.types
-
-    return docker.types.Mount(
-        spec.CONTAINER_MODEL_PATH, volume, type="volume", read_only=read_only, no_copy=True
-    )
+def _volume_mount(volume: str, *, read_only: bool) -> dict[str, Any]:
+    """The model volume as the engine API's mount object (what `docker.types.Mount` builds)."""
+    return {
+        "Target": spec.CONTAINER_MODEL_PATH,
+        "Source": volume,
+        "Type": "volume",
+        "ReadOnly": read_only,
+        "VolumeOptions": {"NoCopy": True},
+    }
 
 
 def _stat(path: Path) -> list[int]:

@@ -11,11 +11,14 @@ import json
 import secrets
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from anvyl.errors import AlreadyExists
 from anvyl.store.db import Store
+
+Query = Callable[[str, Sequence[object]], list[sqlite3.Row]]
 
 # Observed states. `starting` → `ready`; `unhealthy`, `exited`, `failed`, `vanished` are reported.
 STATE_CREATING = "creating"
@@ -89,28 +92,38 @@ def get_deployment(store: Store, deployment_id: str) -> DeploymentRecord | None:
     return _record(rows[0]) if rows else None
 
 
+def check_free(store: Store, name: str, host_id: str, port: int) -> None:
+    """ALREADY_EXISTS naming the deployment that holds this name, or this port on the host."""
+    _check_free(store.query, name, host_id, port)
+
+
+def _check_free(query: Query, name: str, host_id: str, port: int) -> None:
+    taken = query("SELECT id FROM deployments WHERE name = ?", (name,))
+    if taken:
+        raise AlreadyExists(
+            f"the name {name!r} is already used by deployment {taken[0]['id']}; "
+            "choose another with --name or stop that one first"
+        )
+    port_user = query(
+        "SELECT name FROM deployments WHERE host_id = ? AND port = ?", (host_id, port)
+    )
+    if port_user:
+        raise AlreadyExists(
+            f"port {port} is already used by model deployment "
+            f"{port_user[0]['name']!r}; choose another with --port"
+        )
+
+
 def insert_deployment(store: Store, deployment: DeploymentRecord) -> DeploymentRecord:
     """Record a new deployment; a taken name or host port is ALREADY_EXISTS."""
     now = time.time()
     deployment = replace(deployment, created_at=now, updated_at=now)
     with store.transaction() as conn:
-        taken = conn.execute(
-            "SELECT id FROM deployments WHERE name = ?", (deployment.name,)
-        ).fetchone()
-        if taken:
-            raise AlreadyExists(
-                f"the name {deployment.name!r} is already used by deployment {taken['id']}; "
-                "choose another with --name or stop that one first"
-            )
-        port_user = conn.execute(
-            "SELECT name FROM deployments WHERE host_id = ? AND port = ?",
-            (deployment.host_id, deployment.port),
-        ).fetchone()
-        if port_user:
-            raise AlreadyExists(
-                f"port {deployment.port} is already used by model deployment "
-                f"{port_user['name']!r}; choose another with --port"
-            )
+
+        def query(sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
+            return conn.execute(sql, params).fetchall()
+
+        _check_free(query, deployment.name, deployment.host_id, deployment.port)
         conn.execute(
             f"INSERT INTO deployments ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
@@ -135,12 +148,14 @@ def insert_deployment(store: Store, deployment: DeploymentRecord) -> DeploymentR
 
 def update_deployment(store: Store, deployment_id: str, **changes: Any) -> None:
     """Change some columns of one deployment (unknown columns are a programming error)."""
-    allowed = {"container_id", "state", "state_reason", "ready_at", "image"}
+    allowed = {"container_id", "state", "state_reason", "ready_at", "image", "options"}
     unknown = set(changes) - allowed
     if unknown:
         raise ValueError(f"cannot update deployment columns {sorted(unknown)}")
     if not changes:
         return
+    if "options" in changes:
+        changes["options"] = json.dumps(changes["options"], sort_keys=True)
     sets = ", ".join(f"{column} = ?" for column in changes)
     with store.transaction() as conn:
         conn.execute(

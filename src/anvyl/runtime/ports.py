@@ -1,0 +1,30 @@
+"""Whether a TCP port is free on this machine, and who holds it when it is not."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def local_port_holder(bind: str, port: int) -> str | None:
+    """None when `bind:port` is free here; else " (by <process>)" or "" when unknown."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((bind, port))
+            return None
+        except OSError:
+            pass
+    try:
+        import psutil
+
+        for conn in psutil.net_connections(kind="tcp"):
+            listening = conn.status == psutil.CONN_LISTEN
+            if conn.laddr and conn.laddr.port == port and listening and conn.pid:
+                return f" (by {psutil.Process(conn.pid).name()}, pid {conn.pid})"
+    except Exception:  # psutil may lack permission; the port is taken either way
+        log.debug("could not tell who holds port %s", port, exc_info=True)
+    return ""

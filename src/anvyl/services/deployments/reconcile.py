@@ -1,0 +1,142 @@
+"""Reconcile: make the store agree with the runtimes. The only read of runtimes that writes.
+
+`anvyl serve` runs it at start-up and every `RECONCILE_PERIOD_S` seconds. It adopts servers
+this installation started that the store forgot (a lost database, or a server killed between
+starting a model and recording its handle), forgets starts that died before anything ran,
+marks detached starts ready once they answer (and hands their runtime the restart policy),
+and lets runtimes do their housekeeping (log rotation).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from anvyl.errors import AlreadyExists, AnvylError
+from anvyl.runtime.base import KIND_CONTAINER, KIND_PROCESS, DeploymentRuntime, Orphan
+from anvyl.services.deployments.probe import healthy
+from anvyl.services.deployments.views import handle_of, runtime_of
+from anvyl.services.swarm_records import is_swarm
+from anvyl.store import deployments as table
+from anvyl.store.deployments import DeploymentRecord
+
+if TYPE_CHECKING:
+    from anvyl.services.deployments.service import Deployments
+
+log = logging.getLogger(__name__)
+
+RECONCILE_PERIOD_S = 5.0
+
+
+def reconcile(service: Deployments) -> list[DeploymentRecord]:
+    """One pass over every runtime; returns the deployments after it."""
+    try:  # services of this installation the store forgot (a lost database)
+        service.swarm.adopt()
+    except AnvylError as exc:
+        log.warning("could not adopt Swarm services: %s", exc)
+    for kind, host_id in _places(service):
+        try:
+            runtime = service.runtime(kind, host_id)
+            orphans = runtime.orphans(service.controller_id)
+        except AnvylError:
+            continue  # unreachable: keep the rows as they are, report them as such
+        _adopt(service, runtime, host_id, orphans)
+        _drop_dead_starts(service, kind, host_id, {o.deployment_id for o in orphans})
+        mine = [
+            r
+            for r in table.list_deployments(service.store)
+            if runtime_of(r) == kind and r.host_id == host_id and r.container_id
+        ]
+        _mark_ready(service, runtime, mine)
+        runtime.maintain([handle_of(r) for r in mine])
+    return table.list_deployments(service.store)
+
+
+def _places(service: Deployments) -> list[tuple[str, str]]:
+    """(runtime, host) pairs to look at: containers on every engine, processes here, and
+    wherever a deployment says it runs."""
+    places = {(KIND_CONTAINER, host_id) for host_id in service.hosts.engines.host_ids()}
+    places |= {(KIND_PROCESS, h.id) for h in service.hosts.records() if h.local}
+    places |= {
+        (runtime_of(r), r.host_id) for r in table.list_deployments(service.store) if not is_swarm(r)
+    }
+    return sorted(places)
+
+
+def _adopt(
+    service: Deployments, runtime: DeploymentRuntime, host_id: str, orphans: list[Orphan]
+) -> None:
+    records = table.list_deployments(service.store)
+    by_ref = {r.container_id for r in records if r.container_id}
+    for orphan in orphans:
+        if orphan.handle.ref in by_ref:
+            continue
+        known = (
+            table.get_deployment(service.store, orphan.deployment_id)
+            if orphan.deployment_id
+            else None
+        )
+        options = dict(known.options) if known is not None else {"adopted": True}
+        if runtime.kind != KIND_CONTAINER:
+            options["runtime"] = runtime.kind
+        if orphan.handle.data:
+            options["handle"] = {k: v for k, v in orphan.handle.data.items() if k != "restart"}
+        if known is not None and not known.container_id:
+            # The server died between starting it and recording its handle.
+            table.update_deployment(
+                service.store, known.id, container_id=orphan.handle.ref, options=options
+            )
+        elif known is None:
+            record = DeploymentRecord(
+                id=orphan.deployment_id or table.new_deployment_id(),
+                name=orphan.name,
+                model_id=orphan.model_id,
+                host_id=host_id,
+                port=orphan.port,
+                bind=orphan.bind,
+                image=orphan.image,
+                container_id=orphan.handle.ref,
+                state=table.STATE_STARTING,
+                options=options,
+            )
+            try:
+                table.insert_deployment(service.store, record)
+                log.info("adopted %s %s as deployment %s", runtime.kind, orphan.name, record.id)
+            except AlreadyExists:
+                log.warning("cannot adopt %s: its name or port is taken", orphan.handle.ref)
+
+
+def _drop_dead_starts(service: Deployments, kind: str, host_id: str, running: set[str]) -> None:
+    """Forget `creating` rows of starts that died before their server was made."""
+    for record in table.list_deployments(service.store):
+        if (
+            record.host_id == host_id
+            and runtime_of(record) == kind
+            and record.state == table.STATE_CREATING
+            and not record.container_id
+            and record.id not in service.starting
+            and record.id not in running
+            and not is_swarm(record)  # services have no container; their start tracks them
+        ):
+            log.warning("forgetting deployment %s: its start never made a server", record.id)
+            service.forget(record)
+
+
+def _mark_ready(
+    service: Deployments, runtime: DeploymentRuntime, records: list[DeploymentRecord]
+) -> None:
+    """Detached or adopted starts that answer now: ready, with their restart policy."""
+    for record in records:
+        if record.state == table.STATE_READY or record.id in service.starting:
+            continue
+        if not healthy(service.probe_base(record)):
+            continue
+        try:
+            runtime.apply_restart(handle_of(record), str(record.options.get("restart") or ""))
+        except AnvylError as exc:
+            log.warning("could not apply the restart policy of %s: %s", record.name, exc)
+            continue
+        table.update_deployment(
+            service.store, record.id, state=table.STATE_READY, ready_at=time.time()
+        )
