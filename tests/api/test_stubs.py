@@ -40,6 +40,7 @@ def test_proto_package_and_services() -> None:
         "StartModel",
         "ListDeployments",
         "StopModel",
+        "DeploymentLogs",
     }
     logs = services["ContainerService"].methods_by_name["StreamLogs"]
     assert logs.server_streaming and not logs.client_streaming
