@@ -19,6 +19,7 @@ HOST_KEYS = [
     "running_containers",
     "local",
     "created_at",
+    "runtime",
 ]
 
 

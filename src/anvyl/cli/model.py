@@ -116,28 +116,21 @@ def list_models(
     """List MLX models available to start (imported, LM Studio, Hugging Face cache)."""
     from anvyl.api import anvyl_pb2 as pb
 
-    client = connect(host, port)
-    with output.cli_errors(client.target):
-        reply = client.models.ListModels(
-            pb.ListModelsRequest(), timeout=CALL_TIMEOUT_S, metadata=client.metadata
-        )
-    if out is OutputFormat.json:
-        output.print_json({"models": [model_json(m) for m in reply.models]})
-        return
-    output.print_table(
-        None,
+    reply = connect(host, port).call("models.ListModels", pb.ListModelsRequest())
+    output.print_listing(
+        out,
+        "models",
+        reply.models,
+        model_json,
         ["MODEL ID", "ARCH", "PARAMS", "QUANT", "SIZE", "SOURCE", "RUNNING"],
-        [
-            [
-                m.id,
-                m.architecture,
-                _parameters_text(m.parameters),
-                m.quantization,
-                output.human_bytes(m.size_bytes),
-                f"{m.source} ({m.origin})" if m.origin else m.source,
-                str(m.running) if m.running else "-",
-            ]
-            for m in reply.models
+        lambda m: [
+            m.id,
+            m.architecture,
+            _parameters_text(m.parameters),
+            m.quantization,
+            output.human_bytes(m.size_bytes),
+            f"{m.source} ({m.origin})" if m.origin else m.source,
+            str(m.running) if m.running else "-",
         ],
     )
 
@@ -171,7 +164,7 @@ def import_model(
     client = connect(host, port)
     model = None
     with (
-        output.cli_errors(client.target),
+        client.errors(),
         Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -181,9 +174,9 @@ def import_model(
         ) as bar,
     ):
         task = bar.add_task("importing", total=1.0)
-        for event in client.models.ImportModel(
+        for event in client.invoke(
+            "models.ImportModel",
             pb.ImportModelRequest(path=path, name=name, bundled=bundled, link=link),
-            metadata=client.metadata,
         ):
             if event.HasField("model"):
                 model = event.model
@@ -206,13 +199,7 @@ def remove_model(
     """Remove an imported model (refused while a deployment uses it)."""
     from anvyl.api import anvyl_pb2 as pb
 
-    client = connect(host, port)
-    with output.cli_errors(client.target):
-        model = client.models.RemoveModel(
-            pb.RemoveModelRequest(model_id=model_id),
-            timeout=CALL_TIMEOUT_S,
-            metadata=client.metadata,
-        )
+    model = connect(host, port).call("models.RemoveModel", pb.RemoveModelRequest(model_id=model_id))
     output.console().print(f"Removed {model.id} ({output.human_bytes(model.size_bytes)} freed)")
 
 
@@ -288,8 +275,8 @@ def start(
     )
     deployment = None
     err = output.console(stderr=True)
-    with output.cli_errors(client.target), err.status("Starting") as status:
-        for event in client.models.StartModel(request, metadata=client.metadata):
+    with client.errors(), err.status("Starting") as status:
+        for event in client.invoke("models.StartModel", request):
             if event.HasField("deployment"):
                 deployment = event.deployment
                 continue
@@ -327,37 +314,30 @@ def ps(
     """List model deployments with their state, URL, uptime, memory and throughput."""
     from anvyl.api import anvyl_pb2 as pb
 
-    client = connect(anvyl_host, anvyl_port)
-    with output.cli_errors(client.target):
-        reply = client.models.ListDeployments(
-            pb.ListDeploymentsRequest(), timeout=CALL_TIMEOUT_S, metadata=client.metadata
-        )
-    if out is OutputFormat.json:
-        output.print_json({"deployments": [deployment_json(d) for d in reply.deployments]})
-        return
-    output.print_table(
-        None,
-        [*PS_COLUMNS],
-        [
-            [
-                d.name,
-                d.model_id,
-                d.runtime or "container",
-                d.container_id[:12],
-                d.host_id,
-                d.url,
-                _state_text(d),
-                _uptime_text(d.uptime_seconds),
-                output.human_bytes(d.memory_used_bytes)
-                + (
-                    f" / {output.human_bytes(d.memory_limit_bytes)}" if d.memory_limit_bytes else ""
-                ),
-                f"{d.tokens_per_second:.1f}" if d.tokens_per_second else "-",
-            ]
-            for d in reply.deployments
-        ],
+    reply = connect(anvyl_host, anvyl_port).call(
+        "models.ListDeployments", pb.ListDeploymentsRequest()
     )
-    print_replicas(reply.deployments)
+    output.print_listing(
+        out, "deployments", reply.deployments, deployment_json, PS_COLUMNS, _deployment_row
+    )
+    if out is not OutputFormat.json:
+        print_replicas(reply.deployments)
+
+
+def _deployment_row(d: Any) -> list[str]:
+    return [
+        d.name,
+        d.model_id,
+        d.runtime or "container",
+        d.container_id[:12],
+        d.host_id,
+        d.url,
+        _state_text(d),
+        _uptime_text(d.uptime_seconds),
+        output.human_bytes(d.memory_used_bytes)
+        + (f" / {output.human_bytes(d.memory_limit_bytes)}" if d.memory_limit_bytes else ""),
+        f"{d.tokens_per_second:.1f}" if d.tokens_per_second else "-",
+    ]
 
 
 @app.command("logs")
@@ -379,8 +359,8 @@ def logs(
     request = pb.DeploymentLogsRequest(ref=ref, follow=follow)
     if lines is not None:
         request.tail = lines
-    call = client.models.DeploymentLogs(
-        request, timeout=None if follow else CALL_TIMEOUT_S, metadata=client.metadata
+    call = client.invoke(
+        "models.DeploymentLogs", request, timeout=None if follow else CALL_TIMEOUT_S
     )
     print_log_stream(call, client.target)
 
@@ -395,13 +375,9 @@ def scale(
     """Change how many replicas of a Swarm deployment run (each on its own node)."""
     from anvyl.api import anvyl_pb2 as pb
 
-    client = connect(anvyl_host, anvyl_port)
-    with output.cli_errors(client.target):
-        d = client.cluster.ScaleModel(
-            pb.ScaleModelRequest(ref=ref, replicas=replicas),
-            timeout=CALL_TIMEOUT_S,
-            metadata=client.metadata,
-        )
+    d = connect(anvyl_host, anvyl_port).call(
+        "cluster.ScaleModel", pb.ScaleModelRequest(ref=ref, replicas=replicas)
+    )
     typer.echo(f"{d.name} scaled to {replicas} replica(s)")
 
 
@@ -421,7 +397,7 @@ def stop(
     request = pb.StopModelRequest(ref=ref)
     if timeout is not None:
         request.timeout_seconds = timeout
-    with output.cli_errors(client.target), output.console(stderr=True).status(f"Stopping {ref}"):
-        d = client.models.StopModel(request, metadata=client.metadata)
+    with client.errors(), output.console(stderr=True).status(f"Stopping {ref}"):
+        d = client.invoke("models.StopModel", request)
     output.console().print(f"Stopped {d.name} ({d.model_id}, {d.container_id[:12]})")
     sys.stdout.flush()

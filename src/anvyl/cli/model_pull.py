@@ -29,9 +29,9 @@ def pull(
     client = connect(host, port)
     model = None
     notes: list[str] = []
-    with output.cli_errors(client.target):
-        call = client.models.PullModel(
-            pb.PullModelRequest(repo=repo, file=file, name=name), metadata=client.metadata
+    with client.errors():
+        call = client.invoke(
+            "models.PullModel", pb.PullModelRequest(repo=repo, file=file, name=name)
         )
         try:
             with Progress(
