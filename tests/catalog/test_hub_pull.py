@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from arch_ggufs import ARCHS, gpt2_vocab, hf_weights, write_arch_gguf
 from gguf import GGMLQuantizationType as QT
-from hub_server import COMMIT, FakeHub, serve
+from hub_server import COMMIT, FakeHub, running
 
 from anvyl.catalog import hub_pull
 from anvyl.catalog.gguf_import import import_gguf
@@ -77,12 +77,8 @@ def hub(repos: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
     fake = FakeHub(dict(repos))
-    server, url = serve(fake)
-    try:
+    with running(fake) as url:
         yield fake, url
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _pulls(tmp_path: Path, url: str) -> Pulls:

@@ -68,10 +68,11 @@ def serve_dashboard(
     *,
     token: str | None = None,
     dashboard_host: str = "127.0.0.1",
+    env: dict[str, str] | None = None,
 ) -> Dashboard:
     """`anvyl serve` with its dashboard on a free port; waits until the dashboard answers."""
     port = free_port()
-    env = labels_env(run_labels)
+    env = {**labels_env(run_labels), **(env or {})}
     if token:
         env["ANVYL_TOKEN"] = token
     args = ["--dashboard-port", str(port), "--dashboard-host", dashboard_host]

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import docker
 import httpx
 from fixtures_control_plane import ANVYL, start_serve
 from helpers import free_port, wait_for
+from hub_server import COMMIT, FakeHub, repo_from_model, serve
 from lifecycle_harness import (
     assert_nothing_left,
     failed,
@@ -28,17 +25,6 @@ from lifecycle_harness import (
 REPO = "HuggingFaceTB/SmolLM2-135M-Instruct-mlx"
 
 
-def hub_server() -> ModuleType:
-    """tests/catalog/hub_server.py (the stand-in Hub), loaded by path."""
-    path = Path(__file__).parents[1] / "catalog" / "hub_server.py"
-    spec = importlib.util.spec_from_file_location("lifecycle_hub_server", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_pulled_model_starts_and_answers(
     tmp_path: Path,
     bundled_model: Path,
@@ -46,11 +32,8 @@ def test_pulled_model_starts_and_answers(
     docker_client: docker.DockerClient,
     run_labels: dict[str, str],
 ) -> None:
-    hub = hub_server()
-    repo = tmp_path / "repo"
-    shutil.copytree(bundled_model, repo, ignore=shutil.ignore_patterns("anvyl.json"))
-    fake = hub.FakeHub({REPO: repo})
-    server, url = hub.serve(fake)
+    fake = FakeHub({REPO: repo_from_model(bundled_model, tmp_path / "repo")})
+    server, url = serve(fake)
     home = tmp_path / "home"
     (home / "models").mkdir(parents=True)
     served = serve_models(home, run_labels, HF_ENDPOINT=url, HF_HOME=str(tmp_path / "hf"))
@@ -60,7 +43,7 @@ def test_pulled_model_starts_and_answers(
         assert f"Pulled {model_id}" in pulled.stdout
         rows = json.loads(ok(served.cli("model", "list", "-o", "json")).stdout)["models"]
         (row,) = [r for r in rows if r["id"] == model_id]
-        assert row["origin"] == f"hf.co/{REPO}@{hub.COMMIT[:12]}"
+        assert row["origin"] == f"hf.co/{REPO}@{COMMIT[:12]}"
         failed(served.cli("model", "pull", "nobody/nothing"), "no model repository nobody/nothing")
         port = free_port()
         ok(start_model(served, model_id, "--port", str(port)))
@@ -83,11 +66,9 @@ def test_pulled_model_starts_and_answers(
 
 
 def test_ctrl_c_cancels_the_pull_on_the_server(tmp_path: Path, bundled_model: Path) -> None:
-    hub = hub_server()
-    repo = tmp_path / "repo"
-    shutil.copytree(bundled_model, repo, ignore=shutil.ignore_patterns("anvyl.json"))
-    fake = hub.FakeHub({REPO: repo}, delay_per_chunk=0.05)  # ~1.3 MB/s: a pull of minutes
-    server, url = hub.serve(fake)
+    repo = repo_from_model(bundled_model, tmp_path / "repo")
+    fake = FakeHub({REPO: repo}, delay_per_chunk=0.05)  # ~1.3 MB/s: a pull of minutes
+    server, url = serve(fake)
     served = start_serve(tmp_path / "home", env={"HF_ENDPOINT": url, "HF_HOME": str(tmp_path)})
     cli: subprocess.Popen[str] | None = None
     try:

@@ -1,4 +1,4 @@
-"""The dashboard's JSON API: deployments, start jobs, the start form's catalog, hosts.
+"""The dashboard's JSON API: deployments, start and pull jobs, the start form's catalog, hosts.
 
 Errors are raised, never turned into responses here: the app's one exception handler gives every
 `AnvylError` its HTTP status and the `{"error": ...}` shape (`server.create_app`).
@@ -12,7 +12,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from anvyl.dashboard.jobs import StartJob
-from anvyl.dashboard.protocol import StartRequest, available_json, deployment_json, health_json
+from anvyl.dashboard.protocol import (
+    PullRequest,
+    StartRequest,
+    available_json,
+    deployment_json,
+    health_json,
+)
 from anvyl.dashboard.state import call, collect_hosts, snapshot_json, state_of
 from anvyl.errors import AnvylError, NotFound
 from anvyl.store.deployments import DeploymentRecord
@@ -77,22 +83,35 @@ async def start_model(body: StartRequest, request: Request) -> Response:
     )
 
 
+@router.post("/api/pulls")
+async def pull_model(body: PullRequest, request: Request) -> Response:
+    """Pull from the Hugging Face Hub: 202 with a job once the download begins, else the error."""
+    dash = state_of(request)
+    job = dash.jobs.submit_pull(body.repo.strip(), file=body.file.strip(), name=body.name.strip())
+    accepted = await call(job.wait_validated, VALIDATION_WAIT_S)
+    if job.error is not None and not accepted:
+        return JSONResponse(job.error, status_code=job.error["error"]["status"])
+    return JSONResponse({"job": job.id, "events": f"/api/jobs/{job.id}/events"}, status_code=202)
+
+
 @router.get("/api/jobs/{job_id}")
 async def get_job(job_id: str, request: Request) -> Response:
-    """A start job's progress and outcome."""
+    """A start or pull job's progress and outcome."""
     job = state_of(request).jobs.get(job_id)
     if job is None:
-        raise NotFound(f"no start job {job_id!r}")
+        raise NotFound(f"no job {job_id!r}")
     return JSONResponse(_job_json(job))
 
 
 def _job_json(job: StartJob) -> dict[str, Any]:
     return {
         "id": job.id,
+        "kind": job.kind,
         "model_id": job.model_id,
         "events": list(job.events),
         "done": job.done,
         "deployment": job.deployment,
+        "model": job.model,
         "error": job.error,
     }
 

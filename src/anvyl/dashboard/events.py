@@ -85,11 +85,11 @@ async def hosts_events(request: Request) -> StreamingResponse:
 
 @router.get("/api/jobs/{job_id}/events")
 async def job_events(job_id: str, request: Request) -> StreamingResponse:
-    """`progress` events of a start, then `ready` (the deployment) or `failed` (the error)."""
+    """`progress` events of a job, then `ready` (the deployment; a pull's model) or `failed`."""
     dash = state_of(request)
     job = dash.jobs.get(job_id)
     if job is None:
-        raise NotFound(f"no start job {job_id!r}")
+        raise NotFound(f"no job {job_id!r}")
 
     async def body() -> AsyncIterator[bytes]:
         sent = 0
@@ -105,7 +105,7 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
                 if job.error is not None:
                     yield sse("failed", job.error)
                 else:
-                    yield sse("ready", job.deployment)
+                    yield sse("ready", job.result)
                 return
             if time.monotonic() - last_sent > HEARTBEAT_S:
                 last_sent = time.monotonic()

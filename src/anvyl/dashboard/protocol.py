@@ -9,6 +9,7 @@ import grpc
 from pydantic import BaseModel, ConfigDict, Field
 
 from anvyl import config
+from anvyl.catalog import ModelInfo
 from anvyl.dashboard.history import HealthEvent, Sample
 from anvyl.errors import AnvylError
 from anvyl.services import HostMetrics, HostView
@@ -61,6 +62,16 @@ class StartRequest(BaseModel):
             force=self.force,
             wait_timeout=DEFAULT_WAIT_TIMEOUT_S,
         )
+
+
+class PullRequest(BaseModel):
+    """The pull form: `OWNER/NAME[:REVISION]`, a GGUF repository's file, the model name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repo: str
+    file: str = ""
+    name: str = ""
 
 
 class ChatMessage(BaseModel):
@@ -161,16 +172,20 @@ def health_json(events: list[HealthEvent]) -> list[dict[str, Any]]:
     return [asdict(e) for e in events]
 
 
-def available_json(model: AvailableModel) -> dict[str, Any]:
-    """A model the start form offers."""
-    info = model.info
+def model_json(info: ModelInfo) -> dict[str, Any]:
+    """A model of the catalog (a pull's result)."""
     return {
         "id": info.id,
         "source": info.source,
+        "origin": info.origin,
         "architecture": info.architecture,
         "parameters": info.parameters,
         "quantization": info.quantization,
         "size_bytes": info.size_bytes,
         "memory_bytes": info.memory_bytes,
-        "running": model.running,
     }
+
+
+def available_json(model: AvailableModel) -> dict[str, Any]:
+    """A model the start form offers."""
+    return {**model_json(model.info), "running": model.running}

@@ -78,7 +78,7 @@ class DashboardServer:
         state = DashboardState(
             services=services,
             sampler=self.sampler,
-            jobs=StartJobs(services.models, self.sampler.poke),
+            jobs=StartJobs(services.models, self.sampler.poke, self.closing),
             token=token,
             closing=self.closing,
         )

@@ -217,17 +217,15 @@ class ModelServicer(rpc.ModelServiceServicer):
         self, request: pb.PullModelRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.ImportModelEvent]:
         """Pull a model from the Hugging Face Hub, streaming progress; cancelled with the call."""
-        from anvyl.catalog.hub_pull import shared_pulls
-
         cancel = threading.Event()
         context.add_callback(cancel.set)  # the call ends (Ctrl-C too): stop, keep the partial
 
         def run(progress: Callable[[str, str], None]) -> pb.ImportModelEvent:
-            info = shared_pulls(self.models.home).pull(
+            info = self.models.pull(
                 request.repo,
                 file=request.file,
                 name=request.name,
-                progress=lambda step, fraction: progress(str(fraction), step),
+                progress=progress,
                 cancel=cancel,
             )
             return pb.ImportModelEvent(step="pulled", fraction=1.0, model=model_to_pb(info))

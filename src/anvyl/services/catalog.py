@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,26 @@ class Catalog:
             raise InvalidArgument(f"unknown bundled model {name!r}; bundled models: {known}")
         path = ensure_bundled_model(self.home, name, progress=_fraction_progress(progress))
         return resolve_model(self.home, path.name)
+
+    def pull(
+        self,
+        ref: str,
+        *,
+        file: str = "",
+        name: str = "",
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ModelInfo:
+        """Pull `OWNER/NAME[:REVISION]` from the Hugging Face Hub (`catalog.hub_pull`).
+
+        Two pulls of one repository in this server share one download; `cancel` stops this one
+        (a resumable partial stays).
+        """
+        from anvyl.catalog.hub_pull import shared_pulls  # huggingface_hub only when pulling
+
+        return shared_pulls(self.home).pull(
+            ref, file=file, name=name, progress=_fraction_progress(progress), cancel=cancel
+        )
 
     def remove(self, model_id: str) -> ModelInfo:
         """Delete an imported model; refused while a deployment uses it."""

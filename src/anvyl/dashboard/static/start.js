@@ -1,4 +1,5 @@
 // Start page: the form posts to the same service call as `anvyl model start`; errors inline.
+// The pull form runs `anvyl model pull`'s service call and follows its progress the same way.
 "use strict";
 
 (() => {
@@ -98,6 +99,65 @@
       showProblem(formError, err.message);
       (markField(err.message) || formError).focus?.();
     }
+  });
+
+  const pullForm = document.getElementById("pull-form");
+  const pullError = document.getElementById("pull-error");
+  const pullSubmit = document.getElementById("pull-submit");
+  const pullProgress = document.getElementById("pull-progress");
+  const pullBar = document.getElementById("pull-bar");
+  const pullStep = document.getElementById("pull-step");
+  const pullResult = document.getElementById("pull-result");
+
+  function pullFailed(message) {
+    pullSubmit.disabled = false;
+    pullProgress.hidden = true;
+    showProblem(pullError, message);
+  }
+
+  pullForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    showProblem(pullError, "");
+    pullResult.replaceChildren();
+    const data = new FormData(pullForm);
+    const body = {};
+    for (const key of ["repo", "file", "name"]) {
+      const value = (data.get(key) || "").toString().trim();
+      if (value) body[key] = value;
+    }
+    if (!body.repo) {
+      showProblem(pullError, "give a repository: OWNER/NAME");
+      return;
+    }
+    pullSubmit.disabled = true;
+    pullBar.style.width = "0%";
+    pullStep.textContent = "Listing the repository…";
+    pullProgress.hidden = false;
+    let job;
+    try {
+      ({ data: job } = await api("/api/pulls", { json: body }));
+    } catch (err) {
+      pullFailed(err.message);
+      return;
+    }
+    const source = events(job.events, {
+      progress: (e) => {
+        pullBar.style.width = `${Math.round((e.fraction || 0) * 100)}%`;
+        pullStep.textContent = e.message;
+      },
+      ready: (m) => {
+        source.close();
+        pullSubmit.disabled = false;
+        pullProgress.hidden = true;
+        pullResult.replaceChildren(el("p", { class: "notice", id: "pull-done" },
+          `Pulled ${m.id} (${m.architecture}, ${m.quantization}${m.origin ? `, ${m.origin}` : ""}).`));
+        loadCatalog().then(() => { document.getElementById("model_id").value = m.id; });
+      },
+      failed: (e) => {
+        source.close();
+        pullFailed(e.error.message);
+      },
+    }, { indicator: false });
   });
 
   loadCatalog();

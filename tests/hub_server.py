@@ -4,14 +4,20 @@ Serves repositories from folders: `GET /api/models/OWNER/NAME[/revision/REV]` (t
 sizes, blob ids and LFS sha256, as `model_info(files_metadata=True)` reads it) and
 `GET|HEAD /OWNER/NAME/resolve/REV/FILE` (with Range, ETag and X-Repo-Commit headers). Knobs for
 the failure tests: cut a file's body after some bytes, serve other bytes than listed, slow down.
+Shared by the catalog, lifecycle and dashboard pull tests (`running` for a `with`, and
+`repo_from_model` to serve an MLX model directory as a repository).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import shutil
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -145,3 +151,26 @@ def serve(hub: FakeHub) -> tuple[ThreadingHTTPServer, str]:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@contextlib.contextmanager
+def running(hub: FakeHub) -> Iterator[str]:
+    """The stand-in Hub serving for the `with` block; yields its base URL (for HF_ENDPOINT)."""
+    server, url = serve(hub)
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def repo_from_model(model_dir: Path, repo_dir: Path) -> Path:
+    """A repository folder of an MLX model directory's files (links, no copy, no anvyl.json)."""
+    shutil.copytree(
+        model_dir,
+        repo_dir,
+        symlinks=False,
+        ignore=shutil.ignore_patterns("anvyl.json"),
+        copy_function=lambda src, dst: os.symlink(os.path.realpath(src), dst),
+    )
+    return repo_dir
