@@ -100,3 +100,27 @@ def test_pull_refusals(pulling: tuple[Dashboard, FakeHub]) -> None:
         assert foreign.status_code == 403, foreign.text
         assert catalog_ids(http) == before
     assert sorted(p.name for p in models.iterdir()) == on_disk
+
+
+def test_pull_form_shows_progress_then_the_model_or_the_error(
+    pulling: tuple[Dashboard, FakeHub], page: Any, screenshots: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    dash, _ = pulling
+    page.goto(f"{dash.url}/start")
+    page.fill("#pull_repo", REPO)
+    page.fill("#pull_name", "browser-smollm")
+    page.click("#pull-submit")
+    done = page.locator("#pull-done")
+    done.wait_for()
+    assert "Pulled browser-smollm" in done.inner_text()
+    expect(page.locator("#model_id")).to_have_value("browser-smollm")  # ready to start
+    page.screenshot(path=str(screenshots / "dashboard-pull.png"), full_page=True)
+    page.fill("#pull_repo", "nobody/nothing")
+    page.fill("#pull_name", "")
+    page.click("#pull-submit")
+    error = page.locator("#pull-error")
+    error.wait_for()
+    assert "no model repository nobody/nothing" in error.inner_text()
+    assert page.locator("#pull-done").count() == 0 and page.locator("#pull-submit").is_enabled()
