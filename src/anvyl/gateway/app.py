@@ -141,7 +141,10 @@ class Gateway:
         for model, replicas in sorted(self.table.models().items()):
             created = min((r.target.created_at for r in replicas), default=0.0) or self.started
             healthy = sum(1 for r in replicas if r.healthy)
-            entries.append(protocol.model_entry(model, created, len(replicas), healthy))
+            tool_format = next((r.target.tool_format for r in replicas if r.target.tool_format), "")
+            entries.append(
+                protocol.model_entry(model, created, len(replicas), healthy, tool_format)
+            )
         if not model_id:
             await _respond(send, 200, protocol.models_body(entries))
             return
