@@ -102,6 +102,13 @@ class Gateway:
                 return
             await dialects.answer_locally(send, path, self.table, self.client)
             return
+        refused = dialects.refusal(path, method)
+        if refused is not None:
+            if not self._authorized(scope, self.all_client_keys()):
+                await _unauthorized(send)
+            else:
+                await _error(send, 400, refused, code="unsupported_feature")
+            return
         if path == "/v1/models" or path.startswith("/v1/models/"):
             if method != "GET":
                 await _error(send, 405, f"{method} is not allowed on {path}")
