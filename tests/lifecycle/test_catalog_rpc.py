@@ -74,7 +74,7 @@ def test_list_json_schema(procs: Served) -> None:
     assert row["tool_format"] == "generic"  # the bundled model's template has no tool syntax
     assert Path(row["path"]).name == MODEL_ID
     table = ok(procs.cli("model", "list")).stdout
-    assert "TOOLS" in table and "generic" in table
+    assert "TOOLS" in table and "generic" in table and MODEL_ID in table
 
 
 def test_import_mlx_dir_by_rpc_and_rm_refused_while_deployed(
