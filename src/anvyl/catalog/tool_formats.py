@@ -3,10 +3,14 @@ often (the gateway's routing table is rebuilt every few seconds)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
 from anvyl.catalog.discovery import discover_models
+from anvyl.errors import AnvylError
+
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _known: dict[tuple[Path, str], str | None] = {}
@@ -22,7 +26,11 @@ def tool_format_of(home: Path, model_id: str) -> str | None:
     with _lock:
         if key in _known:
             return _known[key]
-    found = {m.id: m.tool_format for m in discover_models(key[0])}
+    try:
+        found = {m.id: m.tool_format for m in discover_models(key[0])}
+    except (AnvylError, OSError) as exc:  # a listing without it beats no routing table
+        log.warning("could not read the tool formats of the catalog: %s", exc)
+        return None
     with _lock:
         for other, fmt in found.items():
             _known.setdefault((key[0], other), fmt)
