@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator, Sequence
 
 import httpx
+import ollama
 import pytest
 from helpers import free_port, wait_for
 
@@ -69,6 +70,18 @@ def test_unknown_model_is_404_in_openai_shape(gateway: GatewayServer) -> None:
     assert error["code"] == "model_not_found" and error["param"] == "model"
     assert "x" in error["message"]
     assert httpx.get(f"{gateway.url}/v1/models/x").status_code == 404
+
+
+def test_ollama_model_management_is_refused_naming_the_cli(gateway: GatewayServer) -> None:
+    """`ollama pull` through the gateway: a 400 in Ollama's shape naming `anvyl model pull`."""
+    client = ollama.Client(host=gateway.url)
+    with pytest.raises(ollama.ResponseError) as raised:
+        client.pull("mlx-community/SmolLM2-135M-Instruct")
+    assert raised.value.status_code == 400
+    assert "anvyl model pull OWNER/NAME" in raised.value.error
+    assert "anvyl model import" in raised.value.error
+    deleted = httpx.request("DELETE", f"{gateway.url}/api/delete", json={"model": "m"})
+    assert deleted.status_code == 400 and "anvyl model rm" in deleted.json()["error"]
 
 
 def test_bad_requests(gateway: GatewayServer) -> None:

@@ -23,6 +23,7 @@ MODEL_KEYS = [
     "size_bytes",
     "context_length",
     "memory_bytes",
+    "tool_format",
     "source",
     "origin",
     "path",
@@ -63,13 +64,17 @@ def listed(served: Served) -> dict[str, dict]:
     return {m["id"]: m for m in data["models"]}
 
 
-def test_list_json_schema(models: Served) -> None:
-    row = listed(models)[MODEL_ID]
+def test_list_json_schema(procs: Served) -> None:
+    """The listing is the catalog's, whatever the runtime: the process one needs no image."""
+    row = listed(procs)[MODEL_ID]
     assert list(row) == MODEL_KEYS
     assert row["architecture"] == "llama" and 100e6 < row["parameters"] < 200e6
     assert row["size_bytes"] > 0 and row["memory_bytes"] > row["size_bytes"]
     assert row["source"] == "anvyl" and row["running"] == 0
+    assert row["tool_format"] == "generic"  # the bundled model's template has no tool syntax
     assert Path(row["path"]).name == MODEL_ID
+    table = ok(procs.cli("model", "list")).stdout
+    assert "TOOLS" in table and "generic" in table and MODEL_ID in table
 
 
 def test_import_mlx_dir_by_rpc_and_rm_refused_while_deployed(

@@ -145,7 +145,7 @@ def test_tool_call_round_trip(structured_server: RunningServer, client: ollama.C
          400, "num_ctx"),
         ("/api/chat", {"model": MODEL_ID, "messages": PARIS, "options": {"mirostat": 1}},
          400, "mirostat"),
-        ("/api/pull", {"model": "llama3"}, 400, "anvyl model import"),
+        ("/api/pull", {"model": "llama3"}, 400, "anvyl model pull OWNER/NAME"),
         ("/api/embed", {"model": MODEL_ID, "input": "x"}, 400, "embeddings"),
     ],
 )  # fmt: skip

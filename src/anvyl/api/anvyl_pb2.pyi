@@ -294,7 +294,7 @@ class DeploymentLogsRequest(_message.Message):
     def __init__(self, ref: _Optional[str] = ..., host_id: _Optional[str] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "path", "source", "architecture", "parameters", "quantization", "size_bytes", "context_length", "memory_bytes", "running", "origin")
+    __slots__ = ("id", "path", "source", "architecture", "parameters", "quantization", "size_bytes", "context_length", "memory_bytes", "running", "origin", "tool_format")
     ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -306,6 +306,7 @@ class Model(_message.Message):
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FORMAT_FIELD_NUMBER: _ClassVar[int]
     id: str
     path: str
     source: str
@@ -317,7 +318,8 @@ class Model(_message.Message):
     memory_bytes: int
     running: int
     origin: str
-    def __init__(self, id: _Optional[str] = ..., path: _Optional[str] = ..., source: _Optional[str] = ..., architecture: _Optional[str] = ..., parameters: _Optional[int] = ..., quantization: _Optional[str] = ..., size_bytes: _Optional[int] = ..., context_length: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., running: _Optional[int] = ..., origin: _Optional[str] = ...) -> None: ...
+    tool_format: str
+    def __init__(self, id: _Optional[str] = ..., path: _Optional[str] = ..., source: _Optional[str] = ..., architecture: _Optional[str] = ..., parameters: _Optional[int] = ..., quantization: _Optional[str] = ..., size_bytes: _Optional[int] = ..., context_length: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., running: _Optional[int] = ..., origin: _Optional[str] = ..., tool_format: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

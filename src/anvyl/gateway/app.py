@@ -102,6 +102,13 @@ class Gateway:
                 return
             await dialects.answer_locally(send, path, self.table, self.client)
             return
+        refused = dialects.refusal(path, method)
+        if refused is not None:
+            if not self._authorized(scope, self.all_client_keys()):
+                await _unauthorized(send)
+            else:
+                await _error(send, 400, refused, code="unsupported_feature")
+            return
         if path == "/v1/models" or path.startswith("/v1/models/"):
             if method != "GET":
                 await _error(send, 405, f"{method} is not allowed on {path}")
@@ -141,7 +148,10 @@ class Gateway:
         for model, replicas in sorted(self.table.models().items()):
             created = min((r.target.created_at for r in replicas), default=0.0) or self.started
             healthy = sum(1 for r in replicas if r.healthy)
-            entries.append(protocol.model_entry(model, created, len(replicas), healthy))
+            tool_format = next((r.target.tool_format for r in replicas if r.target.tool_format), "")
+            entries.append(
+                protocol.model_entry(model, created, len(replicas), healthy, tool_format)
+            )
         if not model_id:
             await _respond(send, 200, protocol.models_body(entries))
             return

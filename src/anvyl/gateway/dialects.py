@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from anvyl.gateway import protocol
-from anvyl.modelserver.dialects.errors import anthropic_error, dialect_of
+from anvyl.modelserver.dialects.errors import OLLAMA_REFUSED, anthropic_error, dialect_of
 
 if TYPE_CHECKING:
     from anvyl.gateway.routing import Replica, RoutingTable
@@ -73,6 +73,19 @@ def parse_aliases(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
             raise ValueError(f"bad model alias {item!r}: expected NAME=MODEL (NAME may be a glob)")
         out.append((name.strip(), model.strip()))
     return tuple(out)
+
+
+def refusal(path: str, method: str) -> str | None:
+    """Why an Ollama model-management path (`/api/pull`...) is refused here; None otherwise.
+
+    The gateway answers these itself, as the model servers would: the model such a request
+    names is usually not running (a pull's never is), so routing it would only say "not found".
+    """
+    action = path.removeprefix("/api/")
+    if method not in ("POST", "DELETE") or not path.startswith("/api/") or "/" in action:
+        return None
+    why = OLLAMA_REFUSED.get(action)
+    return None if why is None else f"/api/{action} is not supported here: {why}"
 
 
 def is_local(path: str, method: str) -> bool:

@@ -30,8 +30,11 @@ def error_body(
     return json.dumps({"error": error}).encode()
 
 
-def model_entry(model_id: str, created: float, replicas: int, healthy: int) -> dict[str, Any]:
-    """One model of `/v1/models`, with how many replicas serve it (extra fields are allowed)."""
+def model_entry(
+    model_id: str, created: float, replicas: int, healthy: int, tool_format: str = ""
+) -> dict[str, Any]:
+    """One model of `/v1/models`, with how many replicas serve it and how it writes tool calls
+    (extra fields are allowed)."""
     return {
         "id": model_id,
         "object": "model",
@@ -39,6 +42,7 @@ def model_entry(model_id: str, created: float, replicas: int, healthy: int) -> d
         "owned_by": "anvyl",
         "replicas": replicas,
         "ready_replicas": healthy,
+        "tool_format": tool_format or None,
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from anvyl.catalog.tool_formats import tool_format_of
 from anvyl.gateway.routing import Target
 from anvyl.runtime.base import KIND_SWARM, reach_host
 from anvyl.store import Store
@@ -33,6 +34,7 @@ def deployment_targets(store: Store, home: Path) -> list[Target]:
                 client_key="" if record.options.get("api_key_generated") else key,
                 created_at=record.ready_at or record.created_at,
                 deployment=record.name,
+                tool_format=tool_format_of(home, record.model_id) or "",
             )
         )
     return targets

@@ -25,6 +25,7 @@ class Target:
         client_key: A key clients may use instead of the server's token ("" when none).
         created_at: When it was started (for `/v1/models`).
         deployment: The deployment's name, for messages.
+        tool_format: How its model writes tool calls (for `/v1/models`; "" when unknown).
     """
 
     key: str
@@ -34,6 +35,7 @@ class Target:
     client_key: str = ""
     created_at: float = 0.0
     deployment: str = ""
+    tool_format: str = ""
 
     @property
     def route(self) -> tuple[str, str, str]:

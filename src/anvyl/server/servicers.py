@@ -325,6 +325,7 @@ def model_to_pb(info: ModelInfo, *, running: int = 0) -> pb.Model:
         memory_bytes=info.memory_bytes,
         running=running,
         origin=info.origin,
+        tool_format=info.tool_format or "",
     )
 
 

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from anvyl.catalog.tool_formats import tool_format_of
 from anvyl.gateway.routing import Target
 from anvyl.runtime import DockerDriver, swarm
 from anvyl.services.deployments.probe import healthy as probe_healthy
@@ -85,6 +86,7 @@ def targets(sw: SwarmDeployments) -> list[Target]:
             continue
         key = sw.models.keys.read(record.id)
         client_key = "" if record.options.get("api_key_generated") else key
+        tool_format = tool_format_of(sw.models.home, record.model_id) or ""
         for task in swarm.list_tasks(driver, record.container_id):
             node = nodes.get(task.node_id)
             if task.state != "running" or task.desired_state != "running" or node is None:
@@ -98,6 +100,7 @@ def targets(sw: SwarmDeployments) -> list[Target]:
                     client_key=client_key,
                     created_at=record.ready_at or record.created_at,
                     deployment=f"{record.name}@{node.hostname}",
+                    tool_format=tool_format,
                 )
             )
     return targets

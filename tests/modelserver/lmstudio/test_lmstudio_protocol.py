@@ -37,12 +37,36 @@ def test_prediction_config_reads_supported_settings() -> None:
     assert p.prediction_config({}) == p.PredictionConfig()
 
 
+def test_prediction_config_reads_the_samplers() -> None:
+    """topKSampling, minPSampling and repeatPenalty become the engine's samplers; off is None."""
+    config = p.prediction_config(
+        stack(
+            ("topKSampling", 40),
+            ("minPSampling", {"checked": True, "value": 0.05}),
+            ("repeatPenalty", {"checked": True, "value": 1.3}),
+        )
+    )
+    assert (config.top_k, config.min_p, config.repeat_penalty) == (40, 0.05, 1.3)
+    off = p.prediction_config(
+        stack(
+            ("topKSampling", 0),
+            ("minPSampling", {"checked": True, "value": False}),  # the SDK's `False`
+            ("repeatPenalty", {"checked": True, "value": 1}),
+        )
+    )
+    assert (off.top_k, off.min_p, off.repeat_penalty) == (None, None, None)
+    unchecked = stack(("minPSampling", {"checked": False, "value": 0.5}), ("topKSampling", -1))
+    assert p.prediction_config(unchecked) == p.PredictionConfig()
+
+
 @pytest.mark.parametrize(
     ("field", "message"),
     [
-        (("topKSampling", 40), "topKSampling"),
-        (("minPSampling", {"checked": True, "value": 0.1}), "minPSampling"),
-        (("repeatPenalty", {"checked": True, "value": 1.3}), "repeatPenalty"),
+        (("topKSampling", 2.5), "topKSampling must be a whole number"),
+        (("topKSampling", "40"), "topKSampling must be a number"),
+        (("minPSampling", {"checked": True, "value": 1.5}), "minPSampling must be between"),
+        (("repeatPenalty", {"checked": True, "value": 0}), "repeatPenalty must be above 0"),
+        (("repeatPenalty", {"checked": True, "value": 11}), "repeatPenalty must be between"),
         (("temperature", -1), "temperature must be at least"),
         (
             ("promptTemplate", {"type": "jinja", "jinjaPromptTemplate": {"template": "x"}}),

@@ -95,6 +95,25 @@ def test_stop_strings_and_complete(client: lms.Client) -> None:
     assert counting.content.lstrip().startswith("5")
 
 
+def test_top_k_min_p_and_repeat_penalty_are_honoured(client: lms.Client) -> None:
+    """topKSampling 1 and minPSampling 1 leave only the likeliest token: at temperature 1.5 the
+    reply is the greedy one; a repeat penalty changes a greedy reply; the settings come back."""
+    model = client.llm.model(MODEL_ID)
+    short = {"maxTokens": 16}
+    greedy = model.respond(LONG, config=GREEDY | short)
+    top_k = model.respond(LONG, config={"temperature": 1.5, "topKSampling": 1} | short)
+    assert top_k.content == greedy.content
+    assert top_k.prediction_config.top_k_sampling == 1
+    min_p = model.respond(LONG, config={"temperature": 1.5, "minPSampling": 1.0} | short)
+    assert min_p.content == greedy.content
+    assert min_p.prediction_config.min_p_sampling == 1.0
+    penalised = model.respond(LONG, config=GREEDY | short | {"repeatPenalty": 3.0})
+    assert penalised.content != greedy.content
+    assert penalised.prediction_config.repeat_penalty == 3.0
+    off = model.respond(LONG, config=GREEDY | short | {"repeatPenalty": False, "topKSampling": 0})
+    assert off.content == greedy.content
+
+
 def test_listings_name_the_model(client: lms.Client) -> None:
     """`list_loaded`, `list_downloaded_models` and `llm.list_downloaded` list the model."""
     assert [m.identifier for m in client.llm.list_loaded()] == [MODEL_ID]

@@ -18,6 +18,22 @@ ANTHROPIC_TYPES = {
 }
 
 
+# Ollama's model-management paths, refused (by the model server and the gateway alike) with
+# what to do instead: models are managed through `anvyl`, not through a model's API.
+OLLAMA_REFUSED = {
+    "pull": "models are pulled from the Hugging Face Hub with `anvyl model pull OWNER/NAME`"
+    " (an MLX or a GGUF repository) or imported from a file with `anvyl model import PATH`,"
+    " then run with `anvyl model start MODEL_ID`",
+    "push": "pushing models is not supported; Anvyl serves local models",
+    "create": "creating models is not supported; pull one with `anvyl model pull OWNER/NAME` or"
+    " import one with `anvyl model import PATH`",
+    "delete": "deleting models is done with `anvyl model rm MODEL_ID`",
+    "copy": "copying models is not supported; import the model under another id",
+    "embed": "embeddings are not served: this server runs one chat model",
+    "embeddings": "embeddings are not served: this server runs one chat model",
+}
+
+
 def dialect_of(path: str) -> str:
     """`anthropic`, `ollama` or `openai`: whose error shape `path` answers with."""
     if path == "/v1/messages" or path.startswith("/v1/messages/"):

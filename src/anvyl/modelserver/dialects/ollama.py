@@ -48,7 +48,8 @@ def resolve_model(state: ServerState, name: str) -> str:
         return model_id
     raise ModelNotFound(
         f"model {name!r} not found: this server serves {model_id!r} (also as"
-        f" '{model_id}:latest'); models are added with `anvyl model import`",
+        f" '{model_id}:latest'); models are added with `anvyl model pull`"
+        " or `anvyl model import`",
         param="model",
     )
 

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
+from anvyl.modelserver.dialects.errors import OLLAMA_REFUSED as REFUSED
 from anvyl.modelserver.dialects.generation import Generation, start
 from anvyl.modelserver.dialects.ollama import (
     chat_request,
@@ -33,16 +34,6 @@ router = APIRouter()
 OLLAMA_VERSION = "0.12.0"  # the Ollama API level served; clients gate features on it
 GREETING = "Ollama is running"
 FAR_FUTURE = "2999-01-01T00:00:00Z"  # keep_alive is inert: a running model stays loaded
-REFUSED = {
-    "pull": "models are added with `anvyl model import` (GGUF or MLX) and run with"
-    " `anvyl model start`",
-    "push": "pushing models is not supported; Anvyl serves local models",
-    "create": "creating models is not supported; import one with `anvyl model import`",
-    "delete": "deleting models is done with `anvyl model rm MODEL_ID`",
-    "copy": "copying models is not supported; import the model under another id",
-    "embed": "embeddings are not served: this server runs one chat model",
-    "embeddings": "embeddings are not served: this server runs one chat model",
-}
 OLLAMA_ENDPOINTS = frozenset(
     {"/", "/api/version", "/api/tags", "/api/ps", "/api/show", "/api/chat", "/api/generate"}
 )

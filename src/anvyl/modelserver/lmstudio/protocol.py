@@ -203,6 +203,9 @@ class PredictionConfig:
     raw: bool = False  # the SDK's `complete()`: the prompt as is, no chat template
     structured: Any = None  # `llm.prediction.structured`: a JSON schema or GBNF setting
     tools: Any = None  # `llm.prediction.tools`: the tool array of `.act()`
+    top_k: int | None = None  # `topKSampling` (None or 0: off)
+    min_p: float | None = None  # `minPSampling` (None: off)
+    repeat_penalty: float | None = None  # `repeatPenalty` (None or 1: off)
 
     def kv_fields(self, temperature: float, max_tokens: int) -> dict[str, Any]:
         """The effective config as KV fields (the `success` message's `predictionConfig`)."""
@@ -217,6 +220,18 @@ class PredictionConfig:
                 {
                     "key": "llm.prediction.topPSampling",
                     "value": {"checked": self.top_p is not None, "value": self.top_p or 1.0},
+                },
+                {"key": "llm.prediction.topKSampling", "value": self.top_k or 0},
+                {
+                    "key": "llm.prediction.minPSampling",
+                    "value": {"checked": self.min_p is not None, "value": self.min_p or 0.0},
+                },
+                {
+                    "key": "llm.prediction.repeatPenalty",
+                    "value": {
+                        "checked": self.repeat_penalty is not None,
+                        "value": self.repeat_penalty or 1.0,
+                    },
                 },
             ]
         }
@@ -254,6 +269,7 @@ def prediction_config(stack: Any) -> PredictionConfig:
     raw = False
     structured: Any = None
     tools: Any = None
+    sampling: dict[str, Any] = {}
     for key, value in kv_fields(stack).items():
         name = key.removeprefix("llm.prediction.")
         if key in _IGNORED_KEYS or key.startswith(_IGNORED_PREFIXES):
@@ -276,14 +292,36 @@ def prediction_config(stack: Any) -> PredictionConfig:
             structured = value if isinstance(value, dict) and value.get("type") != "none" else None
         elif name == "tools":
             tools = value if isinstance(value, dict) and value.get("type") != "none" else None
-        elif name in ("repeatPenalty", "minPSampling"):
-            checked, inner = _checkbox(name, value)
-            if checked and not (name == "repeatPenalty" and inner == 1):
-                raise ProtocolError(f"Anvyl does not support the prediction setting {name}")
-        elif name == "topKSampling" and isinstance(value, int | float) and value > 0:
-            raise ProtocolError("Anvyl does not support the prediction setting topKSampling")
+        elif name in _SAMPLING:
+            sampling[_SAMPLING[name]] = _sampling_setting(name, value)
         # Unknown keys are skipped, as LM Studio itself skips them.
-    return PredictionConfig(temperature, max_tokens, top_p, stop, raw, structured, tools)
+    return PredictionConfig(
+        temperature, max_tokens, top_p, stop, raw, structured, tools, **sampling
+    )
+
+
+# The engine's samplers behind LM Studio's settings (PredictionConfig's field names).
+_SAMPLING = {"topKSampling": "top_k", "minPSampling": "min_p", "repeatPenalty": "repeat_penalty"}
+
+
+def _sampling_setting(name: str, value: Any) -> Any:
+    """topKSampling (a number, 0 or less: off), minPSampling and repeatPenalty (checkboxes)."""
+    if name == "topKSampling":
+        if value is None:
+            return None
+        top_k = _number(name, value, low=float("-inf"))
+        if top_k != int(top_k):
+            raise ProtocolError(f"topKSampling must be a whole number, not {value!r}")
+        return int(top_k) if top_k > 0 else None
+    checked, inner = _checkbox(name, value)
+    if not checked or inner is False:  # the SDK sends `False` as {checked: true, value: false}
+        return None
+    if name == "minPSampling":
+        return _number(name, inner, low=0.0, high=1.0)
+    penalty = _number(name, inner, low=0.0, high=10.0)
+    if penalty == 0:
+        raise ProtocolError("repeatPenalty must be above 0 (1 is off)")
+    return None if penalty == 1 else penalty
 
 
 def _number(name: str, value: Any, *, low: float, high: float | None = None) -> float:

@@ -298,7 +298,13 @@ class Session(SocketSession):
             prompt=prompt,
             max_tokens=limit,
             sink=events.sink,
-            sampling=SamplingParams(temperature=temperature, top_p=config.top_p or 1.0),
+            sampling=SamplingParams(
+                temperature=temperature,
+                top_p=config.top_p or 1.0,
+                top_k=config.top_k or 0,
+                min_p=config.min_p or 0.0,
+                repetition_penalty=config.repeat_penalty or 1.0,
+            ),
             stop=config.stop,
             grammar=grammar,
         )
