@@ -263,7 +263,8 @@ def main() -> int:
     from helpers import imaging_cache_dir
 
     from anvyl.catalog.bundled import ensure_bundled_model
-    from anvyl.imaging import DEBIAN_BOOTSTRAP, ensure_image
+    from anvyl.imaging import DEBIAN_BOOTSTRAP
+    from anvyl.runtime.images import ensure_image
 
     local = docker.from_env(timeout=120)
     image = ensure_image(local, cache_dir=imaging_cache_dir(), base_image=DEBIAN_BOOTSTRAP)

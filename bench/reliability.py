@@ -232,7 +232,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from anvyl.catalog.bundled import ensure_bundled_model
-    from anvyl.imaging import DEBIAN_BOOTSTRAP, ensure_image
+    from anvyl.imaging import DEBIAN_BOOTSTRAP
+    from anvyl.runtime.images import ensure_image
 
     run = uuid.uuid4().hex[:8]
     labels = {LABEL: run}

@@ -139,7 +139,8 @@ def bundled_model() -> Path:
 @pytest.fixture(scope="session")
 def modelserver_image(docker_client: docker.DockerClient, run_labels: dict[str, str]) -> str:
     """`anvyl/modelserver:<version>`, built from a debootstrap base or reused by content hash."""
-    from anvyl.imaging import DEBIAN_BOOTSTRAP, ensure_image
+    from anvyl.imaging import DEBIAN_BOOTSTRAP
+    from anvyl.runtime.images import ensure_image
 
     return ensure_image(
         docker_client,

@@ -9,15 +9,9 @@ import pytest
 from helpers import imaging_cache_dir
 
 import anvyl
-from anvyl.imaging import (
-    LABEL_BUILD_HASH,
-    LABEL_VERSION,
-    ImageBuildError,
-    build_image,
-    default_tag,
-    ensure_image,
-)
+from anvyl.imaging import LABEL_BUILD_HASH, LABEL_VERSION, ImageBuildError, default_tag
 from anvyl.imaging.base import LABEL_BUILD
+from anvyl.runtime.images import build_image, ensure_image
 
 pytestmark = pytest.mark.docker
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import anvyl.imaging as imaging
-import anvyl.imaging.builder as builder
+import anvyl.imaging.naming as naming
 from anvyl.cli.main import main
 
 MISSING_TAG = "anvyl/modelserver:missing-lifecycle-test"
@@ -15,5 +15,5 @@ def missing_tag() -> str:
 
 
 if __name__ == "__main__":
-    imaging.default_tag = builder.default_tag = missing_tag  # type: ignore[assignment]
+    imaging.default_tag = naming.default_tag = missing_tag  # type: ignore[assignment]
     main()

@@ -48,7 +48,6 @@ def build(
     from anvyl import config
     from anvyl.cli import output
     from anvyl.errors import AnvylError
-    from anvyl.imaging import build_image
     from anvyl.runtime import DockerDriver
 
     out = output.console()
@@ -72,9 +71,8 @@ def build(
 
     step = ["Starting"]
     try:
-        with out.status("Starting", spinner="dots") as status, driver.engine_errors():
-            ref = build_image(
-                driver.client,
+        with out.status("Starting", spinner="dots") as status:
+            ref = driver.build_image(
                 base_image=base_image,
                 ca_bundle=ca_bundle,
                 tag=tag,

@@ -1,25 +1,24 @@
-"""Build Anvyl's model-server image (`image/Dockerfile`) offline-capable, through the Docker SDK.
+"""What goes into Anvyl's model-server image (`image/Dockerfile`), without touching an engine.
 
-    build_image(client, base_image=..., ca_bundle=..., tag=..., progress=..., cache_dir=...)
-    ensure_image(client, cache_dir=...)   reuse when up to date; base chosen for this machine
+    assemble_context(...)   the build context: Dockerfile, wheels, the running Anvyl as a wheel
+    ensure_wheels(...)      wheels for the base image's Python and architecture, cached
+    default_tag()           anvyl/modelserver:<version> (or ANVYL_IMAGE_TAG)
 
-Wheels are downloaded on the host for the base image's Python and architecture, the running
-Anvyl package is packed as a wheel, and the build is skipped when the inputs' content hash
-matches the `anvyl.build.hash` label of the existing image.
+Pulling the base, building, skipping an up-to-date image and importing the Debian base happen
+on the engine, so they live with the runtime: `anvyl.runtime.images` (`build_image`,
+`ensure_image`), or the driver's `DockerDriver.build_image` / `ensure_image` verbs.
 """
 
 from anvyl.imaging.base import DEBIAN_BASE_IMAGE, DEBIAN_BOOTSTRAP, DEFAULT_BASE_IMAGE
-from anvyl.imaging.builder import (
+from anvyl.imaging.context import source_hash
+from anvyl.imaging.errors import ImageBuildError
+from anvyl.imaging.naming import (
     LABEL_BASE_IMAGE,
     LABEL_BUILD_HASH,
     LABEL_SOURCE_HASH,
     LABEL_VERSION,
-    build_image,
     default_tag,
-    ensure_image,
 )
-from anvyl.imaging.context import source_hash
-from anvyl.imaging.errors import ImageBuildError
 
 __all__ = [
     "DEBIAN_BASE_IMAGE",
@@ -30,8 +29,6 @@ __all__ = [
     "LABEL_SOURCE_HASH",
     "LABEL_VERSION",
     "ImageBuildError",
-    "build_image",
     "default_tag",
-    "ensure_image",
     "source_hash",
 ]

@@ -1,11 +1,13 @@
-"""The base image: find or pull it, or make a Debian one locally with debootstrap; probe it."""
+"""The base image, without an engine: what it is, the probe it runs, the Debian base tarball.
+
+Pulling, importing and probing on an engine is `anvyl.runtime.images`' job (the only place that
+talks to Docker); this module holds the names, the probe script and the debootstrap steps.
+"""
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -13,9 +15,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import docker
-import docker.errors
+from typing import Any
 
 from anvyl.imaging.errors import ImageBuildError
 
@@ -29,7 +29,7 @@ DEBIAN_MIRROR_ENV = "ANVYL_DEBIAN_MIRROR"  # another mirror for debootstrap, whe
 LABEL_BUILD = "anvyl.build"  # on throwaway containers the builder runs (never anvyl.managed)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-_PROBE = (
+PROBE = (
     "import json, platform, sys; "
     "print(json.dumps({'python': '%d.%d' % sys.version_info[:2], "
     "'python_full': platform.python_version(), 'machine': platform.machine(), "
@@ -63,62 +63,7 @@ class BaseImage:
         return int(version.split(".")[1])
 
 
-def resolve_base_image(
-    client: docker.DockerClient,
-    name: str,
-    *,
-    cache_dir: Path,
-    progress: Progress,
-    container_labels: Mapping[str, str] | None = None,
-) -> BaseImage:
-    """Make sure the base image `name` is on the engine (pull or bootstrap) and probe it."""
-    if name == DEBIAN_BOOTSTRAP:
-        ref = ensure_debian_base(client, cache_dir=cache_dir, progress=progress)
-    else:
-        ref = name
-        _ensure_pulled(client, ref, progress)
-    image = client.images.get(ref)
-    return probe_base_image(
-        client, ref, image.id, cache_dir=cache_dir, progress=progress, labels=container_labels
-    )
-
-
-def _ensure_pulled(client: docker.DockerClient, ref: str, progress: Progress) -> None:
-    """Pull `ref` unless it is present; a failed pull says how to build without a registry."""
-    try:
-        client.images.get(ref)
-        progress(f"Base image {ref} is present")
-        return
-    except docker.errors.ImageNotFound:
-        pass
-    progress(f"Pulling base image {ref}")
-    repository, tag = _split_ref(ref)
-    error: str | None = None
-    try:
-        for event in client.api.pull(repository, tag=tag, stream=True, decode=True):
-            if "error" in event:
-                error = str(event["error"])
-                break
-            status = event.get("status")
-            if status:
-                progress(f"  {event.get('id', '')} {status} {event.get('progress', '')}".rstrip())
-    except docker.errors.DockerException as exc:
-        error = str(exc)
-    if error is None:
-        try:
-            client.images.get(ref)
-        except docker.errors.ImageNotFound:
-            error = "the engine reported no error, but the image is not there"
-    if error is not None:
-        raise ImageBuildError(
-            f"cannot pull the base image {ref}: {error}\n"
-            f"No image registry reachable? Build a Debian base locally instead: "
-            f"`anvyl image build --base-image {DEBIAN_BOOTSTRAP}` (needs root and debootstrap, "
-            f"fetches packages from Debian's archive), or load {ref} with `docker load` first."
-        )
-
-
-def _split_ref(ref: str) -> tuple[str, str | None]:
+def split_ref(ref: str) -> tuple[str, str | None]:
     """`repo:tag` → (repo, tag); a digest or a bare name is passed through."""
     if "@" in ref:
         return ref, None
@@ -129,44 +74,12 @@ def _split_ref(ref: str) -> tuple[str, str | None]:
     return ref, "latest"
 
 
-def ensure_debian_base(client: docker.DockerClient, *, cache_dir: Path, progress: Progress) -> str:
-    """`anvyl/debian-base:bookworm`: reused, re-imported from the cached tar, or debootstrapped."""
-    try:
-        client.images.get(DEBIAN_BASE_IMAGE)
-        progress(f"Base image {DEBIAN_BASE_IMAGE} is present")
-        return DEBIAN_BASE_IMAGE
-    except docker.errors.ImageNotFound:
-        pass
-    base_dir = cache_dir / "base"
-    base_dir.mkdir(parents=True, exist_ok=True)
-    tar_path = base_dir / f"debian-{DEBIAN_SUITE}-minbase-{_packages_key()}.tar"
-    if not tar_path.exists():
-        _debootstrap_tar(tar_path, progress)
-    progress(f"Importing {tar_path.name} as {DEBIAN_BASE_IMAGE}")
-    repository, tag = DEBIAN_BASE_IMAGE.split(":")
-    try:
-        client.api.import_image_from_file(
-            str(tar_path),
-            repository=repository,
-            tag=tag,
-            changes=[
-                f"ENV PATH={DEFAULT_PATH}",
-                "ENV LANG=C.UTF-8",
-                f"LABEL {LABEL_BUILD}.base={DEBIAN_SUITE}-minbase",
-                'CMD ["python3"]',
-            ],
-        )
-    except docker.errors.DockerException as exc:
-        raise ImageBuildError(f"cannot import the Debian base into the engine: {exc}") from exc
-    return DEBIAN_BASE_IMAGE
-
-
-def _packages_key() -> str:
+def packages_key() -> str:
     """A short name for the package list, so a changed list makes a new base."""
     return hashlib.sha256(",".join(DEBIAN_PACKAGES).encode()).hexdigest()[:8]
 
 
-def _debootstrap_tar(tar_path: Path, progress: Progress) -> None:
+def debootstrap_tar(tar_path: Path, progress: Progress) -> None:
     """Debootstrap a minimal Debian into a temporary directory and tar it to `tar_path`."""
     debootstrap = shutil.which("debootstrap")
     if debootstrap is None or os.geteuid() != 0:
@@ -223,25 +136,31 @@ def _run_streaming(argv: list[str], progress: Progress, *, what: str) -> None:
         raise ImageBuildError(f"{what} failed with exit status {code}:\n{log}")
 
 
-def probe_base_image(
-    client: docker.DockerClient,
-    ref: str,
-    image_id: str,
-    *,
-    cache_dir: Path,
-    progress: Progress,
-    labels: Mapping[str, str] | None = None,
-) -> BaseImage:
-    """Python version, architecture and libc of a base image (a throwaway container, cached)."""
-    cache_file = cache_dir / "base" / f"probe-{image_id.replace(':', '-')}.json"
-    if cache_file.exists():
-        info = json.loads(cache_file.read_text())
-    else:
-        progress(f"Probing {ref} for its Python version and architecture")
-        info = _run_probe(client, ref, labels or {})
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        cache_file.write_text(json.dumps(info))
-    base = BaseImage(
+def debian_tar_path(cache_dir: Path) -> Path:
+    """Where the Debian base's root file system tarball is kept (its name keys the packages)."""
+    base_dir = cache_dir / "base"
+    base_dir.mkdir(parents=True, exist_ok=True)
+    return base_dir / f"debian-{DEBIAN_SUITE}-minbase-{packages_key()}.tar"
+
+
+def debian_import_changes() -> list[str]:
+    """The Dockerfile-like changes the engine applies when importing the Debian tarball."""
+    return [
+        f"ENV PATH={DEFAULT_PATH}",
+        "ENV LANG=C.UTF-8",
+        f"LABEL {LABEL_BUILD}.base={DEBIAN_SUITE}-minbase",
+        'CMD ["python3"]',
+    ]
+
+
+def probe_cache_file(cache_dir: Path, image_id: str) -> Path:
+    """Where the probe of image `image_id` is cached (an image id never changes its content)."""
+    return cache_dir / "base" / f"probe-{image_id.replace(':', '-')}.json"
+
+
+def base_from_probe(ref: str, image_id: str, info: Mapping[str, Any]) -> BaseImage:
+    """The `BaseImage` that the probe's JSON describes."""
+    return BaseImage(
         ref=ref,
         id=image_id,
         python=info["python"],
@@ -249,34 +168,3 @@ def probe_base_image(
         machine=info["machine"],
         libc=(info["libc"][0], info["libc"][1]),
     )
-    progress(f"Base {ref}: Python {base.python_full}, {base.machine}, {' '.join(base.libc)}")
-    return base
-
-
-def _run_probe(client: docker.DockerClient, ref: str, labels: Mapping[str, str]) -> dict:
-    """Run the probe in a container labelled `anvyl.build=1`, removed afterwards."""
-    container = client.containers.create(
-        ref,
-        entrypoint=["python3", "-c", _PROBE],
-        command=[],
-        labels={LABEL_BUILD: "1", **labels},
-        network_disabled=True,
-    )
-    try:
-        container.start()
-        status = container.wait(timeout=120)
-        output = container.logs(stdout=True, stderr=True).decode(errors="replace").strip()
-    except docker.errors.DockerException as exc:
-        raise ImageBuildError(f"cannot run python3 in the base image {ref}: {exc}") from exc
-    finally:
-        with contextlib.suppress(docker.errors.DockerException):
-            container.remove(force=True)
-    if status.get("StatusCode") != 0:
-        raise ImageBuildError(
-            f"the base image {ref} has no working python3 (exit status "
-            f"{status.get('StatusCode')}): {output[-500:]}"
-        )
-    try:
-        return json.loads(output.splitlines()[-1])
-    except (ValueError, IndexError) as exc:
-        raise ImageBuildError(f"unexpected output probing {ref}: {output[-500:]}") from exc

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from anvyl.digests import file_sha256
 from anvyl.imaging.base import BaseImage
 from anvyl.imaging.errors import ImageBuildError
 
@@ -276,7 +277,7 @@ def _download(
             if not target.exists():
                 file.replace(target)
             wheels.append(target)
-            digests.append(_sha256(target))
+            digests.append(file_sha256(target))
     if not wheels:
         raise ImageBuildError("pip download produced no wheels")
     progress(f"Downloaded {len(wheels)} wheels into {wheel_dir}")
@@ -318,15 +319,6 @@ def _run_pip(
         )
 
 
-def _sha256(path: Path) -> str:
-    """The hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- the kernel wheel
 
 KERNEL_PACKAGE = "anvyl-kernels"
@@ -354,7 +346,7 @@ def kernel_build_key(source: Path, base: BaseImage) -> str:
     digest = hashlib.sha256()
     digest.update(f"{base.python} {base.machine} mlx {_installed_version('mlx')}\n".encode())
     for file in kernel_source_files(source):
-        digest.update(f"{file.relative_to(source).as_posix()} {_sha256(file)}\n".encode())
+        digest.update(f"{file.relative_to(source).as_posix()} {file_sha256(file)}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -423,7 +415,7 @@ def with_kernel_wheel(wheels: WheelSet, kernel: Path) -> WheelSet:
     return WheelSet(
         requirements=(*wheels.requirements, f"{KERNEL_PACKAGE}=={version}"),
         wheels=(*wheels.wheels, kernel),
-        sha256=(*wheels.sha256, _sha256(kernel)),
+        sha256=(*wheels.sha256, file_sha256(kernel)),
     )
 
 

@@ -273,16 +273,10 @@ def default_image_provider(home: Path) -> ImageProvider:
     """
 
     def provide(driver: DockerDriver, say: Callable[[str], None]) -> str:
-        import docker.errors
-
         from anvyl import imaging
 
         tag = imaging.default_tag()
-        with driver.engine_errors():
-            try:
-                labels = driver.client.images.get(tag).labels or {}
-            except docker.errors.ImageNotFound:
-                labels = None
+        labels = driver.image_labels(tag)
         if labels is not None and labels.get(imaging.LABEL_SOURCE_HASH) == imaging.source_hash():
             return tag
         base = os.environ.get("ANVYL_BASE_IMAGE") or None
@@ -291,9 +285,6 @@ def default_image_provider(home: Path) -> ImageProvider:
         else:
             say(f"the image {tag} was built from other Anvyl sources: updating it")
             base = labels.get(imaging.LABEL_BASE_IMAGE) or base
-        with driver.engine_errors():
-            return imaging.ensure_image(
-                driver.client, cache_dir=home / "cache", base_image=base, progress=say
-            )
+        return driver.ensure_image(cache_dir=home / "cache", base_image=base, progress=say)
 
     return provide

@@ -159,6 +159,27 @@ class DockerDriver:
         attrs: dict[str, Any] = self._call(lambda api: api.inspect_image(ref))
         return int(attrs.get("Size") or 0)
 
+    def image_labels(self, ref: str) -> dict[str, str] | None:
+        """The labels of the image `ref` names, or None when the engine has no such image."""
+        from anvyl.runtime import images
+
+        with self.engine_errors():
+            return images.image_labels(self.client, ref)
+
+    def build_image(self, **options: Any) -> str:
+        """Build the model-server image here (options of `anvyl.runtime.images.build_image`)."""
+        from anvyl.runtime import images
+
+        with self.engine_errors():
+            return images.build_image(self.client, **options)
+
+    def ensure_image(self, **options: Any) -> str:
+        """The model-server image, reused or built (`anvyl.runtime.images.ensure_image`)."""
+        from anvyl.runtime import images
+
+        with self.engine_errors():
+            return images.ensure_image(self.client, **options)
+
     # -- containers ------------------------------------------------------------------------
 
     def list_containers(

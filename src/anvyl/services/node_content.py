@@ -23,7 +23,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +39,6 @@ SAY_EVERY_S = 2.0
 HASH_CACHE = "model-hashes.json"
 
 Say = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class NodeContent:
-    """What one node got: whether the image and the model files had to be copied."""
-
-    node: str
-    image_copied_bytes: int = 0
-    model_copied_bytes: int = 0
 
 
 def model_files(root: Path) -> list[Path]:

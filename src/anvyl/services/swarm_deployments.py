@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from anvyl.services import node_content, swarm_nodes, swarm_tasks
 from anvyl.services.deployments.options import StartOptions, validated
 from anvyl.services.deployments.views import DeploymentView
 from anvyl.services.node_engines import NodeEngines
+from anvyl.services.swarm_owner import Owner, Say
 from anvyl.services.swarm_records import (
     LABEL_API_KEY,
     adopted_record,
@@ -46,20 +46,17 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from anvyl.catalog import ModelInfo
-    from anvyl.services.deployments.service import Deployments
 
 ACTIVE_CACHE_S = 5.0
 MAX_REPLICAS = 64
 # A task still pending after this long with the scheduler's complaint is not going to run.
 UNSCHEDULABLE_AFTER_S = 5.0
 
-Say = Callable[[str, str], None]
-
 
 class SwarmDeployments:
     """Model deployments as replicated Swarm services on the manager `Models` talks to."""
 
-    def __init__(self, models: Deployments) -> None:
+    def __init__(self, models: Owner) -> None:
         self.models = models
         self._active: dict[str, tuple[float, bool]] = {}
         self.engines = NodeEngines(models.store, models.home)  # the nodes' own engines

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from anvyl.errors import AnvylError, FailedPrecondition
 from anvyl.runtime import DockerDriver, swarm
 from anvyl.runtime import model_spec as spec
 from anvyl.services import node_content
 from anvyl.services.deployments.options import StartOptions
+from anvyl.services.swarm_owner import Owner, Say
 
 if TYPE_CHECKING:
     from anvyl.catalog import ModelInfo
-    from anvyl.services.swarm_deployments import Say, SwarmDeployments
+
+
+class SwarmDeployments(Protocol):
+    """What preparing the nodes needs of `services.swarm_deployments.SwarmDeployments`."""
+
+    @property
+    def models(self) -> Owner: ...
+
+    def node_driver(self, manager: DockerDriver, node_id: str) -> DockerDriver | None: ...
 
 
 def prepare_nodes(

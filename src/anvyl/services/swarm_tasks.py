@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from anvyl.catalog.tool_formats import tool_format_of
 from anvyl.gateway.routing import Target
 from anvyl.runtime import DockerDriver, swarm
 from anvyl.services.deployments.probe import healthy as probe_healthy
+from anvyl.services.swarm_owner import Owner
 from anvyl.services.swarm_records import is_swarm
+from anvyl.store import HostRecord
 from anvyl.store import deployments as table
 from anvyl.store.deployments import DeploymentRecord
 
-if TYPE_CHECKING:
-    from anvyl.services.swarm_deployments import SwarmDeployments
+
+class SwarmDeployments(Protocol):
+    """What the replica views and targets need of `services.swarm_deployments`."""
+
+    @property
+    def models(self) -> Owner: ...
+
+    def manager(self) -> tuple[HostRecord, DockerDriver] | None: ...
 
 
 def replicas(

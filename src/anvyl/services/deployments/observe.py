@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from anvyl.errors import AnvylError
 from anvyl.runtime.base import (
@@ -25,9 +25,37 @@ from anvyl.store import deployments as table
 from anvyl.store.deployments import DeploymentRecord
 
 if TYPE_CHECKING:
-    from anvyl.services.deployments.service import Deployments
+    from anvyl.runtime.driver import DockerDriver
+    from anvyl.services.deployments.probe import ThroughputTracker
+    from anvyl.services.hosts import Hosts
+    from anvyl.store.secrets import ApiKeys
 
 MAX_PROBES = 8
+
+
+class SwarmObserver(Protocol):
+    """What `model ps` needs of the Swarm side (`SwarmDeployments`)."""
+
+    def observe(self, record: DeploymentRecord, driver: DockerDriver | None) -> DeploymentView:
+        """The live view of a Swarm deployment (`driver` None: its manager is unreachable)."""
+        ...
+
+
+class Deployments(Protocol):
+    """What observing needs of the deployment service (`services.deployments.service`)."""
+
+    hosts: Hosts
+    keys: ApiKeys
+    throughput: ThroughputTracker
+
+    @property
+    def swarm(self) -> SwarmObserver: ...
+
+    def runtime(self, kind: str, host_id: str) -> DeploymentRuntime: ...
+
+    def view(self, record: DeploymentRecord) -> DeploymentView: ...
+
+    def probe_base(self, record: DeploymentRecord) -> str: ...
 
 
 def observe_all(service: Deployments, records: list[DeploymentRecord]) -> list[DeploymentView]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from anvyl.errors import AlreadyExists, AnvylError
 from anvyl.runtime.base import KIND_CONTAINER, KIND_PROCESS, DeploymentRuntime, Orphan
@@ -22,11 +22,38 @@ from anvyl.store import deployments as table
 from anvyl.store.deployments import DeploymentRecord
 
 if TYPE_CHECKING:
-    from anvyl.services.deployments.service import Deployments
+    from anvyl.services.hosts import Hosts
+    from anvyl.store import Store
 
 log = logging.getLogger(__name__)
 
 RECONCILE_PERIOD_S = 5.0
+
+
+class SwarmAdopter(Protocol):
+    """What reconciling needs of the Swarm side (`SwarmDeployments`)."""
+
+    def adopt(self) -> object:
+        """Record this installation's services the store forgot."""
+        ...
+
+
+class Deployments(Protocol):
+    """What reconciling needs of the deployment service (`services.deployments.service`)."""
+
+    store: Store
+    hosts: Hosts
+    controller_id: str
+    starting: set[str]
+
+    @property
+    def swarm(self) -> SwarmAdopter: ...
+
+    def runtime(self, kind: str, host_id: str) -> DeploymentRuntime: ...
+
+    def probe_base(self, record: DeploymentRecord) -> str: ...
+
+    def forget(self, record: DeploymentRecord) -> None: ...
 
 
 def reconcile(service: Deployments) -> list[DeploymentRecord]:
