@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
+import psutil
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
@@ -281,16 +282,17 @@ class SwarmLab:
     # -- failures --------------------------------------------------------------------------
 
     def kill_node(self, node: Node) -> None:
-        """SIGKILL every process in the node's namespace (dockerd, containerd, shims, models)."""
-        for pid in _netns_pids(node.netns):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        """SIGKILL every process of the node (dockerd, containerd, shims, models)."""
+        _kill(_node_pids(node))
         _wait(lambda: not _netns_pids(node.netns), STOP_TIMEOUT_S, f"node {node.index} dead")
 
     # -- tear down -------------------------------------------------------------------------
 
     def down(self) -> None:
         """Stop every engine, remove namespaces, links and files (idempotent, never raises)."""
+        # Containers run in namespaces of their own: remember them (the shims' children)
+        # before the engines go, or a killed shim leaves its model server running.
+        left = set().union(*(_node_pids(n) for n in self.nodes))
         pids = [p for p in (_read_pid(n.pidfile) for n in self.nodes) if p and _alive(p)]
         for pid in pids:  # all at once: each engine's shutdown waits on its containers
             with contextlib.suppress(ProcessLookupError):
@@ -298,10 +300,7 @@ class SwarmLab:
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while any(_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
-        for node in self.nodes:
-            for pid in _netns_pids(node.netns):  # shims and containers left behind
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        _kill(left.union(*(_node_pids(n) for n in self.nodes)))  # shims and containers left
         for node in self.nodes:
             _ip("netns", "del", node.netns, check=False)
             shutil.rmtree(node.data_root, ignore_errors=True)
@@ -333,6 +332,24 @@ def _openssl(*args: object) -> None:
     result = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"openssl {args[0]}: {result.stderr.strip()}")
+
+
+def _node_pids(node: Node) -> set[psutil.Process]:
+    """The processes in the node's namespace and all their descendants (containers)."""
+    procs: set[psutil.Process] = set()
+    for pid in _netns_pids(node.netns):
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            procs.add(proc)
+            procs.update(proc.children(recursive=True))
+    return procs
+
+
+def _kill(procs: set[psutil.Process]) -> None:
+    """SIGKILL each one still running (psutil checks a reused pid is not signalled)."""
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def _netns_pids(netns: str) -> list[int]:
