@@ -36,6 +36,7 @@ from engine import (
     RESULTS,
     ServerResult,
     ServerSpec,
+    anvyl_command,
     base_env,
     bench_servers,
     default_model,
@@ -61,21 +62,7 @@ OVERRIDES = {"gemma3": {"sliding_window": 512, "sliding_window_pattern": 6}}
 
 def anvyl_spec(name: str, model: Path, env: dict[str, str]) -> ServerSpec:
     """Anvyl's model server on `model`."""
-    command = [
-        sys.executable,
-        "-m",
-        "anvyl.modelserver",
-        "--model",
-        str(model),
-        "--model-id",
-        "bench",
-        "--port",
-        "{port}",
-        "--health-port",
-        "0",
-        "--max-queue",
-        "256",
-    ]
+    command = anvyl_command(model)
     return ServerSpec(name, command, base_env() | env, "bench")
 
 

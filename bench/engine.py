@@ -532,6 +532,25 @@ def weights_mib(model: Path, dtype: str = "auto") -> float:
     return round(int(out.stdout.strip().splitlines()[-1]) / 2**20, 1)
 
 
+def anvyl_command(model: Path) -> list[str]:
+    """Anvyl's model server on `model` as a benchmark server (port filled in per run)."""
+    return [
+        sys.executable,
+        "-m",
+        "anvyl.modelserver",
+        "--model",
+        str(model),
+        "--model-id",
+        "bench",
+        "--port",
+        "{port}",
+        "--health-port",
+        "0",
+        "--max-queue",
+        "256",
+    ]
+
+
 def base_env() -> dict[str, str]:
     """The environment every server runs with (OpenBLAS preloaded when present, for all)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANVYL_")}
@@ -656,21 +675,7 @@ def main() -> int:
     hf_cache.mkdir()
 
     specs: list[ServerSpec] = []
-    anvyl_cmd = [
-        py,
-        "-m",
-        "anvyl.modelserver",
-        "--model",
-        str(model),
-        "--model-id",
-        "bench",
-        "--port",
-        "{port}",
-        "--health-port",
-        "0",
-        "--max-queue",
-        "256",
-    ]
+    anvyl_cmd = anvyl_command(model)
     if not args.skip_anvyl:
         specs.append(ServerSpec("anvyl", anvyl_cmd, base_env(), "bench"))
     for variant in args.anvyl_variant:
