@@ -9,7 +9,7 @@ import docker
 import pytest
 from fixtures_control_plane import Served
 from helpers import wait_for
-from lifecycle_harness import deployments, make_home, model_containers, serve_models, stop_all
+from models_harness import deployments, make_home, model_containers, serve_models, stop_all
 
 
 @pytest.fixture

@@ -18,37 +18,11 @@ from collections.abc import Iterator
 import docker
 import grpc
 from fixtures_control_plane import Served
-from models_harness import (
-    MODEL_ID,
-    SERVICE_LABEL,
-    START_TIMEOUT_S,
-    deployments,
-    failed,
-    make_home,
-    model_containers,
-    ok,
-    serve_models,
-    start_model,
-    stop_all,
-)
+from models_harness import deployments, model_containers
 
 from anvyl.api import anvyl_pb2_grpc as rpc
 
-__all__ = [
-    "MODEL_ID",
-    "SERVICE_LABEL",
-    "START_TIMEOUT_S",
-    "assert_nothing_left",
-    "deployments",
-    "failed",
-    "make_home",
-    "model_containers",
-    "model_stub",
-    "ok",
-    "serve_models",
-    "start_model",
-    "stop_all",
-]
+__all__ = ["assert_nothing_left", "model_stub"]
 
 
 def assert_nothing_left(

@@ -11,7 +11,8 @@ import grpc
 import pytest
 from fixtures_control_plane import Served
 from helpers import free_port
-from lifecycle_harness import MODEL_ID, deployments, failed, model_stub, ok, start_model
+from lifecycle_harness import model_stub
+from models_harness import MODEL_ID, deployments, failed, ok, start_model
 
 from anvyl.api import anvyl_pb2 as pb
 

@@ -9,7 +9,7 @@ import docker
 import httpx
 from fixtures_control_plane import Served
 from helpers import free_port
-from lifecycle_harness import MODEL_ID, deployments, ok, start_model
+from models_harness import MODEL_ID, deployments, ok, start_model
 
 SECOND_NS = 1_000_000_000
 API_KEY = "lifecycle-secret-key-7f3a"

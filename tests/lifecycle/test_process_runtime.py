@@ -18,7 +18,7 @@ import httpx
 import psutil
 from fixtures_control_plane import ANVYL, Served
 from helpers import free_port, wait_for
-from lifecycle_harness import (
+from models_harness import (
     MODEL_ID,
     deployments,
     failed,

@@ -13,14 +13,8 @@ import httpx
 from fixtures_control_plane import ANVYL, start_serve
 from helpers import free_port, wait_for
 from hub_server import COMMIT, FakeHub, repo_from_model, serve
-from lifecycle_harness import (
-    assert_nothing_left,
-    failed,
-    ok,
-    serve_models,
-    start_model,
-    stop_all,
-)
+from lifecycle_harness import assert_nothing_left
+from models_harness import failed, ok, serve_models, start_model, stop_all
 
 REPO = "HuggingFaceTB/SmolLM2-135M-Instruct-mlx"
 

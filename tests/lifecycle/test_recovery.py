@@ -9,9 +9,9 @@ import docker
 import httpx
 from fixtures_control_plane import Served
 from helpers import free_port, wait_for
-from lifecycle_harness import (
+from lifecycle_harness import assert_nothing_left
+from models_harness import (
     MODEL_ID,
-    assert_nothing_left,
     deployments,
     failed,
     make_home,

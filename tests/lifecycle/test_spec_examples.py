@@ -16,7 +16,7 @@ import docker
 import httpx
 from fixtures_control_plane import ANVYL, Served
 from helpers import free_port, wait_for
-from lifecycle_harness import MODEL_ID, deployments, failed, model_containers, ok, start_model
+from models_harness import MODEL_ID, deployments, failed, model_containers, ok, start_model
 
 # The spec's request body, byte for byte, with the bundled model's id.
 CHAT_BODY = """{

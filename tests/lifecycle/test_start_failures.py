@@ -12,9 +12,9 @@ import docker
 import pytest
 from fixtures_control_plane import Served, start_serve
 from helpers import free_port
-from lifecycle_harness import (
+from lifecycle_harness import assert_nothing_left
+from models_harness import (
     MODEL_ID,
-    assert_nothing_left,
     deployments,
     failed,
     make_home,
