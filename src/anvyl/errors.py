@@ -8,6 +8,7 @@
     │   └── ImportFailed                          a model could not be imported
     ├── PermissionDenied     PERMISSION_DENIED    the operation is refused by policy
     ├── Unauthenticated      UNAUTHENTICATED      a missing or wrong access token
+    ├── ResourceExhausted    RESOURCE_EXHAUSTED   no memory (or slot) for one more model now
     └── RuntimeUnavailable   UNAVAILABLE          the container engine cannot be reached
 
 The server's interceptor aborts an RPC with `grpc_code` and the message; the CLI turns the
@@ -67,6 +68,12 @@ class Unauthenticated(AnvylError):
     """The access token is missing or wrong."""
 
     grpc_code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class ResourceExhausted(AnvylError):
+    """Not enough memory (or loaded-model slots) for this now; retrying later may work."""
+
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class RuntimeUnavailable(AnvylError):

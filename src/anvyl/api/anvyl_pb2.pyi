@@ -281,6 +281,14 @@ class StopContainerRequest(_message.Message):
     timeout_seconds: int
     def __init__(self, container: _Optional[str] = ..., host_id: _Optional[str] = ..., timeout_seconds: _Optional[int] = ...) -> None: ...
 
+class LoadModelRequest(_message.Message):
+    __slots__ = ("model_id", "keep_alive")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    keep_alive: str
+    def __init__(self, model_id: _Optional[str] = ..., keep_alive: _Optional[str] = ...) -> None: ...
+
 class DeploymentLogsRequest(_message.Message):
     __slots__ = ("ref", "host_id", "follow", "tail")
     REF_FIELD_NUMBER: _ClassVar[int]
@@ -370,7 +378,7 @@ class RemoveModelRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ...) -> None: ...
 
 class StartModelRequest(_message.Message):
-    __slots__ = ("model_id", "name", "port", "host_id", "memory", "cpus", "ctx", "max_queue", "api_key", "bind", "force", "detach", "startup_script", "dtype", "wait_timeout_seconds", "restart", "replicas", "runtime")
+    __slots__ = ("model_id", "name", "port", "host_id", "memory", "cpus", "ctx", "max_queue", "api_key", "bind", "force", "detach", "startup_script", "dtype", "wait_timeout_seconds", "restart", "replicas", "runtime", "keep_alive")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
@@ -389,6 +397,7 @@ class StartModelRequest(_message.Message):
     RESTART_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     name: str
     port: int
@@ -407,7 +416,8 @@ class StartModelRequest(_message.Message):
     restart: str
     replicas: int
     runtime: str
-    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., port: _Optional[int] = ..., host_id: _Optional[str] = ..., memory: _Optional[str] = ..., cpus: _Optional[float] = ..., ctx: _Optional[int] = ..., max_queue: _Optional[int] = ..., api_key: _Optional[str] = ..., bind: _Optional[str] = ..., force: _Optional[bool] = ..., detach: _Optional[bool] = ..., startup_script: _Optional[str] = ..., dtype: _Optional[str] = ..., wait_timeout_seconds: _Optional[float] = ..., restart: _Optional[str] = ..., replicas: _Optional[int] = ..., runtime: _Optional[str] = ...) -> None: ...
+    keep_alive: str
+    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., port: _Optional[int] = ..., host_id: _Optional[str] = ..., memory: _Optional[str] = ..., cpus: _Optional[float] = ..., ctx: _Optional[int] = ..., max_queue: _Optional[int] = ..., api_key: _Optional[str] = ..., bind: _Optional[str] = ..., force: _Optional[bool] = ..., detach: _Optional[bool] = ..., startup_script: _Optional[str] = ..., dtype: _Optional[str] = ..., wait_timeout_seconds: _Optional[float] = ..., restart: _Optional[str] = ..., replicas: _Optional[int] = ..., runtime: _Optional[str] = ..., keep_alive: _Optional[str] = ...) -> None: ...
 
 class StartModelEvent(_message.Message):
     __slots__ = ("phase", "message", "deployment")
@@ -420,7 +430,7 @@ class StartModelEvent(_message.Message):
     def __init__(self, phase: _Optional[str] = ..., message: _Optional[str] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("id", "name", "model_id", "host_id", "container_id", "url", "state", "state_reason", "port", "bind", "image", "created_at", "uptime_seconds", "memory_used_bytes", "memory_limit_bytes", "tokens_per_second", "requests_total", "generated_tokens_total", "replicas", "runtime")
+    __slots__ = ("id", "name", "model_id", "host_id", "container_id", "url", "state", "state_reason", "port", "bind", "image", "created_at", "uptime_seconds", "memory_used_bytes", "memory_limit_bytes", "tokens_per_second", "requests_total", "generated_tokens_total", "replicas", "runtime", "on_demand", "keep_alive_seconds", "unload_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -441,6 +451,9 @@ class Deployment(_message.Message):
     GENERATED_TOKENS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    ON_DEMAND_FIELD_NUMBER: _ClassVar[int]
+    KEEP_ALIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    UNLOAD_AT_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     model_id: str
@@ -461,7 +474,10 @@ class Deployment(_message.Message):
     generated_tokens_total: int
     replicas: _containers.RepeatedCompositeFieldContainer[Replica]
     runtime: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., model_id: _Optional[str] = ..., host_id: _Optional[str] = ..., container_id: _Optional[str] = ..., url: _Optional[str] = ..., state: _Optional[str] = ..., state_reason: _Optional[str] = ..., port: _Optional[int] = ..., bind: _Optional[str] = ..., image: _Optional[str] = ..., created_at: _Optional[float] = ..., uptime_seconds: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., requests_total: _Optional[int] = ..., generated_tokens_total: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., runtime: _Optional[str] = ...) -> None: ...
+    on_demand: bool
+    keep_alive_seconds: float
+    unload_at: float
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., model_id: _Optional[str] = ..., host_id: _Optional[str] = ..., container_id: _Optional[str] = ..., url: _Optional[str] = ..., state: _Optional[str] = ..., state_reason: _Optional[str] = ..., port: _Optional[int] = ..., bind: _Optional[str] = ..., image: _Optional[str] = ..., created_at: _Optional[float] = ..., uptime_seconds: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., requests_total: _Optional[int] = ..., generated_tokens_total: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., runtime: _Optional[str] = ..., on_demand: _Optional[bool] = ..., keep_alive_seconds: _Optional[float] = ..., unload_at: _Optional[float] = ...) -> None: ...
 
 class Replica(_message.Message):
     __slots__ = ("slot", "task_id", "node_id", "node", "address", "state", "since", "restarts", "ready", "task_error")

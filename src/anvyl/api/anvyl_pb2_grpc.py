@@ -497,6 +497,11 @@ class ModelServiceStub:
                 request_serializer=anvyl__pb2.DeploymentLogsRequest.SerializeToString,
                 response_deserializer=anvyl__pb2.LogChunk.FromString,
                 _registered_method=True)
+        self.LoadModel = channel.unary_stream(
+                '/anvyl.v1.ModelService/LoadModel',
+                request_serializer=anvyl__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.StartModelEvent.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -564,6 +569,16 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadModel(self, request, context):
+        """Get or load: a ready deployment of the model, started on demand when none runs (one
+        start for any number of concurrent callers, placed by the memory budget, unloaded after
+        its keep-alive). Phase events, then one event carrying the deployment. A caller that
+        goes away stops waiting; the start is cancelled when no caller (or request) waits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -606,6 +621,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.DeploymentLogs,
                     request_deserializer=anvyl__pb2.DeploymentLogsRequest.FromString,
                     response_serializer=anvyl__pb2.LogChunk.SerializeToString,
+            ),
+            'LoadModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=anvyl__pb2.LoadModelRequest.FromString,
+                    response_serializer=anvyl__pb2.StartModelEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -826,6 +846,33 @@ class ModelService:
             '/anvyl.v1.ModelService/DeploymentLogs',
             anvyl__pb2.DeploymentLogsRequest.SerializeToString,
             anvyl__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/anvyl.v1.ModelService/LoadModel',
+            anvyl__pb2.LoadModelRequest.SerializeToString,
+            anvyl__pb2.StartModelEvent.FromString,
             options,
             channel_credentials,
             insecure,

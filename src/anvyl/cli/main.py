@@ -132,6 +132,41 @@ def serve(
         help="Default runtime of `model start`: container, process (no engine needed) or auto "
         "(container when an engine answers, else process)",
     ),
+    autostart: bool = typer.Option(
+        True,
+        "--autostart/--no-autostart",
+        envvar="ANVYL_AUTOSTART",
+        help="Start a stopped model when a gateway request names it",
+    ),
+    keep_alive: str = typer.Option(
+        "5m",
+        "--keep-alive",
+        envvar="ANVYL_KEEP_ALIVE",
+        help="Idle time before a model started on demand unloads (10m, 90s, 0; -1: never)",
+    ),
+    load_timeout: float = typer.Option(
+        120.0,
+        "--load-timeout",
+        min=1.0,
+        max=3600.0,
+        envvar="ANVYL_LOAD_TIMEOUT",
+        help="Seconds a request waits for its model to load",
+    ),
+    max_memory: str = typer.Option(
+        "",
+        "--max-memory",
+        envvar="ANVYL_MAX_MEMORY",
+        help="Memory models may use per host (8g, 4096m) [default: total minus max(1 GiB, 10%)]",
+        show_default=False,
+    ),
+    max_loaded: int = typer.Option(
+        0,
+        "--max-loaded",
+        min=0,
+        envvar="ANVYL_MAX_LOADED",
+        help="Most models loaded per host; idle on-demand ones unload first [default: no limit]",
+        show_default=False,
+    ),
 ) -> None:
     """Run the gRPC control plane (health, reflection; state in $ANVYL_HOME)."""
     from anvyl.cli import output
@@ -187,6 +222,19 @@ def serve(
             ollama_port=None if ollama_port == 0 else ollama_port or DEFAULT_OLLAMA_PORT,
             ollama_optional=ollama_port is None,
         )
+    from anvyl.runtime.model_spec import parse_memory
+    from anvyl.services.ondemand import DemandPolicy, parse_keep_alive
+
+    try:
+        demand = DemandPolicy(
+            autostart=autostart,
+            keep_alive_s=parse_keep_alive(keep_alive),
+            load_timeout_s=load_timeout,
+            max_memory=parse_memory(max_memory) if max_memory.strip() else 0,
+            max_loaded=max_loaded,
+        )
+    except AnvylError as exc:
+        output.fail(exc.message, code=output.EXIT_USAGE)
     cfg = ServerConfig(
         host=host,
         port=port,
@@ -197,6 +245,7 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         runtime=runtime,
+        demand=demand,
     )
     try:
         code = serve(cfg, ready=ready)

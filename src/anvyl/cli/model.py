@@ -31,7 +31,7 @@ app = typer.Typer(
 app.command("pull")(pull)
 
 PS_COLUMNS = ("NAME", "MODEL", "RUNTIME", "CONTAINER", "HOST", "URL", "STATE", "UPTIME")
-PS_COLUMNS += ("MEMORY", "TOK/S")
+PS_COLUMNS += ("MEMORY", "TOK/S", "UNLOADS")
 START_PHASES = {
     "resolving": "Resolving the model",
     "image": "Preparing the model-server image",
@@ -69,6 +69,9 @@ def deployment_json(d: pb.Deployment) -> dict[str, Any]:
         "container_id": d.container_id,
         "host_id": d.host_id,
         "runtime": d.runtime or "container",
+        "on_demand": d.on_demand,
+        "keep_alive_seconds": d.keep_alive_seconds if d.keep_alive_seconds >= 0 else None,
+        "unload_at": d.unload_at or None,
         "url": d.url,
         "state": d.state,
         "state_reason": d.state_reason,
@@ -242,6 +245,12 @@ def start(
         help="container, or process (a local process, no engine) [default: the server's]",
         show_default=False,
     ),
+    keep_alive: str = typer.Option(
+        "",
+        "--keep-alive",
+        help="Unload after this idle time (10m, 90s, 0; -1: never) [default: never]",
+        show_default=False,
+    ),
     anvyl_host: AnvylHostOption = None,
     anvyl_port: AnvylPortOption = None,
 ) -> None:
@@ -274,6 +283,7 @@ def start(
         restart=restart,
         replicas=replicas,
         runtime=runtime,
+        keep_alive=keep_alive,
     )
     deployment = None
     err = output.console(stderr=True)
@@ -339,7 +349,23 @@ def _deployment_row(d: Any) -> list[str]:
         output.human_bytes(d.memory_used_bytes)
         + (f" / {output.human_bytes(d.memory_limit_bytes)}" if d.memory_limit_bytes else ""),
         f"{d.tokens_per_second:.1f}" if d.tokens_per_second else "-",
+        unload_text(d),
     ]
+
+
+def unload_text(d: Any, now: float | None = None) -> str:
+    """When a deployment unloads: `in 4m` (idle), `when idle` (serving now), `never`;
+    `on demand` first when a request started it."""
+    import time
+
+    if d.keep_alive_seconds < 0:
+        when = "never"
+    elif not d.unload_at:
+        when = "when idle"
+    else:
+        left = max(0.0, d.unload_at - (time.time() if now is None else now))
+        when = f"in {_uptime_text(left)}" if left >= 1 else "now"
+    return f"on demand, {when}" if d.on_demand else when
 
 
 @app.command("logs")

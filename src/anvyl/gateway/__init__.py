@@ -17,6 +17,8 @@ from anvyl.errors import AlreadyExists, FailedPrecondition
 from anvyl.gateway.routing import RoutingTable, Target
 
 if TYPE_CHECKING:
+    from anvyl.catalog import ModelInfo
+    from anvyl.gateway.ondemand import Demand
     from anvyl.gateway.server import GatewayServer
     from anvyl.listeners import TLSFiles
 
@@ -60,6 +62,10 @@ def open_gateway(
     token: str | None,
     loopback: bool,
     tls: TLSFiles | None = None,
+    demand: Demand | None = None,
+    autostart: bool = False,
+    load_timeout: float = 120.0,
+    startable: Callable[[], Sequence[ModelInfo]] | None = None,
 ) -> GatewayServer | None:
     """Bind the gateway (`start()` serves it); None when it is optional and cannot run.
 
@@ -70,6 +76,9 @@ def open_gateway(
         token: The gRPC access token, required here too off loopback.
         loopback: Whether the gateway's address is loopback only.
         tls: Serve HTTPS with the gRPC server's certificate.
+        demand: Counts requests per model for keep-alive and, with `autostart`, starts a
+            stopped model on the first request naming it (waiting up to `load_timeout`).
+        startable: The models a request may start (listed by `/v1/models` as not loaded).
     """
     try:
         from anvyl.gateway.server import GatewayServer
@@ -93,6 +102,10 @@ def open_gateway(
             aliases=cfg.aliases,
             ollama_port=cfg.ollama_port,
             ollama_optional=cfg.ollama_optional,
+            demand=demand,
+            autostart=autostart,
+            load_timeout=load_timeout,
+            startable=startable,
         )
     except AlreadyExists as exc:
         if not cfg.optional:

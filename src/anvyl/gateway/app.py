@@ -18,7 +18,9 @@ from typing import Any
 import httpx
 from starlette.websockets import WebSocket
 
+from anvyl.catalog import ModelInfo
 from anvyl.gateway import browser, dialects, lmstudio, protocol
+from anvyl.gateway.ondemand import ClientGone, Loader, Refusal, requested_keep_alive
 from anvyl.gateway.routing import Replica, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -68,8 +70,12 @@ class Gateway:
         token: str | None = None,
         aliases: tuple[tuple[str, str], ...] = (),
         loopback: bool = False,
+        loader: Loader | None = None,
+        startable: Callable[[], list[ModelInfo]] = list,
     ) -> None:
+        self.startable = startable  # models a request may start (empty: autostart off)
         self.loopback = loopback  # check Host against DNS rebinding (see browser.py)
+        self.loader = loader  # loads stopped models on the first request (None: never)
         self.table = table
         self.aliases = aliases  # (glob, model id): names such as claude-* mapped to a model
         self.client = client
@@ -100,7 +106,7 @@ class Gateway:
             if path not in dialects.OPEN and not self._authorized(scope, self.all_client_keys()):
                 await _unauthorized(send)
                 return
-            await dialects.answer_locally(send, path, self.table, self.client)
+            await dialects.answer_locally(send, path, self.table, self.client, self.startable())
             return
         refused = dialects.refusal(path, method)
         if refused is not None:
@@ -145,13 +151,17 @@ class Gateway:
 
     async def _models(self, send: Send, model_id: str) -> None:
         entries = []
-        for model, replicas in sorted(self.table.models().items()):
+        running = self.table.models()
+        for model, replicas in sorted(running.items()):
             created = min((r.target.created_at for r in replicas), default=0.0) or self.started
             healthy = sum(1 for r in replicas if r.healthy)
             tool_format = next((r.target.tool_format for r in replicas if r.target.tool_format), "")
             entries.append(
                 protocol.model_entry(model, created, len(replicas), healthy, tool_format)
             )
+        for info in self.startable():
+            if info.id not in running:
+                entries.append(protocol.startable_entry(info))
         if not model_id:
             await _respond(send, 200, protocol.models_body(entries))
             return
@@ -184,17 +194,70 @@ class Gateway:
     async def _proxy(
         self, scope: Scope, receive: Receive, send: Send, body: bytes, model: str
     ) -> None:
+        disconnect = _Disconnect(receive)
+        try:
+            await self._route(scope, send, body, model, disconnect)
+        finally:
+            disconnect.cancel()
+
+    async def _route(
+        self, scope: Scope, send: Send, body: bytes, model: str, disconnect: _Disconnect
+    ) -> None:
+        keep_alive = None
+        if self.loader is not None:
+            try:
+                keep_alive = requested_keep_alive(scope["path"], body)
+            except ValueError as exc:
+                await _error(send, 400, str(exc), param="keep_alive")
+                return
         tried: list[Replica] = []
         last_error = ""
+        loads = 0
+        while True:
+            counted = False
+            if self.loader is not None and loads < 2:  # the second: it unloaded under us
+                loads += 1
+                try:
+                    outcome = await self.loader.acquire(model, disconnect.get, keep_alive)
+                except ClientGone:
+                    return  # nobody to answer
+                if isinstance(outcome, Refusal):
+                    await _refuse(send, outcome)
+                    return
+                counted = outcome
+                tried = []
+            try:
+                done, last_error = await self._try_replicas(
+                    scope, send, body, model, disconnect, tried, last_error
+                )
+            finally:
+                if counted and self.loader is not None:
+                    self.loader.release(model)
+            if done:
+                return
+            if self.loader is None or loads >= 2 or not counted:
+                break
+        if not self.table.known(model):
+            await _model_not_found(send, model, self.table)
+        else:
+            detail = f" (last error: {last_error})" if last_error else ""
+            await _unavailable(send, model, detail)
+
+    async def _try_replicas(
+        self,
+        scope: Scope,
+        send: Send,
+        body: bytes,
+        model: str,
+        disconnect: _Disconnect,
+        tried: list[Replica],
+        last_error: str,
+    ) -> tuple[bool, str]:
+        """Send the request to healthy replicas in turn; (answered, last error)."""
         while True:
             replica = self.table.pick(model, tried)
             if replica is None:
-                if not self.table.known(model):
-                    await _model_not_found(send, model, self.table)
-                else:
-                    detail = f" (last error: {last_error})" if last_error else ""
-                    await _unavailable(send, model, detail)
-                return
+                return False, last_error
             tried.append(replica)
             replica.outstanding += 1
             try:
@@ -203,10 +266,10 @@ class Gateway:
                     last_error = f"{replica.target.deployment or replica.target.key} failed"
                     continue
                 try:
-                    await _pass_through(receive, send, response, replica)
+                    await _pass_through(disconnect, send, response, replica)
                 finally:
                     await response.aclose()
-                return
+                return True, last_error
             finally:
                 replica.outstanding -= 1
 
@@ -242,8 +305,26 @@ class Gateway:
             replica.waiting.discard(task)
 
 
+class _Disconnect:
+    """The client's disconnect, watched only once something needs to know (a wait, a stream):
+    one `receive()` in flight at a time, shared by the load wait and the stream."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._future: asyncio.Future[Message] | None = None
+
+    def get(self) -> asyncio.Future[Message]:
+        if self._future is None:
+            self._future = asyncio.ensure_future(self._receive())
+        return self._future
+
+    def cancel(self) -> None:
+        if self._future is not None:
+            self._future.cancel()
+
+
 async def _pass_through(
-    receive: Receive, send: Send, response: httpx.Response, replica: Replica
+    disconnect: _Disconnect, send: Send, response: httpx.Response, replica: Replica
 ) -> None:
     """Copy status, headers and body chunks as they arrive; stop a stream if the client leaves."""
     headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in HOP_HEADERS]
@@ -253,7 +334,7 @@ async def _pass_through(
     kind = response.headers.get("content-type", "")
     streaming = kind.startswith(("text/event-stream", "application/x-ndjson"))
     # Only a stream can run long enough for a client to leave: watch for it there.
-    disconnected = asyncio.ensure_future(receive()) if streaming else None
+    disconnected = disconnect.get() if streaming else None
     try:
         async for chunk in response.aiter_raw():
             if disconnected is not None and disconnected.done():
@@ -263,9 +344,6 @@ async def _pass_through(
         # Too late to retry: the client has part of the answer. End it; the replica is
         # probed again and marked down if it is really gone.
         log.warning("replica %s failed mid-answer: %s", replica.target.key, exc)
-    finally:
-        if disconnected is not None:
-            disconnected.cancel()
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -349,6 +427,11 @@ async def _model_not_found(send: Send, model: str, table: RoutingTable) -> None:
         code="model_not_found",
         param="model",
     )
+
+
+async def _refuse(send: Send, refusal: Refusal) -> None:
+    extra = [(b"retry-after", str(refusal.retry_after).encode())] if refusal.retry_after else []
+    await _error(send, refusal.status, refusal.message, code=refusal.code, extra=extra)
 
 
 async def _unavailable(send: Send, model: str, detail: str) -> None:

@@ -9,9 +9,11 @@ replica (each keeps the responses it made); `/` and `/api/version` are constants
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,7 @@ from anvyl.gateway import protocol
 from anvyl.modelserver.dialects.errors import OLLAMA_REFUSED, anthropic_error, dialect_of
 
 if TYPE_CHECKING:
+    from anvyl.catalog import ModelInfo
     from anvyl.gateway.routing import Replica, RoutingTable
 
 OLLAMA_VERSION = "0.12.0"  # as the model servers answer `/api/version`
@@ -100,16 +103,18 @@ async def answer_locally(
     path: str,
     table: RoutingTable,
     client: httpx.AsyncClient,
+    startable: Sequence[ModelInfo] = (),
 ) -> None:
-    """Answer a path the gateway answers itself (`is_local`)."""
-    status, body, kind = await local_answer(path, table, client)
+    """Answer a path the gateway answers itself (`is_local`); `startable`: models not running
+    that a request may start (listed as not loaded where the API has a place for them)."""
+    status, body, kind = await local_answer(path, table, client, startable)
     headers = [(b"content-type", kind), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def local_answer(
-    path: str, table: RoutingTable, client: httpx.AsyncClient
+    path: str, table: RoutingTable, client: httpx.AsyncClient, startable: Sequence[ModelInfo] = ()
 ) -> tuple[int, bytes, bytes]:
     """(status, body, content type) of a path the gateway answers itself."""
     if path == "/":
@@ -125,6 +130,9 @@ async def local_answer(
     replicas = [_healthy(rs) for _, rs in sorted(table.models().items())]
     answers = await asyncio.gather(*(_ask(client, r, path) for r in replicas if r is not None))
     entries = [e for answer in answers for e in answer.get(key, [])]
+    running = table.models()
+    if path != "/api/ps":  # the others list what is on disk too
+        entries += [_stopped_entry(path, m) for m in startable if m.id not in running]
     if wanted is None:
         body: dict[str, Any] = {key: entries} | ({"object": "list"} if key == "data" else {})
         return 200, json.dumps(body).encode(), b"application/json"
@@ -149,6 +157,48 @@ async def _stored_response(
             return 200, json.dumps(answer).encode(), b"application/json"
     message = f"no running model server has the stored response {path.rsplit('/', 1)[-1]!r}"
     return 404, error_body(message, 404, code="not_found", param="response_id"), b"application/json"
+
+
+def _stopped_entry(path: str, info: ModelInfo) -> dict[str, Any]:
+    """A model that is not running, as `/api/tags` or `/api/v0/models` list it."""
+    quantization = info.quantization or "unknown"
+    if path == "/api/tags":
+        name = f"{info.id}:latest"
+        return {
+            "name": name,
+            "model": name,
+            "modified_at": _modified(info),
+            "size": info.size_bytes,
+            "digest": hashlib.sha256(info.id.encode()).hexdigest(),  # as the model servers do
+            "details": {
+                "parent_model": "",
+                "format": "mlx",
+                "family": info.architecture,
+                "families": [info.architecture],
+                "parameter_size": "",
+                "quantization_level": quantization,
+            },
+        }
+    return {
+        "id": info.id,
+        "object": "model",
+        "type": "llm",
+        "publisher": "anvyl",
+        "arch": info.architecture,
+        "compatibility_type": "mlx",
+        "quantization": quantization,
+        "state": "not-loaded",
+        "max_context_length": info.context_length or 0,
+        "tool_format": info.tool_format,
+    }
+
+
+def _modified(info: ModelInfo) -> str:
+    try:
+        stamp = info.path.stat().st_mtime
+    except OSError:
+        stamp = 0.0
+    return datetime.fromtimestamp(stamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _healthy(replicas: list[Replica]) -> Replica | None:

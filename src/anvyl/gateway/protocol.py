@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from anvyl.catalog import ModelInfo
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -42,8 +45,30 @@ def model_entry(
         "owned_by": "anvyl",
         "replicas": replicas,
         "ready_replicas": healthy,
+        "state": "loaded" if healthy else "loading",
         "tool_format": tool_format or None,
     }
+
+
+def startable_entry(info: ModelInfo) -> dict[str, Any]:
+    """A model of `/v1/models` that is not running: a request naming it starts it."""
+    return {
+        "id": info.id,
+        "object": "model",
+        "created": int(_mtime(info)),
+        "owned_by": "anvyl",
+        "replicas": 0,
+        "ready_replicas": 0,
+        "state": "not-loaded",
+        "tool_format": info.tool_format or None,
+    }
+
+
+def _mtime(info: ModelInfo) -> float:
+    try:
+        return info.path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def models_body(entries: Sequence[Mapping[str, Any]]) -> bytes:

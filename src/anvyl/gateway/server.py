@@ -18,8 +18,10 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 import httpx
 import uvicorn
 
+from anvyl.catalog import ModelInfo
 from anvyl.errors import AlreadyExists, InvalidArgument
 from anvyl.gateway.app import Gateway
+from anvyl.gateway.ondemand import Demand, Loader
 from anvyl.gateway.routing import Replica, RoutingTable, Target
 from anvyl.listeners import TLSFiles, bind_socket, socket_url
 
@@ -59,8 +61,17 @@ class GatewayServer:
         aliases: tuple[tuple[str, str], ...] = (),
         ollama_port: int | None = None,
         ollama_optional: bool = False,
+        demand: Demand | None = None,
+        autostart: bool = False,
+        load_timeout: float = 120.0,
+        startable: Callable[[], Sequence[ModelInfo]] | None = None,
     ) -> None:
         self.aliases = aliases
+        self.demand = demand
+        self.autostart = autostart and demand is not None
+        self.load_timeout = load_timeout
+        self.startable_source = startable
+        self.startable: list[ModelInfo] = []  # models a request may start (autostart on)
         self.loopback = loopback
         if not loopback and not token:
             raise InvalidArgument(
@@ -95,6 +106,10 @@ class GatewayServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stopping = asyncio.Event()
+        self._probe_client: httpx.AsyncClient | None = None
+        self._refreshing: asyncio.Lock | None = None
+        self._started = 0  # refreshes begun and ended: callers waiting share the next one
+        self._ended = 0
 
     def start(self) -> None:
         """Serve in a background thread; returns once the first routing table is in place."""
@@ -134,16 +149,30 @@ class GatewayServer:
             ) as client,
             httpx.AsyncClient(timeout=PROBE_TIMEOUT_S, trust_env=False) as probe_client,
         ):
+            self._probe_client = probe_client
+            self._refreshing = asyncio.Lock()
             await self.refresh(probe_client)
+            loader = None
+            if self.demand is not None:
+                loader = Loader(
+                    self.demand,
+                    self.table,
+                    self.refresh_now,
+                    autostart=self.autostart,
+                    timeout=self.load_timeout,
+                )
+            gateway = Gateway(
+                self.table,
+                client,
+                token=self.token,
+                aliases=self.aliases,
+                loopback=self.loopback,
+                loader=loader,
+                startable=lambda: self.startable,
+            )
             self._server = uvicorn.Server(
                 uvicorn.Config(
-                    Gateway(
-                        self.table,
-                        client,
-                        token=self.token,
-                        aliases=self.aliases,
-                        loopback=self.loopback,
-                    ),
+                    gateway,
                     log_level="warning",
                     access_log=False,
                     lifespan="off",
@@ -168,8 +197,28 @@ class GatewayServer:
             if not self._stopping.is_set():
                 await self.refresh(http)
 
-    async def refresh(self, http: httpx.AsyncClient) -> None:
-        """Read the replicas from the control plane and probe each one's health."""
+    async def refresh_now(self) -> None:
+        """Refresh the routing table now (a model just loaded); callers that asked while one
+        was under way share the next one."""
+        await self.refresh(self._probe_client, after=self._started)
+
+    async def refresh(self, http: httpx.AsyncClient | None, *, after: int = -1) -> None:
+        """Read the replicas from the control plane and probe each one's health (skipped when
+        a refresh that began after refresh number `after` has ended meanwhile)."""
+        assert self._refreshing is not None and http is not None
+        async with self._refreshing:
+            if self._ended > after >= 0:
+                return
+            self._started += 1
+            await self._refresh(http)
+            self._ended = self._started
+
+    async def _refresh(self, http: httpx.AsyncClient) -> None:
+        if self.startable_source is not None and self.autostart:
+            try:
+                self.startable = list(await asyncio.to_thread(self.startable_source))
+            except Exception:
+                log.warning("could not list the startable models", exc_info=True)
         try:
             targets = await asyncio.to_thread(self.source)
         except Exception:  # keep routing with what we had; the next round tries again

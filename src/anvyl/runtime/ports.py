@@ -28,3 +28,13 @@ def local_port_holder(bind: str, port: int) -> str | None:
     except Exception:  # psutil may lack permission; the port is taken either way
         log.debug("could not tell who holds port %s", port, exc_info=True)
     return ""
+
+
+def free_local_port(bind: str = "127.0.0.1") -> int:
+    """A TCP port free on `bind` now, picked by the kernel (ephemeral range)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((bind, 0))
+        return int(sock.getsockname()[1])

@@ -34,6 +34,7 @@ from anvyl.server.servicers import ContainerServicer, HostServicer, ModelService
 from anvyl.services import Services, build_services
 from anvyl.services.deployments.reconcile import RECONCILE_PERIOD_S
 from anvyl.services.deployments.service import StepHook
+from anvyl.services.ondemand import IDLE_PERIOD_S, DemandPolicy, IdleClock
 from anvyl.store import HostRecord, Store
 
 if TYPE_CHECKING:
@@ -77,6 +78,8 @@ class ServerConfig:
     runtime: str = RUNTIME_AUTO
     # Called at each step of a model start (`serve()` wires the test hook here).
     step_hook: StepHook | None = None
+    # Models on demand: autostart, keep-alive, load timeout, memory budget, max loaded.
+    demand: DemandPolicy = field(default_factory=DemandPolicy)
 
 
 def is_loopback(host: str) -> bool:
@@ -144,7 +147,10 @@ class AnvylServer:
             container_labels=cfg.container_labels,
             default_runtime=self.runtime,
             step_hook=cfg.step_hook,
+            demand=cfg.demand,
+            generate_keys=bool(cfg.token),
         )
+        self.idle = IdleClock(self.services.ondemand)
         self.local_host: HostRecord = self.services.hosts.register_local(local_driver)
         self._stopping = threading.Event()
         interceptors: list[grpc.ServerInterceptor] = []
@@ -195,6 +201,10 @@ class AnvylServer:
                     token=cfg.token,
                     loopback=is_loopback(gateway_host),
                     tls=self.tls,
+                    demand=self.services.ondemand,
+                    autostart=cfg.demand.autostart,
+                    load_timeout=cfg.demand.load_timeout_s,
+                    startable=self.services.ondemand.startable,
                 )
             except AnvylError:
                 self.close()
@@ -214,6 +224,7 @@ class AnvylServer:
         """Reconcile, start serving, mark every service SERVING; reconcile on a timer after."""
         self.reconcile()
         threading.Thread(target=self._reconcile_loop, name="anvyl-reconcile", daemon=True).start()
+        threading.Thread(target=self._idle_loop, name="anvyl-keep-alive", daemon=True).start()
         self.grpc_server.start()
         if self.dashboard is not None:
             self.dashboard.start()
@@ -235,6 +246,14 @@ class AnvylServer:
     def _reconcile_loop(self) -> None:
         while not self._stopping.wait(RECONCILE_PERIOD_S):
             self.reconcile()
+
+    def _idle_loop(self) -> None:
+        """The keep-alive clock: unload deployments idle past their keep-alive."""
+        while not self._stopping.wait(IDLE_PERIOD_S):
+            try:
+                self.idle.tick()
+            except Exception:  # the clock must survive anything: log it and go on
+                log.exception("the keep-alive clock failed")
 
     def stop(self, grace: float | None = None) -> None:
         """Stop taking calls, let running ones finish for `grace` seconds, release everything."""

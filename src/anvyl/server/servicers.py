@@ -17,9 +17,11 @@ from anvyl.errors import InvalidArgument
 from anvyl.runtime import ContainerInfo
 from anvyl.runtime.base import LogStream
 from anvyl.server.cluster_messages import node_metrics_to_pb
+from anvyl.server.loading import load_events
 from anvyl.services import HostMetrics, HostView, Services
 from anvyl.services.cluster import Cluster
 from anvyl.services.models import DEFAULT_WAIT_TIMEOUT_S, DeploymentView, StartOptions
+from anvyl.services.ondemand import OnDemand, parse_keep_alive
 
 LOG_CHUNK_MAX = 64 * 1024
 T = TypeVar("T")
@@ -183,6 +185,7 @@ class ModelServicer(rpc.ModelServiceServicer):
 
     def __init__(self, services: Services) -> None:
         self.models = services.models
+        self.ondemand = services.ondemand
 
     def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.ServicerContext
@@ -264,6 +267,7 @@ class ModelServicer(rpc.ModelServiceServicer):
             restart=request.restart,
             replicas=request.replicas,
             runtime=request.runtime,
+            keep_alive=_explicit_keep_alive(request.keep_alive),
         )
 
         def run(progress: Callable[[str, str], None]) -> pb.StartModelEvent:
@@ -271,7 +275,7 @@ class ModelServicer(rpc.ModelServiceServicer):
             return pb.StartModelEvent(
                 phase="ready" if view.state == "ready" else view.state,
                 message=view.url,
-                deployment=deployment_to_pb(view),
+                deployment=deployment_to_pb(view, self.ondemand),
             )
 
         def event(phase: str, message: str) -> pb.StartModelEvent:
@@ -287,7 +291,9 @@ class ModelServicer(rpc.ModelServiceServicer):
         if request.host_id:
             host = self.models.hosts.resolve(request.host_id)
             views = [v for v in views if v.record.host_id == host.id]
-        return pb.ListDeploymentsResponse(deployments=[deployment_to_pb(v) for v in views])
+        return pb.ListDeploymentsResponse(
+            deployments=[deployment_to_pb(v, self.ondemand) for v in views]
+        )
 
     def StopModel(
         self, request: pb.StopModelRequest, context: grpc.ServicerContext
@@ -310,6 +316,20 @@ class ModelServicer(rpc.ModelServiceServicer):
         )
         yield from _stream_chunks(stream, context)
 
+    def LoadModel(
+        self, request: pb.LoadModelRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.StartModelEvent]:
+        """Get or load a model (one start for every caller); phases, then the deployment."""
+        yield from load_events(self.ondemand, request, context, deployment_to_pb)
+
+
+def _explicit_keep_alive(value: str) -> float | None:
+    """An explicit start's `--keep-alive`: None (never unload) when empty or negative."""
+    if not value.strip():
+        return None
+    seconds = parse_keep_alive(value)
+    return None if seconds < 0 else seconds
+
 
 def model_to_pb(info: ModelInfo, *, running: int = 0) -> pb.Model:
     """ModelInfo → pb.Model."""
@@ -329,10 +349,14 @@ def model_to_pb(info: ModelInfo, *, running: int = 0) -> pb.Model:
     )
 
 
-def deployment_to_pb(view: DeploymentView) -> pb.Deployment:
-    """DeploymentView → pb.Deployment."""
+def deployment_to_pb(view: DeploymentView, demand: OnDemand | None = None) -> pb.Deployment:
+    """DeploymentView → pb.Deployment (`demand`: adds when an idle one unloads)."""
     r = view.record
+    keep = r.options.get("keep_alive")
     return pb.Deployment(
+        on_demand=bool(r.options.get("on_demand")),
+        keep_alive_seconds=-1.0 if keep is None else float(keep),
+        unload_at=demand.unload_at(r) if demand is not None else 0.0,
         id=r.id,
         name=r.name,
         model_id=r.model_id,

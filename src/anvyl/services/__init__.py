@@ -15,6 +15,7 @@ from anvyl.services.containers import Containers, parse_label_selector
 from anvyl.services.deployments.service import StepHook
 from anvyl.services.hosts import ContainerUsage, HostMetrics, Hosts, HostView
 from anvyl.services.models import Models
+from anvyl.services.ondemand import DemandPolicy, OnDemand
 from anvyl.store import Store
 
 
@@ -27,6 +28,7 @@ class Services:
     hosts: Hosts
     containers: Containers
     models: Models
+    ondemand: OnDemand
 
 
 def build_services(
@@ -37,22 +39,28 @@ def build_services(
     container_labels: dict[str, str] | None = None,
     default_runtime: str = KIND_CONTAINER,
     step_hook: StepHook | None = None,
+    demand: DemandPolicy | None = None,
+    generate_keys: bool = False,
 ) -> Services:
-    """Wire the services together (`default_runtime`: what `model start` uses by default)."""
+    """Wire the services together (`default_runtime`: what `model start` uses by default;
+    `demand`: how models load on demand; `generate_keys`: on-demand deployments get an API
+    key only Anvyl holds)."""
     hosts = Hosts(store, engines, default_runtime=default_runtime)
+    models = Models(
+        store,
+        hosts,
+        home=home,
+        container_labels=container_labels,
+        default_runtime=default_runtime,
+        step_hook=step_hook,
+    )
     return Services(
         store=store,
         engines=engines,
         hosts=hosts,
         containers=Containers(hosts),
-        models=Models(
-            store,
-            hosts,
-            home=home,
-            container_labels=container_labels,
-            default_runtime=default_runtime,
-            step_hook=step_hook,
-        ),
+        models=models,
+        ondemand=OnDemand(models, demand or DemandPolicy(), generate_keys=generate_keys),
     )
 
 
@@ -63,6 +71,7 @@ __all__ = [
     "HostView",
     "Hosts",
     "Models",
+    "OnDemand",
     "Services",
     "build_services",
     "parse_label_selector",

@@ -73,4 +73,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        version=4,
+        description="model profiles",
+        sql="""
+        CREATE TABLE model_profiles (
+            model_id       TEXT PRIMARY KEY,
+            start_options  TEXT NOT NULL DEFAULT '{}',
+            peak_memory    INTEGER NOT NULL DEFAULT 0,
+            updated_at     REAL NOT NULL
+        );
+        """,
+    ),
 )

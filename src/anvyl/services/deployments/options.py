@@ -54,6 +54,11 @@ class StartOptions:
     replicas: int = 0  # Swarm only; 0 means 1
     # "container", "process", or "" for the server's default (`anvyl serve --runtime`).
     runtime: str = ""
+    # Idle seconds before it unloads (`policy.FOREVER`: never); None: never for an explicit
+    # start. On-demand starts always carry one.
+    keep_alive: float | None = None
+    # Started by a request that named the model (may be unloaded to make room).
+    on_demand: bool = False
 
 
 def validated(options: StartOptions, model: ModelInfo) -> StartOptions:
@@ -162,7 +167,22 @@ def stored_options(opts: StartOptions, runtime: str) -> dict[str, Any]:
         "force": opts.force,
         "restart": opts.restart if opts.restart not in ("", "no") else "",
     }
-    return {k: v for k, v in kept.items() if v}
+    kept = {k: v for k, v in kept.items() if v}
+    if opts.keep_alive is not None:
+        kept["keep_alive"] = opts.keep_alive
+    if opts.on_demand:
+        kept["on_demand"] = True
+        kept["api_key_generated"] = bool(opts.api_key)  # Anvyl's own: clients never send it
+    return kept
+
+
+PROFILE_KEYS = ("runtime", "memory", "cpus", "ctx", "max_queue", "dtype", "force")
+
+
+def profile_options(opts: StartOptions, runtime: str) -> dict[str, Any]:
+    """What an on-demand start of the same model reuses from an explicit start."""
+    kept = stored_options(opts, runtime)
+    return {k: kept[k] for k in PROFILE_KEYS if k in kept}
 
 
 def _round_up_mib(size: int) -> int:

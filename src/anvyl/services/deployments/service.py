@@ -53,6 +53,7 @@ from anvyl.services.deployments.options import (
     PHASE_READY,
     PHASE_RESOLVING,
     StartOptions,
+    profile_options,
     refuse_unsupported,
     stored_options,
     validated,
@@ -62,7 +63,7 @@ from anvyl.services.deployments.views import DeploymentView, Endpoint, handle_of
 from anvyl.services.hosts import Hosts
 from anvyl.services.swarm_deployments import SwarmDeployments
 from anvyl.services.swarm_records import is_swarm
-from anvyl.store import HostRecord, Store
+from anvyl.store import HostRecord, Store, profiles
 from anvyl.store import deployments as table
 from anvyl.store.deployments import DeploymentRecord
 from anvyl.store.secrets import ApiKeys
@@ -143,9 +144,19 @@ class Deployments:
 
     # -- start -----------------------------------------------------------------------------
 
-    def start(self, options: StartOptions, progress: Progress | None = None) -> DeploymentView:
-        """Create, start and (unless detached) wait for a model server to be ready."""
+    def start(
+        self,
+        options: StartOptions,
+        progress: Progress | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> DeploymentView:
+        """Create, start and (unless detached) wait for a model server to be ready.
+
+        `check()` is called while waiting; what it raises ends the start, cleaned up (an
+        on-demand start no request waits for any more).
+        """
         say = progress or (lambda _phase, _message: None)
+        check = check or (lambda: None)
         kind = options.runtime or self.default_runtime
         on_swarm = self.swarm.start_if_active(options, say, kind)
         if on_swarm is not None:
@@ -161,6 +172,7 @@ class Deployments:
         table.check_free(self.store, name, host.id, opts.port)  # other deployments, by name
         runtime.check_free(name, opts.bind, opts.port)  # anything else running there
         image = runtime.prepare(lambda line: say(PHASE_IMAGE, line))
+        check()
         stored = stored_options(opts, kind)
         if opts.memory and not caps.memory:
             stored["memory_note"] = caps.memory_note
@@ -221,7 +233,7 @@ class Deployments:
                 return self.view(record)
             say(PHASE_LOADING, f"loading weights of {model.id}")
             self.step_hook("loading")
-            self._wait_ready(runtime, record, opts.wait_timeout)
+            self._wait_ready(runtime, record, opts.wait_timeout, check)
             runtime.apply_restart(handle_of(record), str(record.options.get("restart") or ""))
         except BaseException:
             runtime.discard(record.id)
@@ -232,11 +244,17 @@ class Deployments:
         now = time.time()
         table.update_deployment(self.store, record.id, state=table.STATE_READY, ready_at=now)
         record = replace(record, state=table.STATE_READY, ready_at=now)
+        if not opts.on_demand:  # what an on-demand start of this model will use
+            profiles.save_start_options(self.store, model.id, profile_options(opts, kind))
         say(PHASE_READY, f"{name} is ready at {self.url(record)}")
         return self.view(record)
 
     def _wait_ready(
-        self, runtime: DeploymentRuntime, record: DeploymentRecord, timeout: float
+        self,
+        runtime: DeploymentRuntime,
+        record: DeploymentRecord,
+        timeout: float,
+        check: Callable[[], None],
     ) -> None:
         """Probe `/health` until 200; fail early, with the reason, if the server dies."""
         deadline = time.monotonic() + timeout
@@ -264,6 +282,7 @@ class Deployments:
                         f"{record.name} did not become ready within {timeout:.0f} s"
                         + _tail(runtime.log_tail(handle))
                     )
+                check()
                 time.sleep(READY_POLL_S)
 
     # -- reads -----------------------------------------------------------------------------
