@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse, Response
 from anvyl.dashboard.events import event_stream, sse
 from anvyl.dashboard.protocol import ChatRequest, error_body
 from anvyl.dashboard.state import call, state_of
-from anvyl.errors import RuntimeUnavailable
+from anvyl.errors import NotFound, RuntimeUnavailable
+from anvyl.services.ondemand import OnDemand
 from anvyl.store.deployments import DeploymentRecord
 
 CHAT_TIMEOUT = httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=5.0)
@@ -24,7 +25,11 @@ router = APIRouter()
 async def chat(body: ChatRequest, request: Request) -> Response:
     """Stream a chat completion from a deployment, so the browser talks only to the dashboard."""
     dash = state_of(request)
-    record: DeploymentRecord = await call(dash.services.models.find, body.deployment)
+    try:
+        record: DeploymentRecord = await call(dash.services.models.find, body.deployment)
+    except NotFound:  # a stopped model named by its id: load it on demand, then chat
+        await call(load_on_demand, dash.services.ondemand, body.deployment)
+        record = await call(dash.services.models.find, body.deployment)
     headers = {"Content-Type": "application/json"}
     endpoint = await call(dash.services.models.endpoint, record)
     if endpoint.api_key:
@@ -67,6 +72,23 @@ async def chat(body: ChatRequest, request: Request) -> Response:
             await client.aclose()
 
     return event_stream(relay())
+
+
+def load_on_demand(demand: OnDemand, model_id: str) -> None:
+    """Start `model_id` on demand (joining a start under way) and wait until it is ready;
+    NotFound when no model has that id. The browser's request waits meanwhile."""
+    load = demand.join(model_id)
+    if load is None:
+        return  # one runs already
+    try:
+        load.future.result(timeout=demand.policy.load_timeout_s)
+    except TimeoutError as exc:
+        raise RuntimeUnavailable(
+            f"{model_id} is still loading after {demand.policy.load_timeout_s:.0f} s; "
+            "send again shortly"
+        ) from exc
+    finally:
+        demand.leave(load)
 
 
 def _upstream_message(raw: bytes, status: int) -> str:

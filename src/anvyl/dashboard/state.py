@@ -51,6 +51,9 @@ def snapshot_json(dash: DashboardState) -> dict[str, Any]:
     for view in snap.views:
         item = deployment_json(view, history.samples(view.record.id))
         item["health"] = health_json(history.health(view.record.id))
+        item["on_demand"] = bool(view.record.options.get("on_demand"))
+        item["keep_alive_seconds"] = dash.services.ondemand.keep_alive_of(view.record)
+        item["unload_at"] = dash.services.ondemand.unload_at(view.record)
         deployments.append(item)
     return {
         "version": snap.version,

@@ -24,6 +24,7 @@
       el("dl", { class: "facts" },
         el("dt", {}, "Host"), el("dd", { "data-field": "host" }),
         el("dt", {}, "Uptime"), el("dd", { "data-field": "uptime" }),
+        el("dt", {}, "Unloads"), el("dd", { "data-field": "unloads" }),
         el("dt", {}, "Memory"), el("dd", {}, el("span", { "data-field": "memory" }), el("div", { "data-field": "meter" }))),
       el("div", { class: "stats" },
         el("div", { class: "stat" },
@@ -46,6 +47,7 @@
       ? `${replicas.map((r) => r.node || "unscheduled").join(", ")} (${replicas.filter((r) => r.ready).length}/${replicas.length} replicas ready)`
       : d.host_id;
     field(card, "uptime").textContent = d.state === "ready" ? duration(d.uptime_s) : (d.state_reason || d.state);
+    field(card, "unloads").textContent = unloads(d);
     const limit = d.memory_limit_bytes;
     field(card, "memory").textContent = `${bytes(d.memory_used_bytes)} of ${limit ? bytes(limit) : "no limit"}`;
     field(card, "meter").replaceChildren(limit ? meter(d.memory_used_bytes / limit, "memory used of the limit") : "");
@@ -55,6 +57,16 @@
     field(card, "rpm").textContent = number(rpm.length ? rpm[rpm.length - 1] : 0);
     sparkline(field(card, "tps-chart"), series.tokens_per_second, { label: "tokens per second", unit: "tokens/s" });
     sparkline(field(card, "rpm-chart"), rpm, { label: "requests per minute", unit: "requests/min" });
+  }
+
+  /** When an idle deployment unloads: "on demand, in 4m 10s", "when idle", "never". */
+  function unloads(d) {
+    let when = "never";
+    if (d.keep_alive_seconds >= 0) {
+      const left = d.unload_at ? d.unload_at - Date.now() / 1000 : -1;
+      when = !d.unload_at ? "when idle" : left >= 1 ? `in ${duration(left)}` : "now";
+    }
+    return d.on_demand ? `on demand, ${when}` : when;
   }
 
   function render(snapshot) {

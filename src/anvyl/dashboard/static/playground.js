@@ -17,12 +17,17 @@
   async function loadModels() {
     const wanted = new URLSearchParams(location.search).get("model");
     try {
-      const { data } = await api("/api/models");
+      const [{ data }, catalog] = await Promise.all([api("/api/models"), api("/api/catalog")]);
       const ready = data.deployments.filter((d) => d.state === "ready");
-      select.replaceChildren(...ready.map((d) => el("option", { value: d.name, selected: d.name === wanted }, `${d.name} (${d.model_id})`)));
-      if (!ready.length) {
+      const running = new Set(data.deployments.map((d) => d.model_id));
+      // Models not running start on the first message (loaded on demand, unloaded when idle).
+      const stopped = catalog.data.models.filter((m) => !running.has(m.id));
+      select.replaceChildren(
+        ...ready.map((d) => el("option", { value: d.name, selected: d.name === wanted }, `${d.name} (${d.model_id})`)),
+        ...stopped.map((m) => el("option", { value: m.id, selected: m.id === wanted }, `${m.id} (not loaded: starts on send)`)));
+      if (!ready.length && !stopped.length) {
         select.append(el("option", { value: "" }, "No model is ready"));
-        showProblem(errorBox, "No model is ready to chat with. Start one first.");
+        showProblem(errorBox, "No model to chat with. Import one first.");
       }
     } catch (err) {
       showProblem(errorBox, err.message);
