@@ -136,3 +136,24 @@ def test_bad_keep_alive_is_refused_and_starts_nothing(demand: DemandServed) -> N
     assert refused.status_code == 400
     assert "keep_alive" in refused.json()["error"]["message"]
     assert deployments(demand.served) == []
+
+
+def test_ollama_preload_and_unload_requests(demand: DemandServed) -> None:
+    loaded = httpx.post(
+        f"{demand.url}/api/generate",
+        json={"model": f"{MODEL_ID}:latest", "keep_alive": "10m"},
+        timeout=240,
+    )
+    assert loaded.status_code == 200, loaded.text
+    assert loaded.json()["done_reason"] == "load"
+    (deployment,) = of_model(demand, MODEL_ID)
+    assert deployment["keep_alive_seconds"] == 600
+    unloaded = httpx.post(
+        f"{demand.url}/api/generate", json={"model": MODEL_ID, "keep_alive": 0}, timeout=60
+    )
+    assert unloaded.json()["done_reason"] == "unload"
+    wait_for(
+        lambda: not of_model(demand, MODEL_ID),
+        timeout=UNLOAD_TIMEOUT_S,
+        what="the model to unload on Ollama's request",
+    )

@@ -210,6 +210,10 @@ class Gateway:
             except ValueError as exc:
                 await _error(send, 400, str(exc), param="keep_alive")
                 return
+            if keep_alive == 0 and dialects.is_unload(scope["path"], body):  # Ollama's unload
+                await asyncio.to_thread(self.loader.unload, model)
+                await _respond(send, 200, dialects.unloaded_body(model))
+                return
         tried: list[Replica] = []
         last_error = ""
         loads = 0

@@ -91,6 +91,28 @@ def refusal(path: str, method: str) -> str | None:
     return None if why is None else f"/api/{action} is not supported here: {why}"
 
 
+def is_unload(path: str, body: bytes) -> bool:
+    """Whether an Ollama request only asks to unload its model: `/api/generate` without a
+    prompt or `/api/chat` without messages (its `keep_alive` is 0: the caller checks)."""
+    if path not in ("/api/generate", "/api/chat"):
+        return False
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    if not isinstance(data, dict):
+        return False
+    return not data.get("prompt") if path == "/api/generate" else not data.get("messages")
+
+
+def unloaded_body(model: str) -> bytes:
+    """Ollama's answer to an unload request."""
+    stamp = datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    answer = {"model": model, "created_at": stamp, "response": "", "done": True,
+              "done_reason": "unload"}  # fmt: skip
+    return json.dumps(answer).encode()
+
+
 def is_local(path: str, method: str) -> bool:
     """Whether the gateway answers `path` itself."""
     if method not in ("GET", "HEAD"):

@@ -47,6 +47,8 @@ class Demand(Protocol):
 
     def set_keep_alive(self, model_id: str, seconds: float) -> None: ...
 
+    def unload_model(self, model_id: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class Refusal:
@@ -128,6 +130,10 @@ class Loader:
                     return refusal
                 continue  # cancelled by others leaving while this one still waits: again
             await self.refresh()
+
+    def unload(self, model: str) -> None:
+        """Unload the idle deployments of `model` now (Ollama's `keep_alive: 0` with no prompt)."""
+        self.demand.unload_model(model)
 
     def release(self, model: str) -> None:
         """The request counted by `acquire` is done."""

@@ -189,6 +189,12 @@ class OnDemand:
 
     # -- unloading -------------------------------------------------------------------------
 
+    def unload_model(self, model_id: str) -> None:
+        """Begin unloading every idle deployment of `model_id` (Ollama's unload request)."""
+        for record in table.list_deployments(self.deployments.store):
+            if record.model_id == model_id and record.options.get("runtime") != "swarm":
+                self.try_unload(record, "asked to unload (keep_alive 0)")
+
     def keep_alive_of(self, record: DeploymentRecord) -> float:
         """A deployment's keep-alive in seconds (`FOREVER` for explicit starts without one)."""
         value = record.options.get("keep_alive")
