@@ -49,6 +49,8 @@ class Demand(Protocol):
 
     def unload_model(self, model_id: str) -> None: ...
 
+    def starting(self, model_id: str) -> bool: ...
+
 
 @dataclass(frozen=True)
 class Refusal:
@@ -97,7 +99,7 @@ class Loader:
         if keep_alive is not None:
             await asyncio.to_thread(self.demand.set_keep_alive, model, keep_alive)
         while True:
-            if self.demand.unloading(model) is None and self.table.pick(model) is not None:
+            if self.demand.unloading(model) is None and self.table.serving(model):
                 if self.demand.begin(model):
                     return True
                 continue  # it began to unload just now: wait for it below
@@ -108,9 +110,9 @@ class Loader:
             except NotFound:
                 return False  # not imported: the proxy's "does not exist" answer
             left = deadline - loop.time()
-            if load is None:  # a deployment exists: the table has not seen it ready yet
-                if self.table.known(model) and not self._starting(model):
-                    return False  # an explicit deployment that is down: 503 as before
+            if load is None:  # a deployment exists: wait while it is starting
+                if not await asyncio.to_thread(self.demand.starting, model):
+                    return False  # it is down (or the table is behind): 503 as before
                 if left <= 0:
                     return _timed_out(model, self.timeout)
                 await _wait(disconnected(), min(WAIT_FOR_DEPLOYMENT_S, left))
@@ -138,9 +140,6 @@ class Loader:
     def release(self, model: str) -> None:
         """The request counted by `acquire` is done."""
         self.demand.end(model)
-
-    def _starting(self, model: str) -> bool:
-        return any(not r.healthy for r in self.table.models().get(model, ()))
 
 
 async def _wait(

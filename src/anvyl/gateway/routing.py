@@ -108,6 +108,10 @@ class RoutingTable:
         """True when some deployment serves `model_id`, healthy or not."""
         return model_id in self._by_model
 
+    def serving(self, model_id: str) -> bool:
+        """True when some replica of `model_id` is healthy now (takes no turn)."""
+        return any(r.healthy for r in self._by_model.get(model_id, ()))
+
     def pick(self, model_id: str, exclude: Iterable[Replica] = ()) -> Replica | None:
         """The healthy replica of `model_id` with the fewest outstanding requests, or None."""
         skip = {id(r) for r in exclude}

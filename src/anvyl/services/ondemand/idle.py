@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IDLE_PERIOD_S = 0.5
+IDLE_PERIOD_S = 1.0
+PEAK_EVERY = 10  # ticks between two looks at deployments without a keep-alive (peak memory)
 BUSY_METRICS = ("anvyl_active_sequences", "anvyl_queue_depth")
 MEMORY_METRIC = "process_resident_memory_bytes"
 
@@ -35,22 +36,26 @@ class IdleClock:
     demand: OnDemand
     _requests: dict[str, float] = field(default_factory=dict)
     _peaks: dict[str, int] = field(default_factory=dict)
+    _ticks: int = 0
 
     def tick(self, now: float | None = None) -> list[str]:
         """One look at every ready deployment; returns the names of those it began to unload."""
         now = time.time() if now is None else now
         service = self.demand.deployments
         unloaded: list[str] = []
+        self._ticks += 1
         records = [r for r in table.list_deployments(service.store) if r.state == table.STATE_READY]
         for record in records:
             if record.options.get("runtime") == "swarm":
                 continue
+            keep = self.demand.keep_alive_of(record)
+            if keep < 0 and self._ticks % PEAK_EVERY != 1:
+                continue  # never unloads: only its peak memory is worth a look, now and then
             health, metrics = probe(service.probe_base(record), service.keys.read(record.id))
             if health != 200:
                 continue
             self._note_use(record.id, record.model_id, metrics)
             self._note_peak(record.model_id, metrics)
-            keep = self.demand.keep_alive_of(record)
             if keep < 0:
                 continue
             due = self.demand.unload_at(record)
@@ -68,7 +73,8 @@ class IdleClock:
         before = self._requests.get(deployment_id)
         self._requests[deployment_id] = seen
         busy = any(metrics.get(name, 0.0) > 0 for name in BUSY_METRICS)
-        if busy or (before is not None and seen != before):
+        # The first look counts as use: a restarted server starts every idle clock afresh.
+        if busy or before is None or seen != before:
             self.demand.touch(model_id)
 
     def _note_peak(self, model_id: str, metrics: dict[str, float]) -> None:

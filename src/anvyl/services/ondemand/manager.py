@@ -134,6 +134,13 @@ class OnDemand:
                     del self._loads[load.model_id]
                 self.changed.notify_all()
 
+    def starting(self, model_id: str) -> bool:
+        """Whether a deployment of `model_id` is being created or is loading its model."""
+        return any(
+            r.model_id == model_id and r.state in (table.STATE_CREATING, table.STATE_STARTING)
+            for r in table.list_deployments(self.deployments.store)
+        )
+
     def _deployed(self, model_id: str) -> bool:
         return any(
             r.model_id == model_id and r.state in LIVE_STATES
