@@ -3,6 +3,7 @@ home that has the bundled model under two ids (so swapping models needs no downl
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from helpers import free_port
 from models_harness import MODEL_ID, deployments, make_home, serve_models
 
 OTHER_ID = "smollm2-second-copy"
+BROKEN_ID = "smollm2-broken"  # its config names an architecture no model server has
 CHAT_TIMEOUT_S = 240.0  # a first request waits for the model to load on a loaded machine
 
 
@@ -34,6 +36,17 @@ class DemandServed:
 
     served: Served
     url: str
+
+
+def add_broken_model(home: Path, bundled_model: Path) -> None:
+    """BROKEN_ID: the bundled model's files, but a `model_type` that fails to load."""
+    broken = home / "models" / BROKEN_ID
+    broken.mkdir()
+    for item in bundled_model.resolve().iterdir():
+        if item.name != "config.json":
+            (broken / item.name).symlink_to(item.resolve())
+    config = json.loads((bundled_model / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "model_type": "no-such-arch"}))
 
 
 def serve_on_demand(home: Path, run_labels: dict[str, str], *args: str, **env: str) -> DemandServed:

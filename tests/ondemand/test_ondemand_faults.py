@@ -9,9 +9,16 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 from helpers import wait_for
 from models_harness import MODEL_ID, START_TIMEOUT_S, Servers, deployments, ok
-from ondemand_harness import chat, serve_on_demand, two_model_home
+from ondemand_harness import (
+    BROKEN_ID,
+    add_broken_model,
+    chat,
+    serve_on_demand,
+    two_model_home,
+)
 
 
 def test_a_model_that_cannot_fit_gets_503_with_the_numbers(
@@ -27,6 +34,39 @@ def test_a_model_that_cannot_fit_gets_503_with_the_numbers(
         for text in (MODEL_ID, "needs about", "budget", "--max-memory"):
             assert text in message, message
         assert deployments(served.served) == []
+    finally:
+        served.served.stop()
+
+
+def test_a_failed_start_is_a_503_naming_why_and_a_client_that_leaves_cancels_its_start(
+    tmp_path: Path, bundled_model: Path, run_labels: dict[str, str]
+) -> None:
+    home = two_model_home(tmp_path, bundled_model)
+    add_broken_model(home, bundled_model)
+    served = serve_on_demand(home, run_labels)
+    try:
+        failed = chat(served.url, BROKEN_ID)
+        assert failed.status_code == 503, failed.text
+        message = failed.json()["error"]["message"]
+        assert f"could not start {BROKEN_ID}" in message and "no-such-arch" in message, message
+        assert deployments(served.served) == []  # the failed start left nothing behind
+
+        # A client that gives up while its model loads: nobody else waits, so the start is
+        # cancelled and cleaned up.
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(
+                f"{served.url}/v1/chat/completions",
+                json={"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}]},
+                timeout=0.5,
+            )
+        wait_for(
+            lambda: (
+                not list((home / "processes").glob("*/spec.json"))
+                and not deployments(served.served)
+            ),
+            timeout=60,
+            what="the abandoned start to be cancelled and cleaned up",
+        )
     finally:
         served.served.stop()
 
