@@ -41,6 +41,7 @@ def test_proto_package_and_services() -> None:
         "ListDeployments",
         "StopModel",
         "DeploymentLogs",
+        "LoadModel",
     }
     logs = services["ContainerService"].methods_by_name["StreamLogs"]
     assert logs.server_streaming and not logs.client_streaming

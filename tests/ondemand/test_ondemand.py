@@ -79,7 +79,8 @@ def test_concurrent_first_requests_start_the_model_once(demand: DemandServed) ->
 
 
 def test_idle_model_unloads_after_its_keep_alive_and_loads_again(demand: DemandServed) -> None:
-    assert chat(demand.url).status_code == 200  # the server's keep-alive: 2 s
+    first = chat(demand.url)  # the server's keep-alive: 2 s
+    assert first.status_code == 200, first.text
     wait_for(
         lambda: not of_model(demand, MODEL_ID),
         timeout=UNLOAD_TIMEOUT_S,

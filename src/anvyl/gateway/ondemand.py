@@ -96,6 +96,7 @@ class Loader:
         a Refusal to send. ClientGone when the client leaves while waiting."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
+        reprobed = False
         if keep_alive is not None:
             await asyncio.to_thread(self.demand.set_keep_alive, model, keep_alive)
         while True:
@@ -112,7 +113,11 @@ class Loader:
             left = deadline - loop.time()
             if load is None:  # a deployment exists: wait while it is starting
                 if not await asyncio.to_thread(self.demand.starting, model):
-                    return False  # it is down (or the table is behind): 503 as before
+                    if reprobed:
+                        return False  # it is down: 503 as before
+                    reprobed = True  # a probe may have failed under load: look once more
+                    await self.refresh()
+                    continue
                 if left <= 0:
                     return _timed_out(model, self.timeout)
                 await _wait(disconnected(), min(WAIT_FOR_DEPLOYMENT_S, left))
