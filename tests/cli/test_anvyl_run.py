@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fixtures_control_plane import ANVYL, Served
-from helpers import wait_for
+from helpers import free_port, wait_for
 from models_harness import MODEL_ID, deployments, failed, make_home, ok, serve_models, stop_all
 
 RUN_TIMEOUT_S = 240.0  # the first run loads the model: slow on a loaded 2-core machine
@@ -46,9 +46,11 @@ def served(
             server.stop()
 
 
-def run(served: Served, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def run(
+    served: Served, *args: str, stdin: str = "", **env_vars: str
+) -> subprocess.CompletedProcess[str]:
     """`anvyl run ARGS` with `stdin` piped in (an empty pipe when none is given)."""
-    env = {**os.environ, "ANVYL_ADDR": served.address, **served.env}
+    env = {**os.environ, "ANVYL_ADDR": served.address, **served.env, **env_vars}
     env.pop("ANVYL_DEBUG", None)
     return subprocess.run(
         [ANVYL, "run", *args],
@@ -110,6 +112,34 @@ def test_run_an_unknown_model_names_it_and_starts_nothing(served: Served) -> Non
     assert [d["id"] for d in deployments(served)] == [d["id"] for d in before]
     failed(run(served, MODEL_ID, stdin=""), "no prompt")
     failed(run(served, MODEL_ID, "Hi", "--keep-alive", "soon"), "soon")
+
+
+def test_a_key_only_anvyl_holds_is_bypassed_through_the_gateway(
+    tmp_path: Path, bundled_model: Path, run_labels: dict[str, str]
+) -> None:
+    """With a token, on-demand deployments get a key the CLI cannot know: the gateway, which
+    takes the server's token, carries the chat instead."""
+    token, port = "run-test-token", free_port()
+    args = ("--runtime", "process", "--gateway-port", str(port), "--ollama-port", "0")
+    server = serve_models(
+        make_home(tmp_path, bundled_model), run_labels, args=(*args, "--token", token)
+    )
+    server.env["ANVYL_TOKEN"] = token
+    try:
+        closed = f"http://127.0.0.1:{free_port()}"
+        failed(
+            run(server, MODEL_ID, "Hi", "--max-tokens", "2", ANVYL_GATEWAY_URL=closed),
+            "requires an API key",
+            closed,
+        )
+        gateway = f"http://127.0.0.1:{port}/v1"
+        result = ok(run(server, MODEL_ID, "Hi", "--max-tokens", "4", ANVYL_GATEWAY_URL=gateway))
+        assert result.stdout.strip()
+    finally:
+        try:
+            stop_all(server)
+        finally:
+            server.stop()
 
 
 class Terminal:
