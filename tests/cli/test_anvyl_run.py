@@ -256,3 +256,23 @@ def test_interactive_ctrl_c_stops_the_answer_not_the_session(
     at = t.expect("/bye", after=at)
     t.type("/bye\n")
     assert t.wait() == 0
+
+
+def test_interactive_reloads_a_model_that_unloaded_between_turns(
+    served: Served, terminal: list[Terminal]
+) -> None:
+    """Last in the module: its keep-alive stays on the model's deployments."""
+    t = Terminal(served, MODEL_ID, "--max-tokens", "3", "--keep-alive", "4s")
+    terminal.append(t)
+    at = t.expect(">>> ", after=0)
+    t.type("Hello\n")
+    at = t.expect(">>> ", after=at)
+    first = {d["id"] for d in deployments(served)}
+    wait_for(lambda: not deployments(served), timeout=60, what="the idle model to unload")
+    t.type("Hello again\n")
+    at = t.expect(">>> ", after=at)
+    assert "error" not in t.seen[at - 200 :], t.seen
+    (d,) = deployments(served)  # loaded again for the second turn
+    assert d["id"] not in first
+    t.type("/bye\n")
+    assert t.wait() == 0
