@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import lmstudio as lms
 import pytest
 from gateway_harness import GatewayServed, serve_gateway, stop_all
 from helpers import wait_for
+from httpx_ws import WebSocketUpgradeError, connect_ws
 from models_harness import MODEL_ID, deployments, make_home
 
 pytestmark = [pytest.mark.model]
@@ -107,3 +109,18 @@ def test_an_unknown_model_is_not_found(client: lms.Client) -> None:
     with pytest.raises(lms.LMStudioModelNotFoundError) as info:
         client.llm.model("no-such-model-xyz")
     assert "no-such-model-xyz" in str(info.value)
+
+
+def test_a_web_page_cannot_open_the_websocket(served: GatewayServed) -> None:
+    """Websockets have no CORS: a page's socket (it has an Origin) is refused, loads nothing."""
+    url = f"ws://127.0.0.1:{served.gateway_port}/llm"
+    with (
+        httpx.Client() as http,
+        pytest.raises(WebSocketUpgradeError) as info,
+        connect_ws(url, http, headers={"Origin": "https://evil.example"}),
+    ):
+        pass
+    assert info.value.response.status_code == 403
+    with httpx.Client() as http, connect_ws(url, http, headers={"Origin": "http://localhost"}):
+        pass  # a page on this machine (the dashboard) may
+    assert deployments(served.served) == []
