@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from anvyl import config
-from anvyl.cli import container, host
+from anvyl.cli import container, host, run
 from anvyl.cli.client import CONTEXT_SETTINGS, TOKEN_ENV
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 app.add_typer(host.app, name="host")
 app.add_typer(container.app, name="container")
+app.command("run")(run.run)
 
 # Groups that other parts of Anvyl provide; `anvyl` still works while one is absent.
 for _module, _name in (

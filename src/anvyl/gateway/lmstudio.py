@@ -5,7 +5,8 @@ listings are gathered from one healthy replica of each model; a call or a channe
 model (`getOrLoad`, `predict`, `tokenize`, ...) goes to a replica of it, least outstanding
 requests first, over the gateway's own websocket to that replica, and its answers come back
 with the client's ids. A replica that cannot be reached is marked down and another one tried;
-a `cancel` or a closed socket is passed on, which frees the replica's slot.
+a `cancel` or a closed socket is passed on, which frees the replica's slot. Loading and
+unloading (`model(key)`, `load_new_instance`, `unload`) follow `lmstudio_loads.py`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.websockets import WebSocket
 
+from anvyl.gateway import browser
+from anvyl.gateway import lmstudio_loads as loads
 from anvyl.gateway.routing import Replica, RoutingTable
 from anvyl.gateway.upstream import GONE, Upstream, UpstreamRefused, UpstreamUnreachable
 from anvyl.modelserver.lmstudio import protocol as p
 from anvyl.modelserver.lmstudio.framing import SocketSession
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import httpx
+
+    from anvyl.catalog import ModelInfo
+    from anvyl.gateway.ondemand import Loader
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,9 @@ class Gateway(Protocol):
     table: RoutingTable
     client: httpx.AsyncClient
     token: str | None
+    loopback: bool  # check Host against DNS rebinding (see browser.py)
+    loader: Loader | None  # loads stopped models (None: never)
+    startable: Callable[[], list[ModelInfo]]  # the models a request may start
 
     def all_client_keys(self) -> set[str]:
         """Every model's own key that clients may send."""
@@ -63,6 +74,11 @@ async def serve_socket(gateway: Gateway, websocket: WebSocket) -> None:
     """Serve one client websocket (`ws://gateway/<namespace>`)."""
     namespace = websocket.url.path.strip("/")
     if namespace not in p.NAMESPACES:
+        await websocket.close(code=1008)
+        return
+    refused = browser.refusal(websocket.scope["headers"], loopback=gateway.loopback)
+    if refused is not None:  # a web page: websockets have no CORS, so it could load models
+        log.info("LM Studio websocket refused: %s", refused)
         await websocket.close(code=1008)
         return
     await Session(gateway, websocket, namespace).run()
@@ -125,8 +141,21 @@ class Session(SocketSession):
         """Answer a listing here; pass a call about one model to a replica of it."""
         name = f"{self.namespace}.{endpoint}"
         try:
-            if name in ("llm.listLoaded", "system.listDownloadedModels"):
+            if name == "llm.listLoaded":
                 frame = p.rpc_result(call_id, await self._gather(endpoint))
+            elif name == "system.listDownloadedModels":
+                running = await self._gather(endpoint)
+                startable = loads.downloaded_entries(
+                    self.gateway.startable(), set(self.gateway.table.models())
+                )
+                frame = p.rpc_result(call_id, running + startable)
+            elif name == "llm.unloadModel":
+                identifier = param.get("identifier") if isinstance(param, dict) else None
+                model = self._model_of({"identifier": identifier}) if identifier else ""
+                if not model:
+                    raise p.ProtocolError("unloadModel needs the identifier of a loaded model")
+                await loads.unload(self.gateway, model)
+                frame = p.rpc_result(call_id, None)
             elif name == "embedding.listLoaded":
                 frame = p.rpc_result(call_id, [])
             elif name in ROUTED_CALLS:
@@ -169,19 +198,7 @@ class Session(SocketSession):
         name = f"{self.namespace}.{endpoint}"
         replica: Replica | None = None
         try:
-            if name == "llm.loadModel":
-                raise p.ProtocolError(
-                    "Anvyl's gateway serves the models that are running; it does not load others",
-                    suggestion="Start it with `anvyl model start`, then use client.llm.model(key).",
-                )
-            if name == "llm.getOrLoad":
-                identifier = param.get("identifier") if isinstance(param, dict) else None
-                model = self._model_of({"type": "query", "query": {"identifier": identifier}})
-            elif name == "llm.predict":
-                specifier = param.get("modelSpecifier") if isinstance(param, dict) else None
-                model = self._model_of(specifier)
-            else:
-                raise p.unsupported(self.namespace, endpoint, "channel")
+            model, endpoint, param = await self._loaded_model(channel_id, name, endpoint, param)
             upstream = await self._upstream_for(model)
             replica = upstream.replica
             replica.outstanding += 1
@@ -221,6 +238,43 @@ class Session(SocketSession):
             return
         with contextlib.suppress(UpstreamRefused):
             await channel.upstream.send_on_channel(channel.upstream_id, message)
+
+    async def _loaded_model(
+        self, channel_id: Any, name: str, endpoint: str, param: Any
+    ) -> tuple[str, str, Any]:
+        """The running model a channel is about, loaded first where the channel asks for it or
+        names a stopped one; with the endpoint and parameter to open on its replica."""
+        if name == "llm.loadModel":  # a model not running: load it, then hand it out
+            refused = loads.load_refusal(self.gateway)
+            if refused is not None:
+                raise refused
+            model, ttl = loads.new_instance(param, self._running)
+            await self._load(channel_id, model, ttl)
+            endpoint, param = "getOrLoad", {"identifier": model, "loadConfigStack": {"layers": []}}
+        elif name == "llm.getOrLoad":
+            identifier = param.get("identifier") if isinstance(param, dict) else None
+            if isinstance(identifier, str) and identifier:
+                await self._load(channel_id, identifier, loads.ttl_seconds(param, "loadTtlMs"))
+        elif name == "llm.predict":
+            specifier = param.get("modelSpecifier") if isinstance(param, dict) else None
+            named = _named_model(specifier)
+            if named is not None:
+                await loads.ensure_loaded(self.gateway, named, None, self._running)
+            return self._model_of(specifier), endpoint, param
+        else:
+            raise p.unsupported(self.namespace, endpoint, "channel")
+        identifier = param.get("identifier") if isinstance(param, dict) else None
+        query = {"type": "query", "query": {"identifier": identifier}}
+        return self._model_of(query), endpoint, param
+
+    async def _load(self, channel_id: Any, model: str, ttl: float | None) -> None:
+        """Load `model` if it is stopped, telling the client (`startLoading`) while it loads."""
+        if not self._running(model) and loads.load_refusal(self.gateway) is None:
+            await self.send(p.channel_send(channel_id, {"type": "startLoading"}))
+        await loads.ensure_loaded(self.gateway, model, ttl, self._running)
+
+    def _running(self, model: str) -> bool:
+        return bool(self.gateway.table.models().get(model))
 
     # ------------------------------------------------------------------ routing
 
