@@ -242,6 +242,13 @@ def start(
         help="container, or process (a local process, no engine) [default: the server's]",
         show_default=False,
     ),
+    allow_origin: list[str] = typer.Option(
+        [],
+        "--allow-origin",
+        help="A web origin (scheme://host[:port], or *) whose pages may call the model from a"
+        " browser, with CORS; repeatable",
+        show_default=False,
+    ),
     anvyl_host: AnvylHostOption = None,
     anvyl_port: AnvylPortOption = None,
 ) -> None:
@@ -274,6 +281,7 @@ def start(
         restart=restart,
         replicas=replicas,
         runtime=runtime,
+        allow_origins=allow_origin,
     )
     deployment = None
     err = output.console(stderr=True)

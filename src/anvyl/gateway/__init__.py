@@ -41,6 +41,8 @@ class GatewayConfig:
             MODEL, as clients with fixed model names (Claude Code) need.
         ollama_port: A second port of the same gateway, where Ollama's clients look (None:
             none); `ollama_optional`: when it is taken, warn and go on without it.
+        allowed_origins: Web origins whose pages may call the gateway from a browser (CORS),
+            besides pages on this machine; `*` allows any (see `anvyl.modelserver.browser`).
     """
 
     host: str | None = None
@@ -50,6 +52,7 @@ class GatewayConfig:
     aliases: tuple[tuple[str, str], ...] = ()
     ollama_port: int | None = None
     ollama_optional: bool = False
+    allowed_origins: frozenset[str] = frozenset()
 
 
 def open_gateway(
@@ -93,6 +96,7 @@ def open_gateway(
             aliases=cfg.aliases,
             ollama_port=cfg.ollama_port,
             ollama_optional=cfg.ollama_optional,
+            allowed_origins=cfg.allowed_origins,
         )
     except AlreadyExists as exc:
         if not cfg.optional:

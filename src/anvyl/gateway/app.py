@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from starlette.websockets import WebSocket
 
-from anvyl.gateway import browser, dialects, lmstudio, protocol
+from anvyl.gateway import dialects, lmstudio, protocol
 from anvyl.gateway.routing import Replica, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,10 @@ HOP_HEADERS = frozenset(
         b"upgrade",
     }
 )
-DROPPED_REQUEST_HEADERS = HOP_HEADERS | {b"host", b"authorization", b"x-api-key", b"content-length"}
+# Origin too: the gateway judged it (see anvyl.modelserver.browser); the replica sees the gateway.
+DROPPED_REQUEST_HEADERS = HOP_HEADERS | {
+    b"host", b"authorization", b"x-api-key", b"content-length", b"origin", b"referer",
+}  # fmt: skip
 # Failures that mean the replica never answered: safe to send the request to another one.
 RETRIABLE = (
     httpx.ConnectError,
@@ -67,9 +70,7 @@ class Gateway:
         *,
         token: str | None = None,
         aliases: tuple[tuple[str, str], ...] = (),
-        loopback: bool = False,
     ) -> None:
-        self.loopback = loopback  # check Host against DNS rebinding (see browser.py)
         self.table = table
         self.aliases = aliases  # (glob, model id): names such as claude-* mapped to a model
         self.client = client
@@ -86,10 +87,6 @@ class Gateway:
         path: str = scope["path"]
         method: str = scope["method"]
         dialects.CURRENT_PATH.set(path)  # errors come in the path's dialect
-        refused = browser.refusal(scope["headers"], loopback=self.loopback)
-        if refused is not None:
-            await _error(send, 403, refused, code="forbidden_origin")
-            return
         if path == "/health":
             await _respond(send, 200, b'{"status":"ok"}')
             return

@@ -22,6 +22,7 @@ from anvyl.errors import AlreadyExists, InvalidArgument
 from anvyl.gateway.app import Gateway
 from anvyl.gateway.routing import Replica, RoutingTable, Target
 from anvyl.listeners import TLSFiles, bind_socket, socket_url
+from anvyl.modelserver.browser import BrowserGuard, BrowserPolicy
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,11 @@ class GatewayServer:
         aliases: tuple[tuple[str, str], ...] = (),
         ollama_port: int | None = None,
         ollama_optional: bool = False,
+        allowed_origins: frozenset[str] = frozenset(),
     ) -> None:
         self.aliases = aliases
         self.loopback = loopback
+        self.browser = BrowserPolicy("the gateway", loopback, allowed_origins)
         if not loopback and not token:
             raise InvalidArgument(
                 f"the gateway on {host} (not loopback) requires an access token: "
@@ -137,12 +140,9 @@ class GatewayServer:
             await self.refresh(probe_client)
             self._server = uvicorn.Server(
                 uvicorn.Config(
-                    Gateway(
-                        self.table,
-                        client,
-                        token=self.token,
-                        aliases=self.aliases,
-                        loopback=self.loopback,
+                    BrowserGuard(
+                        Gateway(self.table, client, token=self.token, aliases=self.aliases),
+                        self.browser,
                     ),
                     log_level="warning",
                     access_log=False,

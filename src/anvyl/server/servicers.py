@@ -264,6 +264,7 @@ class ModelServicer(rpc.ModelServiceServicer):
             restart=request.restart,
             replicas=request.replicas,
             runtime=request.runtime,
+            allow_origins=tuple(request.allow_origins),
         )
 
         def run(progress: Callable[[str, str], None]) -> pb.StartModelEvent:
