@@ -27,6 +27,7 @@ from anvyl.modelserver.routes import validation_error
 STORE_SIZE = 256
 STORE_TTL_S = 3600.0
 TEXT_PARTS = ("input_text", "output_text", "text")
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 
 def new_id(prefix: str) -> str:
@@ -87,7 +88,7 @@ def to_chat(
         for i, item in enumerate(body.input):
             _add_item(history, item, f"input[{i}]")
     messages = [{"role": "system", "content": body.instructions}] if body.instructions else []
-    effort = (getattr(body, "reasoning", None) or {}).get("effort")
+    effort = _effort(getattr(body, "reasoning", None))
     chat: dict[str, Any] = {
         "model": body.model, "messages": messages + history, "stream": body.stream,
         "max_tokens": body.max_output_tokens, "temperature": body.temperature,
@@ -111,6 +112,19 @@ def to_chat(
         return ChatCompletionRequest.model_validate(chat), history
     except ValidationError as exc:
         raise validation_error(exc.errors()) from None
+
+
+def _effort(reasoning: Any) -> str | None:
+    """`reasoning.effort`, checked (None when not sent)."""
+    effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
+    if (reasoning is not None and not isinstance(reasoning, dict)) or (
+        effort is not None and effort not in EFFORTS
+    ):
+        raise InvalidRequest(
+            f"reasoning must be an object whose effort is one of {', '.join(EFFORTS)}",
+            param="reasoning",
+        )
+    return effort
 
 
 def refuse_unsupported(body: ResponsesRequest) -> None:
