@@ -102,11 +102,6 @@ class ThinkSplitter:
             self._emit(out, "text", held)
         return out
 
-    @property
-    def reasoned(self) -> bool:
-        """Whether the output opened reasoning (or began inside it)."""
-        return self._state not in ("start", "answer") or bool(self.thinking)
-
     def _emit(self, out: list[Part], kind: Kind, text: str) -> None:
         if not text:
             return
