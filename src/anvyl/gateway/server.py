@@ -45,6 +45,7 @@ class GatewayServer:
         port: TCP port; 0 picks a free one.
         token: The control plane's access token (required off loopback).
         interval: Seconds between two refreshes of the routing table.
+        allowed_origins: Web origins whose pages get CORS answers (`--allow-origin`).
     """
 
     def __init__(
