@@ -22,6 +22,7 @@ from anvyl.gateway.server import GatewayServer
 PARIS = [{"role": "user", "content": "What is the capital of France?"}]
 TOKEN = "gw-token"  # what clients send the gateway
 UPSTREAM = "up-key"  # what only the gateway sends the model server
+ALLOWED_ORIGIN = "https://app.example"  # allowed by the gateway, not by the model server
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,8 @@ def replica(
 def gateway(replica: RunningServer) -> Iterator[GatewayServer]:
     """A loopback gateway with a token, whose one target is `replica`."""
     target = Target(key="r1", model_id=MODEL_ID, base_url=replica.url, upstream_key=UPSTREAM)
-    cfg = GatewayConfig(port=0, interval=0.2, aliases=(("claude-*", MODEL_ID),))
+    cfg = GatewayConfig(port=0, interval=0.2, aliases=(("claude-*", MODEL_ID),),
+                        allowed_origins=frozenset({ALLOWED_ORIGIN}))  # fmt: skip
     server = open_gateway(lambda: [target], cfg, host="127.0.0.1", token=TOKEN, loopback=True)
     assert server is not None
     server.start()
@@ -158,3 +160,14 @@ def test_browser_requests_from_other_sites_are_refused(gateway: GatewayServer) -
     assert ollama_shape.status_code == 403 and isinstance(ollama_shape.json()["error"], str)
     local = httpx.post(url, content=body, headers={**plain, "Origin": "http://localhost:3000"})
     assert local.status_code == 200
+
+
+def test_allowed_origin_is_judged_by_the_gateway_alone(gateway: GatewayServer) -> None:
+    """The gateway answers an allowed page with CORS and does not pass its Origin on: the model
+    server behind it allows no foreign origin, and still answers."""
+    url = f"{gateway.url}/v1/chat/completions"
+    body = {"model": MODEL_ID, "messages": PARIS, "max_tokens": 1}
+    headers = {"Authorization": f"Bearer {TOKEN}", "Origin": ALLOWED_ORIGIN}
+    r = httpx.post(url, json=body, headers=headers, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.headers["access-control-allow-origin"] == ALLOWED_ORIGIN

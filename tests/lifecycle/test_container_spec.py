@@ -31,7 +31,18 @@ def test_labels_env_healthcheck_limits_and_hardening(
     port = free_port()
     ok(
         start_model(
-            models, MODEL_ID, "-n", "inspected", "-p", str(port), "-m", "1g", "--cpus", "1.5"
+            models,
+            MODEL_ID,
+            "-n",
+            "inspected",
+            "-p",
+            str(port),
+            "-m",
+            "1g",
+            "--cpus",
+            "1.5",
+            "--allow-origin",
+            "https://app.example",
         )
     )
     (dep,) = deployments(models)
@@ -49,6 +60,14 @@ def test_labels_env_healthcheck_limits_and_hardening(
     assert env["MODEL_ID"] == MODEL_ID
     assert env["MEMORY_LIMIT"] == "1g"
     assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["ANVYL_ALLOW_ORIGINS"] == "https://app.example"
+    assert env["ANVYL_PUBLISHED_BIND"] == "127.0.0.1"  # the Host check follows the publication
+    # Bound to 0.0.0.0 inside, published on loopback: a rebound name is refused, an allowed page
+    # gets CORS.
+    models_url = f"http://127.0.0.1:{port}/v1/models"
+    assert httpx.get(models_url, headers={"Host": "evil.example"}).status_code == 403
+    allowed = httpx.get(models_url, headers={"Origin": "https://app.example"})
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
 
     health = config["Healthcheck"]
     assert health["Interval"] == 30 * SECOND_NS

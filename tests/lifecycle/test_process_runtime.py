@@ -57,14 +57,21 @@ def test_start_ps_logs_stop(
 ) -> None:
     port = free_port()
     started = ok(
-        start_model(procs, MODEL_ID, "-n", "native", "-p", str(port), "-m", "2g", "--api-key", "k1")
-    )
+        start_model(procs, MODEL_ID, "-n", "native", "-p", str(port), "-m", "2g", "--api-key", "k1",
+                    "--allow-origin", "https://app.example")
+    )  # fmt: skip
     assert "process" in started.stdout
     (d,) = deployments(procs)
     assert d["runtime"] == "process" and d["state"] == "ready" and d["bind"] == "127.0.0.1"
     pid = pid_of(d)
     assert os.getpgid(pid) == pid  # its own process group
     assert answers(port, "k1") and not answers(port)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    ask = {"Access-Control-Request-Method": "POST"}
+    allowed = httpx.options(url, headers={"Origin": "https://app.example", **ask})
+    assert allowed.status_code == 204  # a preflight needs no key
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    assert httpx.options(url, headers={"Origin": "https://b.example", **ask}).status_code == 403
     key_file = procs.home / "secrets" / d["id"] / "api-key"
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert "k1" not in " ".join(psutil.Process(pid).cmdline())

@@ -125,3 +125,45 @@ def test_errors_and_aliases_by_path() -> None:
     assert routed_model("/api/chat", "real:latest", table, aliases) == "real"
     with pytest.raises(ValueError, match="NAME=MODEL"):
         parse_aliases(["nope"])
+
+
+@pytest.mark.parametrize(
+    ("thinking", "enabled"),
+    [(None, False), ({"type": "disabled"}, False),
+     ({"type": "enabled", "budget_tokens": 2048}, True), ({"type": "adaptive"}, True)],
+)  # fmt: skip
+def test_anthropic_thinking_switches_the_template(
+    thinking: dict[str, object] | None, enabled: bool
+) -> None:
+    body = MessagesRequest.model_validate(
+        {"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}],
+         "thinking": thinking})  # fmt: skip
+    kwargs = anthropic_chat(body).chat_template_kwargs
+    assert kwargs is not None and kwargs.enable_thinking is enabled
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "enabled"),
+    [(None, None), ({"effort": "none"}, False), ({"effort": "high"}, True)],
+)
+def test_responses_reasoning_effort_switches_the_template(
+    reasoning: dict[str, str] | None, enabled: bool | None
+) -> None:
+    body = ResponsesRequest.model_validate({"model": "m", "input": "hi", "reasoning": reasoning})
+    kwargs = responses_chat(body, ResponseStore())[0].chat_template_kwargs
+    assert (kwargs.enable_thinking if kwargs else None) is enabled
+
+
+@pytest.mark.parametrize(
+    ("make", "param"),
+    [(lambda: anthropic_chat(MessagesRequest.model_validate(
+        {"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}],
+         "thinking": {"type": "on"}})), "thinking.type"),
+     (lambda: responses_chat(ResponsesRequest.model_validate(
+        {"model": "m", "input": "hi", "reasoning": {"effort": "max"}}), ResponseStore()),
+      "reasoning")],
+)  # fmt: skip
+def test_bad_thinking_switches_are_refused(make: object, param: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        make()  # type: ignore[operator]
+    assert refused.value.param == param

@@ -61,6 +61,7 @@ class FakeRuntime(DeploymentRuntime):
         self.servers: dict[str, ThreadingHTTPServer] = {}
         self.discarded: list[str] = []
         self.stopped: list[str] = []
+        self.launched: list[LaunchSpec] = []
 
     def capabilities(self) -> Capabilities:
         return self.caps
@@ -72,6 +73,7 @@ class FakeRuntime(DeploymentRuntime):
         pass
 
     def start(self, spec: LaunchSpec) -> Handle:
+        self.launched.append(spec)
         if not self.fail:
             server = ThreadingHTTPServer((spec.bind, spec.port), _Health)
             threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -173,6 +175,19 @@ def test_unsupported_options_are_refused_at_the_edge(store: Store, home: Path) -
     with pytest.raises(InvalidArgument, match="--runtime"):
         deployments.start(StartOptions(MODEL_ID, port=free_port(), runtime="vm"))
     assert deployments.list() == [] and not fake.servers
+
+
+def test_allowed_origins_reach_the_runtime_normalised(store: Store, home: Path) -> None:
+    """`--allow-origin` values as browsers send them; a malformed one changes nothing."""
+    fake = FakeRuntime()
+    deployments = service(store, home, fake)
+    with pytest.raises(InvalidArgument, match="--allow-origin"):
+        deployments.start(StartOptions(MODEL_ID, port=free_port(), allow_origins=("a.example",)))
+    assert deployments.list() == [] and not fake.launched
+    origins = ("HTTPS://App.Example:443/", "http://localhost:5173")
+    deployments.start(StartOptions(MODEL_ID, name="web", port=free_port(), allow_origins=origins))
+    assert fake.launched[0].allow_origins == ("http://localhost:5173", "https://app.example")
+    deployments.stop("web", timeout=1)
 
 
 def test_reads_never_write(store: Store, home: Path) -> None:

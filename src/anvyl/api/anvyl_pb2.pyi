@@ -378,7 +378,7 @@ class RemoveModelRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ...) -> None: ...
 
 class StartModelRequest(_message.Message):
-    __slots__ = ("model_id", "name", "port", "host_id", "memory", "cpus", "ctx", "max_queue", "api_key", "bind", "force", "detach", "startup_script", "dtype", "wait_timeout_seconds", "restart", "replicas", "runtime", "keep_alive")
+    __slots__ = ("model_id", "name", "port", "host_id", "memory", "cpus", "ctx", "max_queue", "api_key", "bind", "force", "detach", "startup_script", "dtype", "wait_timeout_seconds", "restart", "replicas", "runtime", "allow_origins", "keep_alive")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
@@ -397,6 +397,7 @@ class StartModelRequest(_message.Message):
     RESTART_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_ORIGINS_FIELD_NUMBER: _ClassVar[int]
     KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     name: str
@@ -416,8 +417,9 @@ class StartModelRequest(_message.Message):
     restart: str
     replicas: int
     runtime: str
+    allow_origins: _containers.RepeatedScalarFieldContainer[str]
     keep_alive: str
-    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., port: _Optional[int] = ..., host_id: _Optional[str] = ..., memory: _Optional[str] = ..., cpus: _Optional[float] = ..., ctx: _Optional[int] = ..., max_queue: _Optional[int] = ..., api_key: _Optional[str] = ..., bind: _Optional[str] = ..., force: _Optional[bool] = ..., detach: _Optional[bool] = ..., startup_script: _Optional[str] = ..., dtype: _Optional[str] = ..., wait_timeout_seconds: _Optional[float] = ..., restart: _Optional[str] = ..., replicas: _Optional[int] = ..., runtime: _Optional[str] = ..., keep_alive: _Optional[str] = ...) -> None: ...
+    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., port: _Optional[int] = ..., host_id: _Optional[str] = ..., memory: _Optional[str] = ..., cpus: _Optional[float] = ..., ctx: _Optional[int] = ..., max_queue: _Optional[int] = ..., api_key: _Optional[str] = ..., bind: _Optional[str] = ..., force: _Optional[bool] = ..., detach: _Optional[bool] = ..., startup_script: _Optional[str] = ..., dtype: _Optional[str] = ..., wait_timeout_seconds: _Optional[float] = ..., restart: _Optional[str] = ..., replicas: _Optional[int] = ..., runtime: _Optional[str] = ..., allow_origins: _Optional[_Iterable[str]] = ..., keep_alive: _Optional[str] = ...) -> None: ...
 
 class StartModelEvent(_message.Message):
     __slots__ = ("phase", "message", "deployment")

@@ -126,6 +126,14 @@ def serve(
         help="NAME=MODEL: the gateway sends requests for NAME (a glob such as 'claude-*') to"
         " MODEL; repeatable",
     ),
+    allow_origin: list[str] = typer.Option(
+        [],
+        "--allow-origin",
+        envvar="ANVYL_ALLOW_ORIGINS",
+        help="A web origin (scheme://host[:port], or *) whose pages may call the gateway from a"
+        " browser, with CORS; pages on this machine always may; repeatable",
+        show_default=False,
+    ),
     runtime: str = typer.Option(
         "auto",
         "--runtime",
@@ -208,9 +216,11 @@ def serve(
         )
     from anvyl.gateway import DEFAULT_GATEWAY_PORT, DEFAULT_OLLAMA_PORT, GatewayConfig
     from anvyl.gateway.dialects import parse_aliases
+    from anvyl.modelserver.browser import parse_origins
 
     try:
         aliases = parse_aliases(model_alias)
+        origins = parse_origins(allow_origin)
     except ValueError as exc:
         output.fail(str(exc), code=output.EXIT_USAGE)
     gateway = None
@@ -222,6 +232,7 @@ def serve(
             aliases=aliases,
             ollama_port=None if ollama_port == 0 else ollama_port or DEFAULT_OLLAMA_PORT,
             ollama_optional=ollama_port is None,
+            allowed_origins=origins,
         )
     from anvyl.runtime.model_spec import parse_memory
     from anvyl.services.ondemand import DemandPolicy, parse_keep_alive

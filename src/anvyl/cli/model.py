@@ -251,6 +251,13 @@ def start(
         help="Unload after this idle time (10m, 90s, 0; -1: never) [default: never]",
         show_default=False,
     ),
+    allow_origin: list[str] = typer.Option(
+        [],
+        "--allow-origin",
+        help="A web origin (scheme://host[:port], or *) whose pages may call the model from a"
+        " browser, with CORS; repeatable",
+        show_default=False,
+    ),
     anvyl_host: AnvylHostOption = None,
     anvyl_port: AnvylPortOption = None,
 ) -> None:
@@ -284,6 +291,7 @@ def start(
         replicas=replicas,
         runtime=runtime,
         keep_alive=keep_alive,
+        allow_origins=allow_origin,
     )
     deployment = None
     err = output.console(stderr=True)

@@ -13,33 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 from urllib.parse import quote, urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from anvyl.modelserver.browser import host_of, is_loopback_name
+
 SESSION_COOKIE = "anvyl_dashboard"
 OPEN_PREFIXES = ("/static/", "/login", "/favicon.ico")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-def is_loopback_name(host: str) -> bool:
-    """True for localhost, 127.0.0.0/8 and ::1 (with or without brackets)."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def host_of(header: str) -> str:
-    """The host name of a Host header or an origin, without port or brackets."""
-    if "//" not in header:
-        header = "//" + header
-    return (urlsplit(header).hostname or "").lower()
 
 
 def session_value(token: str) -> str:

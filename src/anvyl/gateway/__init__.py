@@ -43,6 +43,8 @@ class GatewayConfig:
             MODEL, as clients with fixed model names (Claude Code) need.
         ollama_port: A second port of the same gateway, where Ollama's clients look (None:
             none); `ollama_optional`: when it is taken, warn and go on without it.
+        allowed_origins: Web origins whose pages may call the gateway from a browser (CORS),
+            besides pages on this machine; `*` allows any (see `anvyl.modelserver.browser`).
     """
 
     host: str | None = None
@@ -52,6 +54,7 @@ class GatewayConfig:
     aliases: tuple[tuple[str, str], ...] = ()
     ollama_port: int | None = None
     ollama_optional: bool = False
+    allowed_origins: frozenset[str] = frozenset()
 
 
 def open_gateway(
@@ -106,6 +109,7 @@ def open_gateway(
             autostart=autostart,
             load_timeout=load_timeout,
             startable=startable,
+            allowed_origins=cfg.allowed_origins,
         )
     except AlreadyExists as exc:
         if not cfg.optional:

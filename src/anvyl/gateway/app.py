@@ -19,7 +19,7 @@ import httpx
 from starlette.websockets import WebSocket
 
 from anvyl.catalog import ModelInfo
-from anvyl.gateway import browser, dialects, lmstudio, protocol
+from anvyl.gateway import dialects, lmstudio, protocol
 from anvyl.gateway.ondemand import ClientGone, Loader, Refusal, requested_keep_alive
 from anvyl.gateway.routing import Replica, RoutingTable
 
@@ -47,7 +47,10 @@ HOP_HEADERS = frozenset(
         b"upgrade",
     }
 )
-DROPPED_REQUEST_HEADERS = HOP_HEADERS | {b"host", b"authorization", b"x-api-key", b"content-length"}
+# Origin too: the gateway judged it (see anvyl.modelserver.browser); the replica sees the gateway.
+DROPPED_REQUEST_HEADERS = HOP_HEADERS | {
+    b"host", b"authorization", b"x-api-key", b"content-length", b"origin", b"referer",
+}  # fmt: skip
 # Failures that mean the replica never answered: safe to send the request to another one.
 RETRIABLE = (
     httpx.ConnectError,
@@ -69,12 +72,10 @@ class Gateway:
         *,
         token: str | None = None,
         aliases: tuple[tuple[str, str], ...] = (),
-        loopback: bool = False,
         loader: Loader | None = None,
         startable: Callable[[], list[ModelInfo]] = list,
     ) -> None:
         self.startable = startable  # models a request may start (empty: autostart off)
-        self.loopback = loopback  # check Host against DNS rebinding (see browser.py)
         self.loader = loader  # loads stopped models on the first request (None: never)
         self.table = table
         self.aliases = aliases  # (glob, model id): names such as claude-* mapped to a model
@@ -92,10 +93,6 @@ class Gateway:
         path: str = scope["path"]
         method: str = scope["method"]
         dialects.CURRENT_PATH.set(path)  # errors come in the path's dialect
-        refused = browser.refusal(scope["headers"], loopback=self.loopback)
-        if refused is not None:
-            await _error(send, 403, refused, code="forbidden_origin")
-            return
         if path == "/health":
             await _respond(send, 200, b'{"status":"ok"}')
             return

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.websockets import WebSocket
 
-from anvyl.gateway import browser
 from anvyl.gateway import lmstudio_loads as loads
 from anvyl.gateway.routing import Replica, RoutingTable
 from anvyl.gateway.upstream import GONE, Upstream, UpstreamRefused, UpstreamUnreachable
@@ -57,7 +56,6 @@ class Gateway(Protocol):
     table: RoutingTable
     client: httpx.AsyncClient
     token: str | None
-    loopback: bool  # check Host against DNS rebinding (see browser.py)
     loader: Loader | None  # loads stopped models (None: never)
     startable: Callable[[], list[ModelInfo]]  # the models a request may start
 
@@ -74,11 +72,6 @@ async def serve_socket(gateway: Gateway, websocket: WebSocket) -> None:
     """Serve one client websocket (`ws://gateway/<namespace>`)."""
     namespace = websocket.url.path.strip("/")
     if namespace not in p.NAMESPACES:
-        await websocket.close(code=1008)
-        return
-    refused = browser.refusal(websocket.scope["headers"], loopback=gateway.loopback)
-    if refused is not None:  # a web page: websockets have no CORS, so it could load models
-        log.info("LM Studio websocket refused: %s", refused)
         await websocket.close(code=1008)
         return
     await Session(gateway, websocket, namespace).run()

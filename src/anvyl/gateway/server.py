@@ -24,6 +24,7 @@ from anvyl.gateway.app import Gateway
 from anvyl.gateway.ondemand import Demand, Loader
 from anvyl.gateway.routing import Replica, RoutingTable, Target
 from anvyl.listeners import TLSFiles, bind_socket, socket_url
+from anvyl.modelserver.browser import BrowserGuard, BrowserPolicy
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class GatewayServer:
         port: TCP port; 0 picks a free one.
         token: The control plane's access token (required off loopback).
         interval: Seconds between two refreshes of the routing table.
+        allowed_origins: Web origins whose pages get CORS answers (`--allow-origin`).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class GatewayServer:
         aliases: tuple[tuple[str, str], ...] = (),
         ollama_port: int | None = None,
         ollama_optional: bool = False,
+        allowed_origins: frozenset[str] = frozenset(),
         demand: Demand | None = None,
         autostart: bool = False,
         load_timeout: float = 120.0,
@@ -73,6 +76,7 @@ class GatewayServer:
         self.startable_source = startable
         self.startable: list[ModelInfo] = []  # models a request may start (autostart on)
         self.loopback = loopback
+        self.browser = BrowserPolicy("the gateway", loopback, allowed_origins)
         if not loopback and not token:
             raise InvalidArgument(
                 f"the gateway on {host} (not loopback) requires an access token: "
@@ -166,13 +170,12 @@ class GatewayServer:
                 client,
                 token=self.token,
                 aliases=self.aliases,
-                loopback=self.loopback,
                 loader=loader,
                 startable=lambda: self.startable,
             )
             self._server = uvicorn.Server(
                 uvicorn.Config(
-                    gateway,
+                    BrowserGuard(gateway, self.browser),
                     log_level="warning",
                     access_log=False,
                     lifespan="off",

@@ -91,6 +91,7 @@ async def generate(
     lmstudio: bool,
     grammars: list[Any] | None = None,
     tools: ToolFormat | None = None,
+    think_inside: bool = False,
 ) -> Response:
     """Budget, submit every choice and answer (JSON or SSE)."""
     loaded = state.engine.loaded
@@ -125,6 +126,7 @@ async def generate(
     ]
     for r in renders:
         r.id, r.created, r.stop, r.tools = renders[0].id, renders[0].created, gens[0].stop, tools
+        r.think_inside = think_inside
     if body.stream:
         return StreamingResponse(
             _stream(request, state, gens, events, renders),

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from anvyl.modelserver.browser import BrowserGuard
 from anvyl.modelserver.dialects.errors import error_payload
 from anvyl.modelserver.dialects.routes import DIALECT_ENDPOINTS
 from anvyl.modelserver.dialects.routes import router as dialects_router
@@ -56,6 +57,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(dialects_router)
     _install_error_handlers(app)
     app.add_middleware(GateMiddleware, state=state)
+    app.add_middleware(BrowserGuard, policy=state.config.browser_policy())  # outermost
     return app
 
 
@@ -65,6 +67,7 @@ def create_health_app(state: ServerState) -> FastAPI:
     app.state.anvyl = state
     app.include_router(health_router)
     _install_error_handlers(app)
+    app.add_middleware(BrowserGuard, policy=state.config.browser_policy())
     return app
 
 

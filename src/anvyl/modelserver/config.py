@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from anvyl.modelserver.browser import BrowserPolicy, is_loopback_name, parse_origins
+
 DEFAULT_MODEL_PATH = "/model"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 1234
@@ -43,6 +45,15 @@ class ServerConfig:
     default_temperature: float = DEFAULT_TEMPERATURE
     memory_limit: str | None = None
     debug: bool = False
+    # Browser safety (see browser.py): origins whose pages may call the API, and the address
+    # the API port is published on when it is not `host` (a container binds 0.0.0.0 inside).
+    allow_origins: frozenset[str] = frozenset()
+    published_bind: str | None = None
+
+    def browser_policy(self) -> BrowserPolicy:
+        """Host checked when published on loopback; Origin always."""
+        loopback = is_loopback_name(self.published_bind or self.host)
+        return BrowserPolicy("the model server", loopback, self.allow_origins)
 
 
 class ConfigError(ValueError):
@@ -132,6 +143,19 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="temperature when a request gives none (env ANVYL_DEFAULT_TEMPERATURE;"
         " default 1.0, as OpenAI's)",
     )
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=None,
+        help="a web origin (scheme://host[:port], or *) whose pages may call the API from a"
+        " browser, with CORS; repeatable (env ANVYL_ALLOW_ORIGINS, comma-separated)",
+    )
+    p.add_argument(
+        "--published-bind",
+        default=e("ANVYL_PUBLISHED_BIND") or None,
+        help="the address the API port is published on when not --host (a container's);"
+        " loopback turns on the Host check (env ANVYL_PUBLISHED_BIND)",
+    )
     return p
 
 
@@ -145,6 +169,13 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> ServerConfig:
             api_key = Path(args.api_key_file).read_text().strip() or None
         except OSError as exc:
             raise ConfigError(f"cannot read the API key file {args.api_key_file}: {exc}") from exc
+    try:
+        given = args.allow_origin
+        origins = parse_origins(
+            env.get("ANVYL_ALLOW_ORIGINS", "").split(",") if given is None else given
+        )
+    except ValueError as exc:
+        raise ConfigError(f"--allow-origin: {exc}") from None
     config = ServerConfig(
         model_path=model_path,
         model_id=args.model_id or model_path.resolve().name or "model",
@@ -161,6 +192,8 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> ServerConfig:
         default_temperature=args.default_temperature,
         memory_limit=env.get("MEMORY_LIMIT") or None,
         debug=env.get("ANVYL_DEBUG", "") not in ("", "0", "false", "no"),
+        allow_origins=origins,
+        published_bind=args.published_bind,
     )
     check_config(config)
     return config

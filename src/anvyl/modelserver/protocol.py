@@ -163,6 +163,14 @@ class SamplingRequest(OpenAIModel):
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
 
+class ChatTemplateKwargs(OpenAIModel):
+    """`chat_template_kwargs` (as vLLM and llama.cpp take it): only the thinking switch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enable_thinking: bool | None = None
+
+
 class ChatCompletionRequest(SamplingRequest):
     """`POST /v1/chat/completions`."""
 
@@ -174,6 +182,7 @@ class ChatCompletionRequest(SamplingRequest):
     parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
     function_call: Any = None
+    chat_template_kwargs: ChatTemplateKwargs | None = None
 
     def requested_max_tokens(self) -> int | None:
         """`max_completion_tokens` (the newer name) or `max_tokens`."""

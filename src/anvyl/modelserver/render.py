@@ -14,6 +14,7 @@ from anvyl.modelserver.events import FinishEvent
 from anvyl.modelserver.lmstudio.protocol import stop_reason
 from anvyl.modelserver.logprobs import completion_logprobs
 from anvyl.modelserver.protocol import Stats, Usage, new_id, now
+from anvyl.modelserver.thinking import Part, ThinkSplitter, split_whole
 from anvyl.modelserver.tools import CallParser, ToolFormat
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ class Renderer:
         self.tools: ToolFormat | None = None
         self._parser: CallParser | None = None
         self._sent: dict[int, int] = {}  # call index -> argument characters sent
+        self.think_inside = False  # the prompt opened `<think>` (see thinking.py)
+        self._splitter: ThinkSplitter | None = None
 
     def _head(self, obj: str) -> dict[str, Any]:
         """Fields every body starts with."""
@@ -55,6 +58,7 @@ class Renderer:
         """A non-streaming response (one choice: this renderer's)."""
         usage = Usage.of(finish.prompt_tokens, finish.completion_tokens).model_dump()
         if self.chat:
+            reasoning, text = split_whole(text, inside=self.think_inside)
             message: dict[str, Any] = {"role": "assistant", "content": text}
             reason: str = finish.reason
             if self.tools is not None:
@@ -65,6 +69,8 @@ class Renderer:
                     message = {"role": "assistant", "content": None, "tool_calls": [
                         _call(c.id, c.name, c.arguments) for c in calls]}  # fmt: skip
                     reason = "tool_calls" if finish.reason == "stop" else finish.reason
+            if reasoning:  # as llama.cpp's server and vLLM name it
+                message["reasoning_content"] = reasoning
             choice = {
                 "index": self.index,
                 "message": message,
@@ -81,8 +87,26 @@ class Renderer:
         return out
 
     def deltas(self, text: str) -> list[Any]:
-        """The chat deltas (text or dicts) for newly generated `text` (tool calls parsed)."""
-        if self.tools is None or not self.chat:
+        """The chat deltas (text or dicts) for newly generated `text`: reasoning split off as
+        `reasoning_content`, tool calls parsed."""
+        if not self.chat:
+            return [text]
+        if self._splitter is None:
+            self._splitter = ThinkSplitter(inside=self.think_inside)
+        return self._parts(self._splitter.feed(text))
+
+    def _parts(self, parts: list[Part]) -> list[Any]:
+        out: list[Any] = []
+        for kind, part in parts:
+            if kind == "thinking":
+                out.append({"reasoning_content": part})
+            else:
+                out += self._answer_deltas(part)
+        return out
+
+    def _answer_deltas(self, text: str) -> list[Any]:
+        """The deltas of answer text (tool calls parsed)."""
+        if self.tools is None:
             return [text]
         if self._parser is None:
             self._parser = CallParser(self.tools)
@@ -106,11 +130,12 @@ class Renderer:
         return out
 
     def stream_end(self) -> list[Any]:
-        """Text still held back when the stream ends undecided (a cut-off opening)."""
+        """Text still held back when the stream ends (a cut-off tag or call opening)."""
+        out = self._parts(self._splitter.end()) if self._splitter is not None else []
         parser = self._parser
         if parser is not None and parser.is_text is None and parser.text:
-            return [parser.text]
-        return []
+            out.append(parser.text)
+        return out
 
     def chunk(
         self,

@@ -30,10 +30,12 @@ from anvyl.modelserver.protocol import (
 )
 from anvyl.modelserver.state import ServerState, state_of
 from anvyl.modelserver.structured import ToolPlan, plan_tools, response_grammar
+from anvyl.modelserver.thinking import opens_thinking
 from anvyl.modelserver.tool_prompt import template_messages
 from anvyl.modelserver.tools import FORMATS
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+THINK_TAIL_TOKENS = 8  # enough to see a generation prompt end in `<think>` and whitespace
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
@@ -246,10 +248,28 @@ async def chat_prompt(
     fmt = FORMATS[state.tool_format() or "generic"]
     plan = await run_in_threadpool(plan_tools, body, fmt.name, state.engine.grammars)
     messages, extra = template_messages(body, fmt, with_tools=plan is not None)
+    switch = body.chat_template_kwargs.enable_thinking if body.chat_template_kwargs else None
+    if switch is not None:  # Qwen3's templates read it; others ignore it
+        extra["enable_thinking"] = switch
     prompt = await tokenize(
         state, lambda tok: tok.apply_chat_template(messages, add_generation_prompt=True, **extra)
     )
     return prompt, plan
+
+
+async def opens_thinking_in(state: ServerState, prompt: list[int], constrained: bool) -> bool:
+    """Whether the prompt leaves the model inside `<think>` (never under a grammar, which
+    constrains the output from its first token)."""
+    if constrained or not state.reasons():
+        return False
+    loaded = state.engine.loaded
+    assert loaded is not None
+
+    def tail() -> str:
+        with state.tokenizer_lock:
+            return str(loaded.tokenizer.decode(prompt[-THINK_TAIL_TOKENS:]))
+
+    return opens_thinking(await run_in_threadpool(tail))
 
 
 async def chat_grammars(
@@ -268,9 +288,10 @@ async def _chat(request: Request, *, lmstudio: bool) -> Response:
     body = await parse_body(request, ChatCompletionRequest)
     prompt, plan = await chat_prompt(state, body)
     grammars = await chat_grammars(state, body, plan)
+    inside = await opens_thinking_in(state, prompt, constrained=bool(grammars))
     return await generate(
         request, state, body, prompt, chat=True, lmstudio=lmstudio, grammars=grammars,
-        tools=plan.fmt if plan else None,
+        tools=plan.fmt if plan else None, think_inside=inside,
     )  # fmt: skip
 
 

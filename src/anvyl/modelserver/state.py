@@ -11,6 +11,7 @@ from anvyl.modelserver.config import ServerConfig
 from anvyl.modelserver.engine import Engine
 from anvyl.modelserver.loader import ModelInfo
 from anvyl.modelserver.protocol import now
+from anvyl.modelserver.thinking import OPEN
 from anvyl.modelserver.tools import detect_tool_format
 
 
@@ -38,6 +39,12 @@ class ServerState:
             template = getattr(loaded.tokenizer, "chat_template", None)
             self._tool_format = detect_tool_format(template)
         return self._tool_format
+
+    def reasons(self) -> bool:
+        """Whether the model's chat template reasons in `<think>` tags (Qwen3, DeepSeek-R1)."""
+        loaded = self.engine.loaded
+        template = getattr(loaded.tokenizer, "chat_template", None) if loaded else None
+        return isinstance(template, str) and OPEN in template
 
     def context_length(self) -> int:
         """The served context length (model's, capped by --ctx)."""

@@ -70,6 +70,7 @@ class LaunchSpec:
     startup_script: str = ""
     api_key_file: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    allow_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

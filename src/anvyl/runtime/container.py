@@ -110,6 +110,7 @@ class ContainerRuntime(DeploymentRuntime):
             api_key_file=launch.api_key_file or None,
             startup_script=launch.startup_script or None,
             dtype=launch.dtype or None,
+            allow_origins=launch.allow_origins,
             deployment_id=launch.deployment_id,
             extra_labels=launch.labels,
         )

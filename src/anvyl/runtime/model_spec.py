@@ -126,6 +126,7 @@ class ModelContainerSpec:
     api_key_file: str | None = None
     startup_script: str | None = None
     dtype: str | None = None
+    allow_origins: tuple[str, ...] = ()
     deployment_id: str = ""
     extra_labels: dict[str, str] = field(default_factory=dict)
 
@@ -158,6 +159,8 @@ class ModelContainerSpec:
             env["ANVYL_MAX_QUEUE"] = str(self.max_queue)
         if self.dtype:
             env["ANVYL_DTYPE"] = self.dtype
+        if self.allow_origins:
+            env["ANVYL_ALLOW_ORIGINS"] = ",".join(self.allow_origins)
         return env
 
     def healthcheck(self) -> dict[str, Any]:
@@ -185,7 +188,8 @@ class ModelContainerSpec:
             "image": self.image,
             "name": self.name,
             "labels": self.labels(),
-            "environment": self.environment(),
+            # The server binds 0.0.0.0 inside; where it is published decides its Host check.
+            "environment": {**self.environment(), "ANVYL_PUBLISHED_BIND": self.bind},
             "healthcheck": self.healthcheck(),
             "volumes": self.volumes(),
             "ports": {f"{config.MODEL_API_PORT}/tcp": (self.bind, self.port)},

@@ -61,7 +61,10 @@ SPEC_FILE = "spec.json"
 CREATE_TIME_TOLERANCE_S = 0.05
 # The control plane's secrets never reach a model server's environment.
 SECRET_ENV = ("ANVYL_TOKEN", "ANVYL_API_KEY", "ANVYL_MODEL_API_KEY", "ANVYL_TLS_KEY")
-NOT_ENV = ("ANVYL_TEST_PAUSE_AT", "ANVYL_LABELS", "ANVYL_ADDR", "ANVYL_BIND", CONTROLLER_ENV)
+NOT_ENV = (
+    "ANVYL_TEST_PAUSE_AT", "ANVYL_LABELS", "ANVYL_ADDR", "ANVYL_BIND", CONTROLLER_ENV,
+    "ANVYL_ALLOW_ORIGINS", "ANVYL_PUBLISHED_BIND",  # `serve`'s own; a model has its own
+)  # fmt: skip
 
 
 class ProcessRuntime(DeploymentRuntime):
@@ -280,6 +283,7 @@ class ProcessRuntime(DeploymentRuntime):
             ("ANVYL_CTX", str(launch.ctx) if launch.ctx else ""),
             ("ANVYL_MAX_QUEUE", str(launch.max_queue) if launch.max_queue else ""),
             ("ANVYL_DTYPE", launch.dtype),
+            ("ANVYL_ALLOW_ORIGINS", ",".join(launch.allow_origins)),
         ):
             if value:
                 env[name] = value

@@ -268,6 +268,7 @@ class ModelServicer(rpc.ModelServiceServicer):
             replicas=request.replicas,
             runtime=request.runtime,
             keep_alive=_explicit_keep_alive(request.keep_alive),
+            allow_origins=tuple(request.allow_origins),
         )
 
         def run(progress: Callable[[str, str], None]) -> pb.StartModelEvent:

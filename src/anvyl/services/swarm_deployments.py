@@ -234,6 +234,7 @@ class SwarmDeployments:
             max_queue=opts.max_queue or None,
             startup_script=opts.startup_script or None,
             dtype=opts.dtype or None,
+            allow_origins=opts.allow_origins,
             deployment_id=record.id,
             extra_labels=labels,
         )

@@ -34,6 +34,20 @@ UNREADABLE = {
     "container_upload": "container_upload blocks are not supported",
 }
 SKIPPED = {"thinking", "redacted_thinking"}  # earlier reasoning sent back: not re-read
+THINKING_TYPES = ("enabled", "adaptive", "disabled")
+
+
+def wants_thinking(body: CountTokensRequest) -> bool:
+    """Whether the client asked for `thinking` blocks (`enabled` or `adaptive`)."""
+    if body.thinking is None:
+        return False
+    kind = body.thinking.get("type")
+    if kind not in THINKING_TYPES:
+        raise InvalidRequest(
+            f"thinking.type must be one of {', '.join(THINKING_TYPES)}, not {kind!r}",
+            param="thinking.type",
+        )
+    return kind != "disabled"
 
 
 def to_chat(body: CountTokensRequest) -> ChatCompletionRequest:
@@ -44,6 +58,8 @@ def to_chat(body: CountTokensRequest) -> ChatCompletionRequest:
     for i, message in enumerate(body.messages):
         messages.extend(_turn(message, f"messages[{i}]"))
     chat: dict[str, Any] = {"model": body.model, "messages": messages}
+    # A reasoning template (Qwen3) skips its reasoning when not asked for it, as Claude does.
+    chat["chat_template_kwargs"] = {"enable_thinking": wants_thinking(body)}
     if body.tools:
         chat["tools"] = [_tool(t, i) for i, t in enumerate(body.tools)]
     if body.tool_choice is not None:
@@ -162,15 +178,23 @@ def stop_reason(finish: FinishEvent, called: bool) -> str:
 
 
 def message_body(
-    model: str, output: Output, finish: FinishEvent, message_id: str | None = None
+    model: str,
+    output: Output,
+    finish: FinishEvent,
+    message_id: str | None = None,
+    *,
+    thinking: bool = False,
 ) -> dict[str, Any]:
-    """The non-streamed Message."""
+    """The non-streamed Message (its reasoning as a `thinking` block when asked for)."""
     calls = output.calls()
+    content: list[dict[str, Any]] = []
+    if thinking and output.thinking:
+        content.append(thinking_block(output.thinking))
     if calls:
-        content = [{"type": "tool_use", "id": c.id, "name": c.name, "input": call_input(c)}
-                   for c in calls]  # fmt: skip
+        content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": call_input(c)}
+                    for c in calls]  # fmt: skip
     else:
-        content = [{"type": "text", "text": output.text}]
+        content.append({"type": "text", "text": output.text})
     reason = stop_reason(finish, bool(calls))
     return message_head(model, message_id) | {
         "content": content,
@@ -178,6 +202,11 @@ def message_body(
         "stop_sequence": finish.stop_sequence if reason == "stop_sequence" else None,
         "usage": usage(finish.prompt_tokens, finish.completion_tokens),
     }
+
+
+def thinking_block(text: str) -> dict[str, Any]:
+    """A `thinking` block; unsigned, as a local model's reasoning has no signature to check."""
+    return {"type": "thinking", "thinking": text, "signature": ""}
 
 
 def message_head(model: str, message_id: str | None = None) -> dict[str, Any]:

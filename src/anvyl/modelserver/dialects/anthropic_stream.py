@@ -1,6 +1,6 @@
 """Anthropic's stream: `message_start`, `ping`, per block `content_block_start` /
-`content_block_delta` (`text_delta`, `input_json_delta`) / `content_block_stop`, then
-`message_delta` (stop reason, output tokens) and `message_stop`; `error` if generation fails."""
+`content_block_delta` (`thinking_delta`, `text_delta`, `input_json_delta`) / `content_block_stop`,
+then `message_delta` (stop reason, output tokens) and `message_stop`; `error` if it fails."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from anvyl.modelserver.dialects.anthropic import message_head, stop_reason, usage
+from anvyl.modelserver.dialects.anthropic import (
+    message_head,
+    stop_reason,
+    thinking_block,
+    usage,
+)
 from anvyl.modelserver.dialects.errors import anthropic_error
 from anvyl.modelserver.dialects.generation import Generation
 from anvyl.modelserver.events import FinishEvent
@@ -20,8 +25,11 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {payload}\n\n".encode()
 
 
-async def message_events(generation: Generation, model: str) -> AsyncIterator[bytes]:
-    """The whole event sequence of one streamed Message."""
+async def message_events(
+    generation: Generation, model: str, *, thinking: bool = False
+) -> AsyncIterator[bytes]:
+    """The whole event sequence of one streamed Message (reasoning as a `thinking` block,
+    `thinking_delta`s, when asked for; else left out)."""
     start = message_head(model) | {
         "content": [], "stop_reason": None, "stop_sequence": None,
         "usage": usage(generation.prompt_tokens, 0),
@@ -46,7 +54,18 @@ async def message_events(generation: Generation, model: str) -> AsyncIterator[by
             yield sse("message_delta", {"delta": delta, "usage": out})
             yield sse("message_stop", {})
             return
-        if item.kind == "text":
+        if item.kind == "thinking":
+            if not thinking:
+                continue
+            if kind != "thinking":
+                if kind is not None:
+                    yield sse("content_block_stop", {"index": index})
+                index, kind = index + 1, "thinking"
+                block = thinking_block("")
+                yield sse("content_block_start", {"index": index, "content_block": block})
+            delta = {"type": "thinking_delta", "thinking": item.text}
+            yield sse("content_block_delta", {"index": index, "delta": delta})
+        elif item.kind == "text":
             if kind != "text":
                 if kind is not None:
                     yield sse("content_block_stop", {"index": index})

@@ -21,31 +21,54 @@ from anvyl.modelserver.errors import APIError, Unavailable
 from anvyl.modelserver.events import AsyncEvents, FinishEvent, GenerationRequest, TextEvent
 from anvyl.modelserver.limits import max_new_tokens
 from anvyl.modelserver.protocol import ChatCompletionRequest
-from anvyl.modelserver.routes import chat_grammars, chat_prompt
+from anvyl.modelserver.routes import chat_grammars, chat_prompt, opens_thinking_in
 from anvyl.modelserver.state import ServerState
+from anvyl.modelserver.thinking import Part, ThinkSplitter
 from anvyl.modelserver.tools import CallParser, ParsedCall, ToolFormat
 
 
 @dataclass(frozen=True)
 class Piece:
-    """What new generated text means: text, a call's start (name known) or argument text."""
+    """What new generated text means: reasoning, text, a call's start (name known) or argument
+    text."""
 
-    kind: Literal["text", "call", "arguments"]
+    kind: Literal["thinking", "text", "call", "arguments"]
     text: str = ""
     call: ParsedCall | None = None
 
 
 @dataclass
 class Output:
-    """Splits generated text into pieces as it grows; the whole text when it ends."""
+    """Splits generated text into pieces as it grows (reasoning in `<think>` tags first, see
+    thinking.py); `text` is the answer, `thinking` the reasoning."""
 
     tools: ToolFormat | None
+    inside: bool = False  # the prompt opened `<think>`
     text: str = ""
     _parser: CallParser | None = None
     _sent: dict[int, int] = field(default_factory=dict)  # call index -> argument chars sent
+    _splitter: ThinkSplitter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._splitter = ThinkSplitter(inside=self.inside)
+
+    @property
+    def thinking(self) -> str:
+        """The reasoning split off so far."""
+        return self._splitter.thinking
 
     def feed(self, piece: str) -> list[Piece]:
         """Pieces for newly generated text."""
+        return self._pieces(self._splitter.feed(piece))
+
+    def _pieces(self, parts: list[Part]) -> list[Piece]:
+        out: list[Piece] = []
+        for kind, part in parts:
+            out += [Piece("thinking", part)] if kind == "thinking" else self._answer(part)
+        return out
+
+    def _answer(self, piece: str) -> list[Piece]:
+        """Pieces of answer text (tool calls parsed)."""
         self.text += piece
         if self.tools is None:
             return [Piece("text", piece)] if piece else []
@@ -71,11 +94,12 @@ class Output:
         return out
 
     def end(self) -> list[Piece]:
-        """Text still held back when generation ends undecided (a cut-off opening)."""
+        """Text still held back when generation ends (a cut-off tag or call opening)."""
+        out = self._pieces(self._splitter.end())
         parser = self._parser
         if parser is not None and parser.is_text is None and parser.text:
-            return [Piece("text", parser.text)]
-        return []
+            out.append(Piece("text", parser.text))
+        return out
 
     def calls(self) -> list[ParsedCall]:
         """The finished tool calls (none when the answer is text)."""
@@ -167,6 +191,7 @@ async def start(
         sampling=sampling, stop=body.stop_list(),
         grammar=grammars[0] if grammars else None,
     )  # fmt: skip
+    inside = await opens_thinking_in(state, prompt, constrained=bool(grammars))
     state.engine.submit(gen)
-    output = Output(plan.fmt if plan else None)
+    output = Output(plan.fmt if plan else None, inside=inside)
     return Generation(state, request, gen, events, output, len(prompt))

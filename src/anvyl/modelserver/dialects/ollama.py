@@ -95,11 +95,17 @@ def options_fields(
     elif isinstance(body.format, dict):
         schema = {"name": "format", "schema": body.format}
         fields["response_format"] = {"type": "json_schema", "json_schema": schema}
-    if body.think not in (None, False):
+    if isinstance(body.think, str):
+        raise InvalidRequest(
+            f"think levels ({body.think!r}) are not supported; send true or false", param="think"
+        )
+    if body.think and not state.reasons():
         raise InvalidRequest(
             f"{state.config.model_id!r} does not support thinking; leave think unset",
             param="think",
         )
+    if body.think is not None:  # a reasoning template (Qwen3) reads the switch
+        fields["chat_template_kwargs"] = {"enable_thinking": body.think}
     return fields, extra
 
 

@@ -88,7 +88,7 @@ async def show(request: Request) -> dict[str, Any]:
         "details": details(state),
         "model_info": {"general.architecture": arch,
                        f"{arch}.context_length": info.context_length if info else 0},
-        "capabilities": ["completion", "tools"],
+        "capabilities": ["completion", "tools", *(["thinking"] if state.reasons() else [])],
         "modified_at": timestamp(),
     }  # fmt: skip
 
@@ -99,7 +99,7 @@ async def chat(request: Request) -> Response:
     state = state_of(request)
     body = await parse_body(request, ChatRequest)
     internal, extra = chat_request(state, body)
-    return await _answer(request, internal, extra, body.model, body.stream, chat=True)
+    return await _answer(request, internal, extra, body, chat=True)
 
 
 @router.post("/api/generate")
@@ -112,33 +112,35 @@ async def generate(request: Request) -> Response:
         load = {"model": body.model, "created_at": timestamp(), "response": "", "done": True,
                 "done_reason": "load"}  # fmt: skip
         return JSONResponse(load)
-    return await _answer(request, internal, extra, body.model, body.stream, chat=False)
+    return await _answer(request, internal, extra, body, chat=False)
 
 
 async def _answer(
     request: Request,
     internal: ChatCompletionRequest,
     extra: dict[str, Any],
-    model: str,
-    stream: bool,
+    body: ChatRequest | GenerateRequest,
     *,
     chat: bool,
 ) -> Response:
-    """Generate and answer as NDJSON chunks or one object (`message` or `response`)."""
+    """Generate and answer as NDJSON chunks or one object (`message` or `response`); reasoning
+    as `thinking` unless `think` is false."""
     began = time.perf_counter()
+    model, thinking = body.model, body.think is not False
     generation = await start(request, state_of(request), internal, extra)
-    if stream:
-        chunks = _chunks(generation, model, began, chat=chat)
+    if body.stream:
+        chunks = _chunks(generation, model, began, chat=chat, thinking=thinking)
         return StreamingResponse(chunks, media_type="application/x-ndjson")
     finish = await generation.finish()
     output = generation.output
     head: dict[str, Any] = {"model": model, "created_at": timestamp()}
+    reasoning = {"thinking": output.thinking} if thinking and output.thinking else {}
     if not chat:
-        head["response"] = output.text
+        head |= {"response": output.text, **reasoning}
     elif calls := tool_calls(output):
-        head["message"] = {"role": "assistant", "content": "", "tool_calls": calls}
+        head["message"] = {"role": "assistant", "content": "", **reasoning, "tool_calls": calls}
     else:
-        head["message"] = {"role": "assistant", "content": output.text}
+        head["message"] = {"role": "assistant", "content": output.text, **reasoning}
     return JSONResponse(head | done_fields(finish, time.perf_counter() - began))
 
 
@@ -154,9 +156,9 @@ async def refused(action: str, request: Request) -> Response:
 
 
 async def _chunks(
-    generation: Generation, model: str, began: float, *, chat: bool
+    generation: Generation, model: str, began: float, *, chat: bool, thinking: bool
 ) -> AsyncIterator[bytes]:
-    """NDJSON lines: text as it comes, tool calls whole, then the done line."""
+    """NDJSON lines: reasoning and text as they come, tool calls whole, then the done line."""
     async for item in generation.pieces():
         head = {"model": model, "created_at": timestamp()}
         if isinstance(item, FinishEvent):
@@ -171,10 +173,14 @@ async def _chunks(
                 "response": ""}  # fmt: skip
             yield _line(head | last | done_fields(item, time.perf_counter() - began))
             return
-        if item.kind != "text":
+        if item.kind == "thinking" and thinking:
+            body = {"message": {"role": "assistant", "content": "", "thinking": item.text}} if (
+                chat) else {"response": "", "thinking": item.text}  # fmt: skip
+        elif item.kind == "text":
+            body = {"message": {"role": "assistant", "content": item.text}} if chat else {
+                "response": item.text}  # fmt: skip
+        else:
             continue  # calls are sent whole at the end, as Ollama does
-        body = {"message": {"role": "assistant", "content": item.text}} if chat else {
-            "response": item.text}  # fmt: skip
         yield _line(head | body | {"done": False})
 
 

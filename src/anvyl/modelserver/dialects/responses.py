@@ -27,6 +27,7 @@ from anvyl.modelserver.routes import validation_error
 STORE_SIZE = 256
 STORE_TTL_S = 3600.0
 TEXT_PARTS = ("input_text", "output_text", "text")
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 
 def new_id(prefix: str) -> str:
@@ -87,11 +88,14 @@ def to_chat(
         for i, item in enumerate(body.input):
             _add_item(history, item, f"input[{i}]")
     messages = [{"role": "system", "content": body.instructions}] if body.instructions else []
+    effort = _effort(getattr(body, "reasoning", None))
     chat: dict[str, Any] = {
         "model": body.model, "messages": messages + history, "stream": body.stream,
         "max_tokens": body.max_output_tokens, "temperature": body.temperature,
         "top_p": body.top_p, "parallel_tool_calls": body.parallel_tool_calls,
     }  # fmt: skip
+    if effort is not None:  # a reasoning template (Qwen3) reads the switch; grades are not kept
+        chat["chat_template_kwargs"] = {"enable_thinking": effort != "none"}
     if body.tools:
         chat["tools"] = [_tool(t.model_dump(by_alias=True), i) for i, t in enumerate(body.tools)]
     if body.tool_choice is not None:
@@ -108,6 +112,19 @@ def to_chat(
         return ChatCompletionRequest.model_validate(chat), history
     except ValidationError as exc:
         raise validation_error(exc.errors()) from None
+
+
+def _effort(reasoning: Any) -> str | None:
+    """`reasoning.effort`, checked (None when not sent)."""
+    effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
+    if (reasoning is not None and not isinstance(reasoning, dict)) or (
+        effort is not None and effort not in EFFORTS
+    ):
+        raise InvalidRequest(
+            f"reasoning must be an object whose effort is one of {', '.join(EFFORTS)}",
+            param="reasoning",
+        )
+    return effort
 
 
 def refuse_unsupported(body: ResponsesRequest) -> None:
@@ -193,13 +210,25 @@ def _tool_choice(choice: str | dict[str, Any]) -> Any:
     )
 
 
-def output_items(output: Output, *, message_id: str) -> list[dict[str, Any]]:
-    """The `output` of a finished response: a message or the function calls."""
+def output_items(
+    output: Output, *, message_id: str, reasoning_id: str = ""
+) -> list[dict[str, Any]]:
+    """The `output` of a finished response: the reasoning (if any), then a message or the
+    function calls."""
+    items = [reasoning_item(reasoning_id or new_id("rs"), output.thinking)] if (
+        output.thinking) else []  # fmt: skip
     calls = output.calls()
     if calls:
-        return [{"type": "function_call", "id": f"fc_{c.id}", "call_id": c.id, "name": c.name,
-                 "arguments": c.arguments, "status": "completed"} for c in calls]  # fmt: skip
-    return [message_item(message_id, output.text, "completed")]
+        return items + [{"type": "function_call", "id": f"fc_{c.id}", "call_id": c.id,
+                         "name": c.name, "arguments": c.arguments, "status": "completed"}
+                        for c in calls]  # fmt: skip
+    return [*items, message_item(message_id, output.text, "completed")]
+
+
+def reasoning_item(item_id: str, text: str | None) -> dict[str, Any]:
+    """A reasoning item: the model's `<think>` text as `reasoning_text` (no summary is made)."""
+    content = [] if text is None else [{"type": "reasoning_text", "text": text}]
+    return {"type": "reasoning", "id": item_id, "summary": [], "content": content}
 
 
 def message_item(message_id: str, text: str | None, status: str) -> dict[str, Any]:

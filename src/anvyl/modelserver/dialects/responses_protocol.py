@@ -1,7 +1,8 @@
 """OpenAI Responses: the request model of `POST /v1/responses`.
 
 Unknown fields are allowed and the known ones validated; `metadata`, `user`, `include`,
-`reasoning` (no model here reasons) and `truncation: "disabled"` change nothing and are accepted.
+`reasoning.summary` and `truncation: "disabled"` change nothing and are accepted; `reasoning.effort`
+switches a reasoning template on or off (see responses.py).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from anvyl.modelserver.dialects.responses import (
     new_id,
     output_items,
     output_text,
+    reasoning_item,
 )
 from anvyl.modelserver.events import FinishEvent
 
@@ -45,7 +46,7 @@ async def response_events(
     index = -1
     item: dict[str, Any] | None = None  # the open output item
     text = ""
-    message_id = new_id("msg")
+    message_id, reasoning_id = new_id("msg"), new_id("rs")
     async for piece in generation.pieces():
         if isinstance(piece, FinishEvent):
             if item is not None:
@@ -55,14 +56,28 @@ async def response_events(
                 message = piece.error or "the generation was cancelled"
                 yield event("error", code="server_error", message=message, param=None)
                 return
-            final = make_body(output_items(generation.output, message_id=message_id), piece)
+            items = output_items(
+                generation.output, message_id=message_id, reasoning_id=reasoning_id
+            )
+            final = make_body(items, piece)
             on_done(final)
             kind = (
                 "response.incomplete" if final["status"] == "incomplete" else "response.completed"
             )
             yield event(kind, response=final)
             return
-        if piece.kind == "text":
+        if piece.kind == "thinking":
+            if item is None:
+                index, item = index + 1, reasoning_item(reasoning_id, None)
+                yield event("response.output_item.added", output_index=index, item=item)
+            text += piece.text
+            yield event("response.reasoning_text.delta", item_id=reasoning_id,
+                        output_index=index, content_index=0, delta=piece.text)  # fmt: skip
+        elif piece.kind == "text":
+            if item is not None and item["type"] == "reasoning":
+                for out in _close(event, item, index, text):
+                    yield out
+                item, text = None, ""
             if item is None:
                 index, item = index + 1, message_item(message_id, None, "in_progress")
                 yield event("response.output_item.added", output_index=index, item=item)
@@ -90,7 +105,11 @@ async def response_events(
 def _close(event: Events, item: dict[str, Any], index: int, text: str) -> list[bytes]:
     """The events that finish an output item."""
     out = []
-    if item["type"] == "message":
+    if item["type"] == "reasoning":
+        ids = {"item_id": item["id"], "output_index": index, "content_index": 0}
+        out.append(event("response.reasoning_text.done", **ids, text=text))
+        done = reasoning_item(item["id"], text)
+    elif item["type"] == "message":
         ids = {"item_id": item["id"], "output_index": index, "content_index": 0}
         out.append(event("response.output_text.done", **ids, text=text, logprobs=[]))
         out.append(event("response.content_part.done", **ids, part=output_text(text)))

@@ -10,6 +10,7 @@ from typing import Any
 from anvyl import config
 from anvyl.catalog import ModelInfo
 from anvyl.errors import FailedPrecondition, InvalidArgument
+from anvyl.modelserver.browser import parse_origins
 from anvyl.runtime import model_spec as spec
 from anvyl.runtime.base import KINDS, Capabilities
 
@@ -59,6 +60,8 @@ class StartOptions:
     keep_alive: float | None = None
     # Started by a request that named the model (may be unloaded to make room).
     on_demand: bool = False
+    # Web origins whose pages may call the model from a browser (see anvyl.modelserver.browser).
+    allow_origins: tuple[str, ...] = ()
 
 
 def validated(options: StartOptions, model: ModelInfo) -> StartOptions:
@@ -99,6 +102,10 @@ def validated(options: StartOptions, model: ModelInfo) -> StartOptions:
                 f"startup script {options.startup_script!r} must be an absolute path to a "
                 "file on the server's machine"
             )
+    try:
+        origins = tuple(sorted(parse_origins(options.allow_origins)))
+    except ValueError as exc:
+        raise InvalidArgument(f"--allow-origin: {exc}") from None
     spec.parse_restart_policy(options.restart)
     if not 1 <= options.wait_timeout <= 3600:
         raise InvalidArgument("wait timeout must be between 1 and 3600 seconds")
@@ -111,7 +118,7 @@ def validated(options: StartOptions, model: ModelInfo) -> StartOptions:
                 f"(about {spec.format_bytes(needed)}: weights, cache and runtime); give "
                 f"at least --memory {_round_up_mib(needed)}m, or --force to try anyway"
             )
-    return replace(options, bind=str(bind))
+    return replace(options, bind=str(bind), allow_origins=origins)
 
 
 def refuse_unsupported(options: StartOptions, caps: Capabilities, *, remote_host: bool) -> None:
@@ -166,6 +173,7 @@ def stored_options(opts: StartOptions, runtime: str) -> dict[str, Any]:
         "startup_script": opts.startup_script,
         "force": opts.force,
         "restart": opts.restart if opts.restart not in ("", "no") else "",
+        "allow_origins": list(opts.allow_origins),
     }
     kept = {k: v for k, v in kept.items() if v}
     if opts.keep_alive is not None:
@@ -176,7 +184,7 @@ def stored_options(opts: StartOptions, runtime: str) -> dict[str, Any]:
     return kept
 
 
-PROFILE_KEYS = ("runtime", "memory", "cpus", "ctx", "max_queue", "dtype", "force")
+PROFILE_KEYS = ("runtime", "memory", "cpus", "ctx", "max_queue", "dtype", "force", "allow_origins")
 
 
 def profile_options(opts: StartOptions, runtime: str) -> dict[str, Any]:

@@ -214,6 +214,7 @@ class Deployments:
                     dtype=opts.dtype,
                     startup_script=opts.startup_script,
                     api_key_file=key_file,
+                    allow_origins=opts.allow_origins,
                     labels={**self.container_labels, LABEL_CONTROLLER: self.controller_id},
                 )
             )

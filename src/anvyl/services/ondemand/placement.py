@@ -90,6 +90,7 @@ class Placement:
             dtype=str(kept.get("dtype") or ""),
             force=bool(kept.get("force")),
             runtime=str(kept.get("runtime") or ""),
+            allow_origins=tuple(kept.get("allow_origins") or ()),
             api_key=secrets.token_urlsafe(24) if self.generate_keys else "",
             keep_alive=self.policy.keep_alive_s if keep_alive is None else keep_alive,
             on_demand=True,
