@@ -200,10 +200,10 @@ class Gateway:
     async def _route(
         self, scope: Scope, send: Send, body: bytes, model: str, disconnect: _Disconnect
     ) -> None:
-        keep_alive = None
+        keep_alive, running_too = None, False
         if self.loader is not None:
             try:
-                keep_alive = requested_keep_alive(scope["path"], body)
+                keep_alive, running_too = requested_keep_alive(scope["path"], body)
             except ValueError as exc:
                 await _error(send, 400, str(exc), param="keep_alive")
                 return
@@ -219,7 +219,9 @@ class Gateway:
             if self.loader is not None and loads < 2:  # the second: it unloaded under us
                 loads += 1
                 try:
-                    outcome = await self.loader.acquire(model, disconnect.get, keep_alive)
+                    outcome = await self.loader.acquire(
+                        model, disconnect.get, keep_alive, running_too=running_too
+                    )
                 except ClientGone:
                     return  # nobody to answer
                 if isinstance(outcome, Refusal):

@@ -22,7 +22,6 @@ from anvyl.store import deployments as table
 
 if TYPE_CHECKING:
     from anvyl.catalog import ModelInfo
-    from anvyl.services.ondemand import OnDemand
 
 LIVE_STATES = (table.STATE_CREATING, table.STATE_STARTING, table.STATE_READY)
 
@@ -66,7 +65,7 @@ async def ensure_loaded(
     keep = None if running(model) else ttl  # a TTL is for the start it causes, if any
     gone: asyncio.Future[Any] = asyncio.get_running_loop().create_future()  # the socket's
     try:
-        outcome = await loader.acquire(model, lambda: gone, keep)
+        outcome = await loader.acquire(model, lambda: gone, keep, running_too=False)
     except ClientGone:  # cannot happen: the socket closing cancels this task instead
         raise p.ProtocolError(f"stopped waiting for {model} to load") from None
     if isinstance(outcome, Refusal):
@@ -107,23 +106,13 @@ async def unload(gateway: Hosting, model: str) -> list[str]:
     loader = gateway.loader
     if loader is None:
         raise p.unsupported("llm", "unloadModel", "call")
-    demand: OnDemand = loader.demand  # type: ignore[assignment]  # the control plane's
-    names = await asyncio.to_thread(_unload_all, demand, model)
+    names = await asyncio.to_thread(
+        loader.demand.unload_all, model, "unloaded by an LM Studio client"
+    )
     if not names:
         raise p.ProtocolError(f"{model} is not loaded", code=p.NO_MODEL_CODE)
     await loader.refresh()
     return names
-
-
-def _unload_all(demand: OnDemand, model: str) -> list[str]:
-    records = [
-        r
-        for r in table.list_deployments(demand.deployments.store)
-        if r.model_id == model and r.state in LIVE_STATES
-    ]
-    for record in records:
-        demand.unload_now(record, "unloaded by an LM Studio client")
-    return [r.name for r in records]
 
 
 def downloaded_entries(startable: Sequence[ModelInfo], running: set[str]) -> list[dict[str, Any]]:

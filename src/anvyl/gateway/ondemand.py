@@ -49,6 +49,8 @@ class Demand(Protocol):
 
     def unload_model(self, model_id: str) -> None: ...
 
+    def unload_all(self, model_id: str, why: str) -> list[str]: ...
+
     def starting(self, model_id: str) -> bool: ...
 
 
@@ -89,15 +91,20 @@ class Loader:
         model: str,
         disconnected: Callable[[], asyncio.Future[Any]],
         keep_alive: float | None = None,
+        *,
+        running_too: bool = True,
     ) -> Refusal | bool:
         """Count a request to `model` in flight once a replica can take it (starting the model
         when it is stopped and autostart is on): True when counted (`release` it after);
         False when the proxy should answer as it would without on-demand loading (not counted);
-        a Refusal to send. ClientGone when the client leaves while waiting."""
+        a Refusal to send. ClientGone when the client leaves while waiting.
+
+        `keep_alive` applies to a start this request causes and, with `running_too`
+        (Ollama's `keep_alive`; not LM Studio's `ttl`), to the model's running deployments."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         reprobed = False
-        if keep_alive is not None:
+        if keep_alive is not None and running_too:
             await asyncio.to_thread(self.demand.set_keep_alive, model, keep_alive)
         while True:
             if self.demand.unloading(model) is None and self.table.serving(model):
@@ -175,21 +182,22 @@ def _timed_out(model: str, timeout: float) -> Refusal:
     )
 
 
-def requested_keep_alive(path: str, body: bytes) -> float | None:
-    """The keep-alive a request asks for: Ollama's `keep_alive`, LM Studio's `ttl` (seconds).
+def requested_keep_alive(path: str, body: bytes) -> tuple[float | None, bool]:
+    """The keep-alive a request asks for, and whether it applies to running deployments too:
+    Ollama's `keep_alive` (yes), LM Studio's `ttl` in seconds (no: only to a load it causes).
     ValueError naming the field when it is not a duration."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return None
+        return None, False
     if not isinstance(data, dict):
-        return None
+        return None, False
     for field in ("keep_alive", "ttl"):
         value = data.get(field)
         if value is None:
             continue
         try:
-            return parse_keep_alive(value, what=field)
+            return parse_keep_alive(value, what=field), field == "keep_alive"
         except AnvylError as exc:
             raise ValueError(exc.message) from exc
-    return None
+    return None, False

@@ -196,6 +196,18 @@ class OnDemand:
 
     # -- unloading -------------------------------------------------------------------------
 
+    def unload_all(self, model_id: str, why: str) -> list[str]:
+        """Unload every live deployment of `model_id`, explicit ones too, and wait until they
+        are gone (LM Studio's `unload`); their names."""
+        records = [
+            r
+            for r in table.list_deployments(self.deployments.store)
+            if r.model_id == model_id and r.state in LIVE_STATES
+        ]
+        for record in records:
+            self.unload_now(record, why)
+        return [r.name for r in records]
+
     def unload_model(self, model_id: str) -> None:
         """Begin unloading every idle deployment of `model_id` (Ollama's unload request)."""
         for record in table.list_deployments(self.deployments.store):
