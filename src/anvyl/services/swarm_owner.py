@@ -1,8 +1,8 @@
-"""What the Swarm deployment modules need of the objects they are handed, as Protocols.
+"""What the Swarm modules need of the objects they are handed, as Protocols.
 
-`SwarmDeployments` is handed the deployment service (`services.deployments.service`), and its
-helpers (`swarm_nodes`, `swarm_tasks`) are handed the `SwarmDeployments`; stating what each
-uses keeps them from importing the module that imports them.
+`SwarmDeployments` (and through it `SwarmRuntime`) is handed the deployment service
+(`services.deployments.service`), and `swarm_nodes` is handed the `SwarmDeployments`; stating
+what each uses keeps them from importing the module that imports them.
 """
 
 from __future__ import annotations
