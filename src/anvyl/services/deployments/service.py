@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from anvyl.catalog import resolve_model
-from anvyl.errors import FailedPrecondition, InvalidArgument, NotFound
+from anvyl.errors import AnvylError, FailedPrecondition, InvalidArgument, NotFound
 from anvyl.gateway.routing import Target
 from anvyl.runtime import model_spec as spec
 from anvyl.runtime.base import (
@@ -146,14 +146,26 @@ class Deployments:
         raise NotFound(f"no host {host_id!r}")
 
     def placement(self, options: StartOptions) -> tuple[HostRecord, DeploymentRuntime]:
-        """Where a start goes: the asked runtime and host, except that the container runtime
-        of an engine that manages a Swarm starts services (`--host-id` then names a node)."""
-        if options.runtime == KIND_CONTAINER:
-            local = [h for h in self.hosts.records() if h.local]
-            if local and self.swarm.active(local[0].id):
-                return local[0], self.runtime(KIND_SWARM, local[0].id)
-        host = self.hosts.resolve(options.host_id) if options.host_id.strip() else self.local_host()
-        return host, self.runtime(options.runtime, host.id)
+        """Where a start goes: the asked runtime on the asked host (this machine by default).
+
+        The container runtime of an engine that manages a Swarm starts services instead, and a
+        runtime that places servers on its own nodes (`capabilities.nodes`) is run from here
+        and reads `--host-id` as one of them.
+        """
+        kind, ref = options.runtime, options.host_id.strip()
+        local = next((h for h in self.hosts.records() if h.local), None)
+        if local is not None:
+            if kind == KIND_CONTAINER and self.swarm.active(local.id):
+                kind = KIND_SWARM
+            try:
+                runtime = self.runtime(kind, local.id)
+            except AnvylError:  # none here (no engine): the asked host may have one
+                pass
+            else:
+                if not ref or runtime.capabilities().nodes:
+                    return local, runtime
+        host = self.hosts.resolve(ref) if ref else self.local_host()
+        return host, self.runtime(kind, host.id)
 
     def local_host(self) -> HostRecord:
         """This machine's host record."""
