@@ -362,8 +362,12 @@ class Deployments:
 
     def endpoint(self, record: DeploymentRecord) -> Endpoint:
         """Where the control plane reaches a deployment's API, and the key it needs."""
-        runtime = self.runtime(runtime_of(record), record.host_id)
-        host = runtime.reach(handle_of(record))  # a ready replica on its node, for some
+        try:
+            runtime = self.runtime(runtime_of(record), record.host_id)
+        except AnvylError:  # its host or engine is gone: where the row says
+            host = ""
+        else:
+            host = runtime.reach(handle_of(record))  # a ready replica on its node, for some
         base = f"http://{host}:{record.port}" if host else self.probe_base(record)
         return Endpoint(base_url=base, api_key=self.keys.read(record.id))
 
