@@ -25,6 +25,8 @@ def test_bad_input_is_refused_by_the_server(served: Served, tmp_path: Path) -> N
     _one_line_error(refused, "holds no PEM certificate")
     unknown = served.cli("image", "build", "--host-id", "nope", env=NO_ENGINE)
     _one_line_error(unknown, "no host with id or name 'nope'")
+    bad_tag = served.cli("image", "build", "--tag", "Not/Valid:tag", env=NO_ENGINE)
+    _one_line_error(bad_tag, "invalid --tag 'Not/Valid:tag'")
 
 
 def test_without_a_server_nothing_is_built(served: Served) -> None:

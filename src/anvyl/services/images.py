@@ -7,6 +7,7 @@ machine); the build runs here, through the runtime's one Docker edge, and stream
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,13 @@ from anvyl.services.hosts import Hosts
 
 MAX_CA_BUNDLE_BYTES = 1 << 20
 PEM_MARKER = b"-----BEGIN CERTIFICATE-----"
+# An image reference as Docker parses it: [registry[:port]/]path[:tag][@digest], path lowercase.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+REFERENCE = re.compile(
+    rf"(?:{_DOMAIN}(?:\.{_DOMAIN})*(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?P<digest>@sha256:[0-9a-f]{64})?"
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,13 @@ def build_image(
         raise InvalidArgument(f"--ca-bundle is over {MAX_CA_BUNDLE_BYTES >> 20} MiB")
     if ca_bundle and PEM_MARKER not in ca_bundle:
         raise InvalidArgument("--ca-bundle holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    for option, value in (("--base-image", base_image), ("--tag", tag)):
+        found = REFERENCE.fullmatch(value) if value else None
+        if value and (found is None or (option == "--tag" and found["digest"])):
+            raise InvalidArgument(
+                f"invalid {option} {value!r}: give an image reference such as "
+                "anvyl/modelserver:custom (lowercase repository, tag of letters, digits, . _ -)"
+            )
     if host_ref.strip():
         host = hosts.resolve(host_ref)
     else:
