@@ -7,7 +7,7 @@ The real Swarm runtime is tested in `tests/swarm/` against a lab of real engines
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ from anvyl.services.deployments.options import StartOptions
 from anvyl.services.deployments.service import Deployments
 from anvyl.services.hosts import Hosts
 from anvyl.store import Store
-from anvyl.store import hosts as host_table
 from anvyl.store.secrets import ApiKeys
 
 MODEL_ID = "smollm2-135m-instruct-mlx"
@@ -133,21 +132,6 @@ class ReplicaRuntime(DeploymentRuntime):
 
     def adopted(self, orphan: Orphan) -> None:
         self.adopted_ids.append(orphan.deployment_id)
-
-
-@pytest.fixture
-def home(tmp_path: Path, bundled_model: Path) -> Path:
-    from models_harness import make_home
-
-    return make_home(tmp_path / "home", bundled_model)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    db = Store(tmp_path / "anvyl.db")
-    host_table.ensure_local_host(db, address="fake://local")
-    yield db
-    db.close()
 
 
 def service(store: Store, home: Path, fake: ReplicaRuntime) -> Deployments:
