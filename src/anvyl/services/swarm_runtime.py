@@ -15,13 +15,12 @@ import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from anvyl import config
 from anvyl.catalog import resolve_model
 from anvyl.errors import AlreadyExists, AnvylError, FailedPrecondition, InvalidArgument, NotFound
-from anvyl.runtime import model_spec as spec
 from anvyl.runtime import swarm
 from anvyl.runtime.base import (
     KIND_SWARM,
@@ -37,7 +36,7 @@ from anvyl.runtime.base import (
     Orphan,
     Route,
 )
-from anvyl.runtime.container import LABEL_CONTROLLER
+from anvyl.runtime.container import LABEL_CONTROLLER, model_container_spec
 from anvyl.runtime.driver import DockerDriver
 from anvyl.services import node_content, swarm_nodes, swarm_tasks
 from anvyl.services.swarm_deployments import SwarmDeployments
@@ -116,21 +115,8 @@ class SwarmRuntime(DeploymentRuntime):
         if not key:
             raise FailedPrecondition("a Swarm deployment needs an API key")
         placed = launch.placement
-        container = spec.ModelContainerSpec(
-            image=launch.image,
-            name=launch.name,
-            model_id=launch.model_id,
-            model_path=str(Path(launch.model_path).resolve()),
-            port=launch.port,
-            memory=launch.memory or None,
-            cpus=launch.cpus or None,
-            ctx=launch.ctx or None,
-            max_queue=launch.max_queue or None,
-            startup_script=launch.startup_script or None,
-            dtype=launch.dtype or None,
-            deployment_id=launch.deployment_id,
-            extra_labels=launch.labels,
-        )
+        # The key travels as a Swarm secret, not a bind-mounted file (`ModelServiceSpec`).
+        container = model_container_spec(replace(launch, api_key_file=""))
         # What adopting the service after a lost database needs and the spec does not say.
         service_labels = {LABEL_API_KEY: "generated" if launch.api_key_generated else "given"}
         if placed.get("model_volume"):
