@@ -8,7 +8,7 @@ phases, refusing options a runtime cannot honour, a failed start cleaned up with
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -33,7 +33,6 @@ from anvyl.services.deployments.options import StartOptions
 from anvyl.services.deployments.service import Deployments
 from anvyl.services.hosts import Hosts
 from anvyl.store import Store
-from anvyl.store import hosts as host_table
 
 MODEL_ID = "smollm2-135m-instruct-mlx"
 
@@ -111,21 +110,6 @@ class FakeRuntime(DeploymentRuntime):
 
     def orphans(self, controller_id: str) -> list[Orphan]:
         return []
-
-
-@pytest.fixture
-def home(tmp_path: Path, bundled_model: Path) -> Path:
-    from models_harness import make_home
-
-    return make_home(tmp_path / "home", bundled_model)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    db = Store(tmp_path / "anvyl.db")
-    host_table.ensure_local_host(db, address="fake://local")
-    yield db
-    db.close()
 
 
 def service(store: Store, home: Path, fake: FakeRuntime) -> Deployments:

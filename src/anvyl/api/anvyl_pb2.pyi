@@ -16,6 +16,34 @@ HOST_STATUS_UNSPECIFIED: HostStatus
 HOST_STATUS_REACHABLE: HostStatus
 HOST_STATUS_UNREACHABLE: HostStatus
 
+class BuildImageRequest(_message.Message):
+    __slots__ = ("host_id", "base_image", "ca_bundle", "tag")
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    CA_BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    host_id: str
+    base_image: str
+    ca_bundle: bytes
+    tag: str
+    def __init__(self, host_id: _Optional[str] = ..., base_image: _Optional[str] = ..., ca_bundle: _Optional[bytes] = ..., tag: _Optional[str] = ...) -> None: ...
+
+class BuildImageEvent(_message.Message):
+    __slots__ = ("line", "image")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    line: str
+    image: BuiltImage
+    def __init__(self, line: _Optional[str] = ..., image: _Optional[_Union[BuiltImage, _Mapping]] = ...) -> None: ...
+
+class BuiltImage(_message.Message):
+    __slots__ = ("ref", "size_bytes")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    size_bytes: int
+    def __init__(self, ref: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
 class Host(_message.Message):
     __slots__ = ("id", "name", "address", "status", "status_reason", "cpus", "memory_bytes", "engine_version", "running_containers", "local", "created_at", "runtime")
     ID_FIELD_NUMBER: _ClassVar[int]

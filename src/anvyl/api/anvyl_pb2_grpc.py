@@ -50,6 +50,11 @@ class HostServiceStub:
                 request_serializer=anvyl__pb2.GetHostMetricsRequest.SerializeToString,
                 response_deserializer=anvyl__pb2.HostMetrics.FromString,
                 _registered_method=True)
+        self.BuildImage = channel.unary_stream(
+                '/anvyl.v1.HostService/BuildImage',
+                request_serializer=anvyl__pb2.BuildImageRequest.SerializeToString,
+                response_deserializer=anvyl__pb2.BuildImageEvent.FromString,
+                _registered_method=True)
 
 
 class HostServiceServicer:
@@ -79,6 +84,15 @@ class HostServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BuildImage(self, request, context):
+        """Build the model-server image on a host's engine (this machine's by default), streaming
+        progress lines; skipped when its inputs have not changed. The last event carries the image.
+        The build goes on if the client goes away (stopping half-way would leave it half made).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +110,11 @@ def add_HostServiceServicer_to_server(servicer, server):
                     servicer.GetHostMetrics,
                     request_deserializer=anvyl__pb2.GetHostMetricsRequest.FromString,
                     response_serializer=anvyl__pb2.HostMetrics.SerializeToString,
+            ),
+            'BuildImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.BuildImage,
+                    request_deserializer=anvyl__pb2.BuildImageRequest.FromString,
+                    response_serializer=anvyl__pb2.BuildImageEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +199,33 @@ class HostService:
             '/anvyl.v1.HostService/GetHostMetrics',
             anvyl__pb2.GetHostMetricsRequest.SerializeToString,
             anvyl__pb2.HostMetrics.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/anvyl.v1.HostService/BuildImage',
+            anvyl__pb2.BuildImageRequest.SerializeToString,
+            anvyl__pb2.BuildImageEvent.FromString,
             options,
             channel_credentials,
             insecure,

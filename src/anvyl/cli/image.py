@@ -1,4 +1,4 @@
-"""`anvyl image`: build the model-server image on the local Docker engine."""
+"""`anvyl image`: build the model-server image on a host's engine, through the server."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from anvyl.cli.client import CONTEXT_SETTINGS
+from anvyl.cli.client import CONTEXT_SETTINGS, HostOption, PortOption, connect
 
 app = typer.Typer(
     help="The model-server image (built locally, offline-capable).",
@@ -25,8 +25,8 @@ def build(
     base_image: str = typer.Option(
         "python:3.12-slim",
         "--base-image",
-        help="Base image; `debian-bootstrap` makes a Debian base here with debootstrap "
-        "(no registry needed; root)",
+        help="Base image; `debian-bootstrap` makes a Debian base on the server's machine with "
+        "debootstrap (no registry needed; the server runs as root)",
     ),
     ca_bundle: Path | None = typer.Option(
         None,
@@ -34,29 +34,38 @@ def build(
         exists=True,
         dir_okay=False,
         readable=True,
-        help="CA bundle for a TLS-intercepting proxy (host-side pip download, apt in the build)",
+        help="CA bundle for a TLS-intercepting proxy (read here, sent to the server for its pip "
+        "download and apt in the build)",
         show_default=False,
     ),
-    tag: str | None = typer.Option(
-        None, "--tag", help="Image reference (default anvyl/modelserver:<version>)"
+    tag: str = typer.Option(
+        "",
+        "--tag",
+        help="Image reference (default anvyl/modelserver:<version>)",
+        show_default=False,
     ),
+    host_id: str = typer.Option(
+        "", "--host-id", help="Build on this host's engine (default: the server's machine)"
+    ),
+    host: HostOption = None,
+    port: PortOption = None,
 ) -> None:
-    """Build the model-server image; skipped when its inputs have not changed."""
+    """Build the model-server image on the server's engine; skipped when its inputs are unchanged.
+
+    The server builds it (the CLI opens no engine connection); `--ca-bundle` is read here and
+    sent along.
+    """
     from rich.markup import escape
     from rich.text import Text
 
-    from anvyl import config
+    from anvyl.api import anvyl_pb2 as pb
     from anvyl.cli import output
-    from anvyl.errors import AnvylError
-    from anvyl.runtime import DockerDriver
 
     out = output.console()
-    driver = DockerDriver()  # the engine of this machine, through the runtime's one edge
-    try:
-        driver.ping()
-    except AnvylError as exc:
-        output.error_line(f"no Docker engine answers: {exc.message}")
-        raise typer.Exit(output.EXIT_UNREACHABLE) from None
+    bundle = ca_bundle.read_bytes() if ca_bundle is not None else b""
+    request = pb.BuildImageRequest(
+        host_id=host_id, base_image=base_image, ca_bundle=bundle, tag=tag
+    )
 
     def progress(line: str) -> None:
         text = " ".join(line.split())
@@ -69,22 +78,15 @@ def build(
         out.print(Text.assemble(("• ", "dim"), text), no_wrap=True, overflow="ellipsis")
         status.update(Text(step[0], style="bold"))
 
+    client = connect(host, port)
     step = ["Starting"]
-    try:
-        with out.status("Starting", spinner="dots") as status:
-            ref = driver.build_image(
-                base_image=base_image,
-                ca_bundle=ca_bundle,
-                tag=tag,
-                progress=progress,
-                cache_dir=config.anvyl_home() / "cache",
-            )
-        size = driver.image_size(ref)
-    except AnvylError as exc:
-        output.error_line(exc.message)
-        raise typer.Exit(output.EXIT_ERROR) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(output.EXIT_INTERRUPTED) from None
-    finally:
-        driver.close()
-    out.print(f"[green]✓[/green] {escape(ref)} [dim]({size / 1e6:.0f} MB)[/dim]")
+    built = None
+    with client.errors(), out.status("Starting", spinner="dots") as status:
+        for event in client.invoke("hosts.BuildImage", request):
+            if event.HasField("image"):
+                built = event.image
+            else:
+                progress(event.line)
+    if built is None:
+        output.fail("the server ended the build without an image")
+    out.print(f"[green]✓[/green] {escape(built.ref)} [dim]({built.size_bytes / 1e6:.0f} MB)[/dim]")

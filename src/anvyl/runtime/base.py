@@ -9,7 +9,12 @@ refuses such options once, at its edge.
 
     DeploymentRuntime
     ├── ContainerRuntime  (runtime/container.py: one Docker engine)
-    └── ProcessRuntime    (runtime/process.py: a supervised local process)
+    ├── ProcessRuntime    (runtime/process.py: a supervised local process)
+    └── SwarmRuntime      (services/swarm_runtime.py: replicated services on a Swarm manager)
+
+A runtime that runs several servers per deployment (Swarm replicas, each on its node) says so in
+its capabilities (`replicas`, `probes`) and reports them in `Observation`; the service treats
+both shapes alike.
 """
 
 from __future__ import annotations
@@ -49,6 +54,14 @@ class Capabilities:
     memory_note: str = ""
     # (uid, gid) that must read the API key file; None: the server's own user (mode 0600).
     key_owner: tuple[int, int] | None = None
+    # Servers reachable from other machines always get a key (generated when none is given).
+    api_key_required: bool = False
+    # The address every server binds whatever is asked ("": as asked).
+    bind: str = ""
+    # `--host-id` names one of the runtime's own nodes (it places servers itself), not a host.
+    nodes: bool = False
+    # The runtime probes its servers' `/health` itself (`Observation.ready`), each where it runs.
+    probes: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,11 @@ class LaunchSpec:
     api_key_file: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     allow_origins: tuple[str, ...] = ()
+    replicas: int = 1
+    node: str = ""  # a node of the runtime's own (capabilities.nodes)
+    api_key_generated: bool = False  # Anvyl made the key (clients of the gateway do not know it)
+    # What `place` returned: the runtime's facts for `start` (the row keeps them too).
+    placement: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,14 @@ class Observation:
     status: str
     reason: str = ""  # why it is not running (exit code or signal, OOM), plus restart notes
     name: str = ""
+    # Runtimes that probe their servers themselves (capabilities.probes): how many answer
+    # `/health`, how many are asked for, the host of one that answers, and one entry per
+    # server (a `runtime.swarm.ReplicaView` each); `failure`: why a start will never be ready.
+    ready: int | None = None
+    wanted: int = 1
+    host: str = ""
+    replicas: tuple[Any, ...] = ()
+    failure: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,6 +131,16 @@ class Orphan:
     port: int
     bind: str
     image: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # what the row keeps beside the handle
+
+
+@dataclass(frozen=True)
+class Route:
+    """One server of a deployment the gateway may route to (a runtime with many per deployment)."""
+
+    key: str  # unique within the deployment
+    host: str  # where its port answers
+    where: str  # shown to clients (a node's name)
 
 
 class LogStream(Protocol):
@@ -170,6 +206,29 @@ class DeploymentRuntime(abc.ABC):
 
     def maintain(self, handles: list[Handle]) -> None:  # noqa: B027 - optional
         """Periodic housekeeping of running servers (log rotation); nothing by default."""
+
+    def place(self, launch: LaunchSpec, say: Callable[[str, str], None]) -> dict[str, Any]:
+        """Check where the servers can run and ready those places (before the row is stored).
+
+        Returns facts the deployment's row keeps and `start` gets back in `launch.placement`;
+        nothing to do by default.
+        """
+        return {}
+
+    def adopted(self, orphan: Orphan) -> None:  # noqa: B027 - optional
+        """Called once the service recorded an orphan (a lost API key is replaced here)."""
+
+    def reach(self, handle: Handle) -> str:
+        """The host where a server answers when not at its row's bind address ("": there)."""
+        return ""
+
+    def routes(self, handles: list[Handle]) -> list[list[Route]] | None:
+        """The servers of each handle for the gateway; None: each answers at its row's address."""
+        return None
+
+    def scale(self, handle: Handle, replicas: int) -> None:
+        """Change the number of servers (runtimes with capabilities.replicas)."""
+        raise NotImplementedError(f"the {self.kind} runtime does not scale")
 
 
 def reach_host(bind: str, engine_address: str = "", local: bool = True) -> str:

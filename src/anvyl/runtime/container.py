@@ -96,24 +96,7 @@ class ContainerRuntime(DeploymentRuntime):
 
     def start(self, launch: LaunchSpec) -> Handle:
         """Create and start the hardened container."""
-        container_spec = spec.ModelContainerSpec(
-            image=launch.image,
-            name=launch.name,
-            model_id=launch.model_id,
-            model_path=str(Path(launch.model_path).resolve()),
-            port=launch.port,
-            bind=launch.bind,
-            memory=launch.memory or None,
-            cpus=launch.cpus or None,
-            ctx=launch.ctx or None,
-            max_queue=launch.max_queue or None,
-            api_key_file=launch.api_key_file or None,
-            startup_script=launch.startup_script or None,
-            dtype=launch.dtype or None,
-            allow_origins=launch.allow_origins,
-            deployment_id=launch.deployment_id,
-            extra_labels=launch.labels,
-        )
+        container_spec = model_container_spec(launch)
         with self.driver.engine_errors():
             client = self.driver.client
             _ensure_network(client)
@@ -289,3 +272,25 @@ def default_image_provider(home: Path) -> ImageProvider:
         return driver.ensure_image(cache_dir=home / "cache", base_image=base, progress=say)
 
     return provide
+
+
+def model_container_spec(launch: LaunchSpec) -> spec.ModelContainerSpec:
+    """The hardened container a launch asks for (a Swarm service's tasks run the same)."""
+    return spec.ModelContainerSpec(
+        image=launch.image,
+        name=launch.name,
+        model_id=launch.model_id,
+        model_path=str(Path(launch.model_path).resolve()),
+        port=launch.port,
+        bind=launch.bind,
+        memory=launch.memory or None,
+        cpus=launch.cpus or None,
+        ctx=launch.ctx or None,
+        max_queue=launch.max_queue or None,
+        api_key_file=launch.api_key_file or None,
+        startup_script=launch.startup_script or None,
+        dtype=launch.dtype or None,
+        allow_origins=launch.allow_origins,
+        deployment_id=launch.deployment_id,
+        extra_labels=launch.labels,
+    )

@@ -24,7 +24,6 @@ from anvyl.api import anvyl_pb2_grpc as rpc
 from anvyl.dashboard import DashboardConfig, open_dashboard
 from anvyl.errors import AnvylError, InvalidArgument
 from anvyl.gateway import GatewayConfig, Target, open_gateway
-from anvyl.gateway.replicas import deployment_targets
 from anvyl.runtime import DockerDriver, Engines, docker_host_from_env
 from anvyl.runtime.base import KIND_CONTAINER, KIND_PROCESS, KINDS
 from anvyl.server.cluster_servicer import ClusterServicer
@@ -216,9 +215,8 @@ class AnvylServer:
         return self.engines.driver(self.local_host.id)
 
     def gateway_targets(self) -> list[Target]:
-        """The replicas the gateway routes to (containers from the store, Swarm tasks)."""
-        models = self.services.models
-        return deployment_targets(self.store, models.home) + models.swarm.targets()
+        """The replicas the gateway routes to (each deployment, or each Swarm task)."""
+        return self.services.models.targets()
 
     def start(self) -> None:
         """Reconcile, start serving, mark every service SERVING; reconcile on a timer after."""

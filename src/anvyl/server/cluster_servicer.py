@@ -6,7 +6,6 @@ import grpc
 
 from anvyl.api import anvyl_pb2 as pb
 from anvyl.api import anvyl_pb2_grpc as rpc
-from anvyl.errors import FailedPrecondition
 from anvyl.server.cluster_messages import node_to_pb
 from anvyl.server.servicers import deployment_to_pb
 from anvyl.services import Services
@@ -54,14 +53,7 @@ class ClusterServicer(rpc.ClusterServiceServicer):
         self, request: pb.ScaleModelRequest, context: grpc.ServicerContext
     ) -> pb.Deployment:
         """Change the replica count of a Swarm deployment."""
-        from anvyl.services.swarm_records import is_swarm
-
-        record = self.models.find(request.ref)
-        if not is_swarm(record):
-            raise FailedPrecondition(
-                f"{record.name} is a plain container; only Swarm deployments scale"
-            )
-        return deployment_to_pb(self.models.swarm.scale(record, request.replicas))
+        return deployment_to_pb(self.models.scale(request.ref, request.replicas))
 
     def SetNodeEngine(
         self, request: pb.SetNodeEngineRequest, context: grpc.ServicerContext

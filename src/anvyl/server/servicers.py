@@ -18,7 +18,7 @@ from anvyl.runtime import ContainerInfo
 from anvyl.runtime.base import LogStream
 from anvyl.server.cluster_messages import node_metrics_to_pb
 from anvyl.server.loading import load_events
-from anvyl.services import HostMetrics, HostView, Services
+from anvyl.services import HostMetrics, HostView, Services, images
 from anvyl.services.cluster import Cluster
 from anvyl.services.models import DEFAULT_WAIT_TIMEOUT_S, DeploymentView, StartOptions
 from anvyl.services.ondemand import OnDemand, parse_keep_alive
@@ -108,6 +108,7 @@ class HostServicer(rpc.HostServiceServicer):
 
     def __init__(self, services: Services) -> None:
         self.hosts = services.hosts
+        self.models = services.models
         self.cluster = Cluster(services.models)
 
     def ListHosts(
@@ -125,6 +126,30 @@ class HostServicer(rpc.HostServiceServicer):
     ) -> pb.HostMetrics:
         """Machine and container usage; a Swarm node's figures when the id names a node."""
         return metrics_to_pb(self.cluster.metrics(request.host_id))
+
+    def BuildImage(
+        self, request: pb.BuildImageRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.BuildImageEvent]:
+        """Build the model-server image on a host's engine, streaming its progress lines."""
+
+        def run(progress: Callable[[str, str], None]) -> pb.BuildImageEvent:
+            built = images.build_image(
+                self.hosts,
+                host_ref=request.host_id,
+                base_image=request.base_image,
+                ca_bundle=request.ca_bundle,
+                tag=request.tag,
+                progress=lambda line: progress(line, ""),
+                cache_dir=self.models.home / "cache",
+                container_labels=self.models.container_labels,
+            )
+            image = pb.BuiltImage(ref=built.ref, size_bytes=built.size_bytes)
+            return pb.BuildImageEvent(line=f"built {built.ref}", image=image)
+
+        def event(line: str, _unused: str) -> pb.BuildImageEvent:
+            return pb.BuildImageEvent(line=line)
+
+        yield from _with_progress(run, event, context)
 
 
 class ContainerServicer(rpc.ContainerServiceServicer):

@@ -10,7 +10,6 @@ from anvyl.errors import AnvylError, FailedPrecondition
 from anvyl.runtime import DockerDriver, swarm
 from anvyl.runtime import model_spec as spec
 from anvyl.services import node_content
-from anvyl.services.deployments.options import StartOptions
 from anvyl.services.swarm_owner import Owner, Say
 
 if TYPE_CHECKING:
@@ -96,7 +95,7 @@ def prepare_nodes(
 def check_fits(
     nodes: list[swarm.NodeInfo],
     node: swarm.NodeInfo | None,
-    opts: StartOptions,
+    memory: str,
     replicas: int,
 ) -> None:
     """Refuse what the scheduler could never place, saying why."""
@@ -112,12 +111,12 @@ def check_fits(
         raise FailedPrecondition(
             f"{replicas} replicas need {replicas} distinct nodes, but there are only {where}"
         )
-    if opts.memory:
-        need = spec.parse_memory(opts.memory)
+    if memory:
+        need = spec.parse_memory(memory)
         fitting = [n for n in usable if n.memory_bytes >= need]
         if len(fitting) < replicas:
             sizes = ", ".join(f"{n.hostname} {spec.format_bytes(n.memory_bytes)}" for n in usable)
             raise FailedPrecondition(
-                f"--memory {opts.memory} fits on {len(fitting)} node(s), {replicas} needed: "
+                f"--memory {memory} fits on {len(fitting)} node(s), {replicas} needed: "
                 f"no node has that much memory ({sizes})"
             )

@@ -1,8 +1,8 @@
-"""What the Swarm deployment modules need of the objects they are handed, as Protocols.
+"""What the Swarm modules need of the objects they are handed, as Protocols.
 
-`SwarmDeployments` is handed the deployment service (`services.deployments.service`), and its
-helpers (`swarm_nodes`, `swarm_tasks`) are handed the `SwarmDeployments`; stating what each
-uses keeps them from importing the module that imports them.
+`SwarmDeployments` (and through it `SwarmRuntime`) is handed the deployment service
+(`services.deployments.service`), and `swarm_nodes` is handed the `SwarmDeployments`; stating
+what each uses keeps them from importing the module that imports them.
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from anvyl.runtime.container import ImageProvider
-    from anvyl.services.deployments.views import DeploymentView
     from anvyl.services.hosts import Hosts
     from anvyl.store import Store
-    from anvyl.store.deployments import DeploymentRecord
     from anvyl.store.secrets import ApiKeys
 
 Say = Callable[[str, str], None]  # (phase, message)
@@ -32,11 +30,3 @@ class Owner(Protocol):
     controller_id: str
     container_labels: dict[str, str]
     image_provider: ImageProvider
-
-    def view(self, record: DeploymentRecord) -> DeploymentView:
-        """The record as a view, before anything is observed."""
-        ...
-
-    def forget(self, record: DeploymentRecord) -> None:
-        """Drop the row and the deployment's secrets."""
-        ...

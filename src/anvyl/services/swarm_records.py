@@ -10,7 +10,6 @@ from anvyl.runtime import model_spec as spec
 from anvyl.runtime import swarm
 from anvyl.runtime.base import KIND_SWARM
 from anvyl.services import node_content
-from anvyl.services.deployments.options import StartOptions, stored_options
 from anvyl.store import deployments as table
 from anvyl.store.deployments import DeploymentRecord
 
@@ -72,18 +71,3 @@ def adopted_record(attrs: dict[str, Any], host_id: str) -> DeploymentRecord:
 def usable_nodes(nodes: list[swarm.NodeInfo]) -> list[swarm.NodeInfo]:
     """Nodes the scheduler may place a replica on."""
     return [n for n in nodes if n.state == "ready" and n.availability == "active"]
-
-
-def stored_for(opts: StartOptions, replicas: int, node: swarm.NodeInfo | None) -> dict[str, Any]:
-    stored = {**stored_options(opts, RUNTIME), "replicas": replicas}
-    stored["api_key"] = True
-    if not opts.api_key:
-        stored["api_key_generated"] = True
-    if node is not None:
-        stored["node_id"] = node.id
-        stored["node"] = node.hostname
-    return stored
-
-
-def secret_name(record: DeploymentRecord) -> str:
-    return f"anvyl-api-key-{record.id}"

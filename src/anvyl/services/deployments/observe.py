@@ -20,25 +20,15 @@ from anvyl.runtime.base import (
 )
 from anvyl.services.deployments.probe import probe
 from anvyl.services.deployments.views import DeploymentView, handle_of, runtime_of
-from anvyl.services.swarm_records import is_swarm
 from anvyl.store import deployments as table
 from anvyl.store.deployments import DeploymentRecord
 
 if TYPE_CHECKING:
-    from anvyl.runtime.driver import DockerDriver
     from anvyl.services.deployments.probe import ThroughputTracker
     from anvyl.services.hosts import Hosts
     from anvyl.store.secrets import ApiKeys
 
 MAX_PROBES = 8
-
-
-class SwarmObserver(Protocol):
-    """What `model ps` needs of the Swarm side (`SwarmDeployments`)."""
-
-    def observe(self, record: DeploymentRecord, driver: DockerDriver | None) -> DeploymentView:
-        """The live view of a Swarm deployment (`driver` None: its manager is unreachable)."""
-        ...
 
 
 class Deployments(Protocol):
@@ -47,9 +37,6 @@ class Deployments(Protocol):
     hosts: Hosts
     keys: ApiKeys
     throughput: ThroughputTracker
-
-    @property
-    def swarm(self) -> SwarmObserver: ...
 
     def runtime(self, kind: str, host_id: str) -> DeploymentRuntime: ...
 
@@ -63,8 +50,7 @@ def observe_all(service: Deployments, records: list[DeploymentRecord]) -> list[D
     seen: dict[str, tuple[DeploymentRuntime, Observation] | None] = {}
     groups: dict[tuple[str, str], list[DeploymentRecord]] = {}
     for record in records:
-        if not is_swarm(record):
-            groups.setdefault((runtime_of(record), record.host_id), []).append(record)
+        groups.setdefault((runtime_of(record), record.host_id), []).append(record)
     for (kind, host_id), group in groups.items():
         try:
             runtime = service.runtime(kind, host_id)
@@ -75,12 +61,6 @@ def observe_all(service: Deployments, records: list[DeploymentRecord]) -> list[D
         seen.update({r.id: (runtime, o) for r, o in zip(group, found, strict=True)})
 
     def one(record: DeploymentRecord) -> DeploymentView:
-        if is_swarm(record):
-            try:
-                driver = service.hosts.driver(record.host_id)
-            except AnvylError:
-                driver = None
-            return service.swarm.observe(record, driver)
         return _view(service, record, seen.get(record.id))
 
     if len(records) <= 1:
@@ -107,6 +87,8 @@ def _view(
     if seen.status != STATUS_RUNNING:
         state = "restarting" if seen.status == STATUS_RESTARTING else table.STATE_EXITED
         return replace(view, state=state, state_reason=seen.reason)
+    if seen.ready is not None:
+        return _probed_view(record, view, seen)
     health, metrics = probe(service.probe_base(record), service.keys.read(record.id))
     if health == 200:
         state, reason = table.STATE_READY, seen.reason
@@ -127,4 +109,28 @@ def _view(
         requests_total=int(metrics.get("anvyl_requests_total", 0)),
         generated_tokens_total=generated,
         tokens_per_second=service.throughput.rate(record.id, generated, metrics),
+    )
+
+
+def _probed_view(
+    record: DeploymentRecord, view: DeploymentView, seen: Observation
+) -> DeploymentView:
+    """A deployment whose runtime probed its replicas, each where it runs (Swarm)."""
+    assert seen.ready is not None
+    serving = seen.ready > 0 or seen.ready >= seen.wanted
+    if serving:
+        state = table.STATE_READY
+    elif record.state == table.STATE_CREATING:
+        state = record.state
+    else:
+        state = table.STATE_STARTING if record.state != table.STATE_READY else "unhealthy"
+    since = record.ready_at or record.created_at
+    return replace(
+        view,
+        state=state,
+        state_reason="" if state == table.STATE_CREATING else seen.reason,
+        url=f"http://{seen.host}:{record.port}" if seen.host else view.url,
+        container_name=record.name,
+        uptime_s=max(0.0, time.time() - since) if since and seen.ready else 0.0,
+        replicas=seen.replicas,
     )

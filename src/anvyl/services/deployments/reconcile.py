@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from anvyl.errors import AlreadyExists, AnvylError
-from anvyl.runtime.base import KIND_CONTAINER, KIND_PROCESS, DeploymentRuntime, Orphan
+from anvyl.runtime.base import KIND_CONTAINER, DeploymentRuntime, Orphan
 from anvyl.services.deployments.probe import healthy
 from anvyl.services.deployments.views import handle_of, runtime_of
-from anvyl.services.swarm_records import is_swarm
 from anvyl.store import deployments as table
 from anvyl.store.deployments import DeploymentRecord
 
@@ -30,14 +30,6 @@ log = logging.getLogger(__name__)
 RECONCILE_PERIOD_S = 5.0
 
 
-class SwarmAdopter(Protocol):
-    """What reconciling needs of the Swarm side (`SwarmDeployments`)."""
-
-    def adopt(self) -> object:
-        """Record this installation's services the store forgot."""
-        ...
-
-
 class Deployments(Protocol):
     """What reconciling needs of the deployment service (`services.deployments.service`)."""
 
@@ -45,9 +37,7 @@ class Deployments(Protocol):
     hosts: Hosts
     controller_id: str
     starting: set[str]
-
-    @property
-    def swarm(self) -> SwarmAdopter: ...
+    where: dict[str, Callable[[], list[str]]]
 
     def runtime(self, kind: str, host_id: str) -> DeploymentRuntime: ...
 
@@ -58,10 +48,6 @@ class Deployments(Protocol):
 
 def reconcile(service: Deployments) -> list[DeploymentRecord]:
     """One pass over every runtime; returns the deployments after it."""
-    try:  # services of this installation the store forgot (a lost database)
-        service.swarm.adopt()
-    except AnvylError as exc:
-        log.warning("could not adopt Swarm services: %s", exc)
     for kind, host_id in _places(service):
         try:
             runtime = service.runtime(kind, host_id)
@@ -81,13 +67,16 @@ def reconcile(service: Deployments) -> list[DeploymentRecord]:
 
 
 def _places(service: Deployments) -> list[tuple[str, str]]:
-    """(runtime, host) pairs to look at: containers on every engine, processes here, and
-    wherever a deployment says it runs."""
-    places = {(KIND_CONTAINER, host_id) for host_id in service.hosts.engines.host_ids()}
-    places |= {(KIND_PROCESS, h.id) for h in service.hosts.records() if h.local}
-    places |= {
-        (runtime_of(r), r.host_id) for r in table.list_deployments(service.store) if not is_swarm(r)
-    }
+    """(runtime, host) pairs to look at: wherever each runtime may run servers of this
+    installation (containers on every engine, processes here, services on a Swarm manager),
+    and wherever a deployment says it runs."""
+    places = set()
+    for kind, where in service.where.items():
+        try:
+            places |= {(kind, host_id) for host_id in where()}
+        except AnvylError as exc:
+            log.warning("cannot tell where the %s runtime runs: %s", kind, exc)
+    places |= {(runtime_of(r), r.host_id) for r in table.list_deployments(service.store)}
     return sorted(places)
 
 
@@ -104,7 +93,7 @@ def _adopt(
             if orphan.deployment_id
             else None
         )
-        options = dict(known.options) if known is not None else {"adopted": True}
+        options = dict(known.options) if known is not None else {"adopted": True, **orphan.options}
         if runtime.kind != KIND_CONTAINER:
             options["runtime"] = runtime.kind
         if orphan.handle.data:
@@ -132,6 +121,11 @@ def _adopt(
                 log.info("adopted %s %s as deployment %s", runtime.kind, orphan.name, record.id)
             except AlreadyExists:
                 log.warning("cannot adopt %s: its name or port is taken", orphan.handle.ref)
+                continue
+            try:
+                runtime.adopted(orphan)
+            except AnvylError as exc:
+                log.warning("adopting %s: %s", orphan.name, exc)
 
 
 def _drop_dead_starts(service: Deployments, kind: str, host_id: str, running: set[str]) -> None:
@@ -144,7 +138,6 @@ def _drop_dead_starts(service: Deployments, kind: str, host_id: str, running: se
             and not record.container_id
             and record.id not in service.starting
             and record.id not in running
-            and not is_swarm(record)  # services have no container; their start tracks them
         ):
             log.warning("forgetting deployment %s: its start never made a server", record.id)
             service.forget(record)
@@ -157,7 +150,11 @@ def _mark_ready(
     for record in records:
         if record.state == table.STATE_READY or record.id in service.starting:
             continue
-        if not healthy(service.probe_base(record)):
+        if runtime.capabilities().probes:  # replicas, each probed where it runs
+            seen = runtime.observe([handle_of(record)])[0]
+            if seen.ready is None or seen.ready < seen.wanted:
+                continue
+        elif not healthy(service.probe_base(record)):
             continue
         try:
             runtime.apply_restart(handle_of(record), str(record.options.get("restart") or ""))

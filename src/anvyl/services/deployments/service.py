@@ -1,8 +1,8 @@
 """The deployment service: rows, phases and the choice of runtime (start, ps, stop, logs).
 
 A deployment is one model server run by one runtime (a container, a local process, or a Swarm
-service) on one host. The store keeps what the user asked for and the runtime's handle; the
-runtime says what really runs. Reads (`list`, `find`) look but never write or adopt:
+service of replicas) on one host. The store keeps what the user asked for and the runtime's
+handle; the runtime says what really runs. Reads (`list`, `find`) look but never write or adopt:
 `reconcile` (at start-up and on a timer, `services/deployments/reconcile.py`) does that.
 A start that fails removes everything it made.
 
@@ -14,6 +14,7 @@ a test hook there (see `server/app.py`).
 from __future__ import annotations
 
 import re
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -23,11 +24,13 @@ from pathlib import Path
 import httpx
 
 from anvyl.catalog import resolve_model
-from anvyl.errors import FailedPrecondition, InvalidArgument, NotFound
+from anvyl.errors import AnvylError, FailedPrecondition, InvalidArgument, NotFound
+from anvyl.gateway.routing import Target
 from anvyl.runtime import model_spec as spec
 from anvyl.runtime.base import (
     KIND_CONTAINER,
     KIND_PROCESS,
+    KIND_SWARM,
     STATUS_EXITED,
     STATUS_GONE,
     DeploymentRuntime,
@@ -44,7 +47,7 @@ from anvyl.runtime.container import (
 )
 from anvyl.runtime.container_stats import MemorySampler
 from anvyl.runtime.process import ProcessRuntime
-from anvyl.services.deployments import observe
+from anvyl.services.deployments import observe, targets
 from anvyl.services.deployments.options import (
     DEFAULT_STOP_TIMEOUT_S,
     PHASE_CREATING,
@@ -62,7 +65,7 @@ from anvyl.services.deployments.probe import PROBE_TIMEOUT_S, ThroughputTracker
 from anvyl.services.deployments.views import DeploymentView, Endpoint, handle_of, runtime_of
 from anvyl.services.hosts import Hosts
 from anvyl.services.swarm_deployments import SwarmDeployments
-from anvyl.services.swarm_records import is_swarm
+from anvyl.services.swarm_runtime import SwarmRuntime
 from anvyl.store import HostRecord, Store, profiles
 from anvyl.store import deployments as table
 from anvyl.store.deployments import DeploymentRecord
@@ -72,6 +75,7 @@ Progress = Callable[[str, str], None]  # (phase, message)
 StepHook = Callable[[str], None]
 RuntimeFactory = Callable[[HostRecord], DeploymentRuntime]
 READY_POLL_S = 0.1
+PROBED_POLL_S = 0.25  # a runtime that probes its replicas makes several engine calls a look
 
 
 class Deployments:
@@ -103,12 +107,19 @@ class Deployments:
         self._memory = MemorySampler()
         # Deployments this process is starting now: their `creating` rows are not orphans.
         self.starting: set[str] = set()
-        self.swarm = SwarmDeployments(self)  # services on a Swarm manager
+        self.swarm = SwarmDeployments(self)  # what the Swarm runtime keeps between calls
         # How each runtime is made for a host (tests pass their own).
         self.runtimes: dict[str, RuntimeFactory] = {
             KIND_CONTAINER: self._container,
             KIND_PROCESS: lambda _host: self.process,
+            KIND_SWARM: lambda host: SwarmRuntime(self.swarm, host),
             **(runtimes or {}),
+        }
+        # Where each runtime may run servers of this installation (reconcile looks there).
+        self.where: dict[str, Callable[[], list[str]]] = {
+            KIND_CONTAINER: self.hosts.engines.host_ids,
+            KIND_PROCESS: lambda: [h.id for h in self.hosts.records() if h.local],
+            KIND_SWARM: self.swarm.manager_hosts,
         }
 
     # -- runtimes --------------------------------------------------------------------------
@@ -135,6 +146,28 @@ class Deployments:
                 return host
         raise NotFound(f"no host {host_id!r}")
 
+    def placement(self, options: StartOptions) -> tuple[HostRecord, DeploymentRuntime]:
+        """Where a start goes: the asked runtime on the asked host (this machine by default).
+
+        The container runtime of an engine that manages a Swarm starts services instead, and a
+        runtime that places servers on its own nodes (`capabilities.nodes`) is run from here
+        and reads `--host-id` as one of them.
+        """
+        kind, ref = options.runtime, options.host_id.strip()
+        local = next((h for h in self.hosts.records() if h.local), None)
+        if local is not None:
+            if kind == KIND_CONTAINER and self.swarm.active(local.id):
+                kind = KIND_SWARM
+            try:
+                runtime = self.runtime(kind, local.id)
+            except AnvylError:  # none here (no engine): the asked host may have one
+                pass
+            else:
+                if not ref or runtime.capabilities().nodes:
+                    return local, runtime
+        host = self.hosts.resolve(ref) if ref else self.local_host()
+        return host, self.runtime(kind, host.id)
+
     def local_host(self) -> HostRecord:
         """This machine's host record."""
         local = [h for h in self.hosts.records() if h.local]
@@ -157,30 +190,51 @@ class Deployments:
         """
         say = progress or (lambda _phase, _message: None)
         check = check or (lambda: None)
-        kind = options.runtime or self.default_runtime
-        on_swarm = self.swarm.start_if_active(options, say, kind)
-        if on_swarm is not None:
-            return on_swarm
         say(PHASE_RESOLVING, f"resolving {options.model_id}")
         model = resolve_model(self.home, options.model_id)
-        opts = validated(replace(options, runtime=kind), model)
-        host = self.hosts.resolve(opts.host_id) if opts.host_id.strip() else self.local_host()
-        runtime = self.runtime(kind, host.id)
+        opts = validated(replace(options, runtime=options.runtime or self.default_runtime), model)
+        host, runtime = self.placement(opts)
+        kind = runtime.kind
         caps = runtime.capabilities()
         refuse_unsupported(opts, caps, remote_host=not host.local)
+        opts = replace(opts, bind=caps.bind or opts.bind)
         name = opts.name or spec.default_deployment_name(model.id)
         table.check_free(self.store, name, host.id, opts.port)  # other deployments, by name
         runtime.check_free(name, opts.bind, opts.port)  # anything else running there
         image = runtime.prepare(lambda line: say(PHASE_IMAGE, line))
         check()
-        stored = stored_options(opts, kind)
+        api_key = opts.api_key or (secrets.token_urlsafe(24) if caps.api_key_required else "")
+        launch = LaunchSpec(
+            deployment_id=table.new_deployment_id(),
+            name=name,
+            model_id=model.id,
+            model_path=str(model.path),
+            port=opts.port,
+            bind=opts.bind,
+            image=image,
+            memory=opts.memory,
+            cpus=opts.cpus,
+            ctx=opts.ctx,
+            max_queue=opts.max_queue,
+            dtype=opts.dtype,
+            startup_script=opts.startup_script,
+            allow_origins=opts.allow_origins,
+            labels={**self.container_labels, LABEL_CONTROLLER: self.controller_id},
+            replicas=opts.replicas or 1,
+            node=opts.host_id if caps.nodes else "",
+            api_key_generated=api_key != opts.api_key,
+        )
+        launch = replace(launch, placement=runtime.place(launch, say))
+        stored = {**stored_options(opts, kind), **launch.placement}
+        if launch.api_key_generated:
+            stored["api_key"] = stored["api_key_generated"] = True
         if opts.memory and not caps.memory:
             stored["memory_note"] = caps.memory_note
             say(PHASE_CREATING, f"--memory {opts.memory} is {caps.memory_note}")
         record = table.insert_deployment(
             self.store,
             DeploymentRecord(
-                id=table.new_deployment_id(),
+                id=launch.deployment_id,
                 name=name,
                 model_id=model.id,
                 host_id=host.id,
@@ -196,28 +250,9 @@ class Deployments:
             self.step_hook("before-create")
             say(PHASE_CREATING, f"creating {name} ({kind} runtime)")
             key_file = ""
-            if opts.api_key:
-                key_file = str(self.keys.write(record.id, opts.api_key, owner=caps.key_owner))
-            handle = runtime.start(
-                LaunchSpec(
-                    deployment_id=record.id,
-                    name=name,
-                    model_id=model.id,
-                    model_path=str(model.path),
-                    port=opts.port,
-                    bind=opts.bind,
-                    image=image,
-                    memory=opts.memory,
-                    cpus=opts.cpus,
-                    ctx=opts.ctx,
-                    max_queue=opts.max_queue,
-                    dtype=opts.dtype,
-                    startup_script=opts.startup_script,
-                    api_key_file=key_file,
-                    allow_origins=opts.allow_origins,
-                    labels={**self.container_labels, LABEL_CONTROLLER: self.controller_id},
-                )
-            )
+            if api_key:
+                key_file = str(self.keys.write(record.id, api_key, owner=caps.key_owner))
+            handle = runtime.start(replace(launch, api_key_file=key_file))
             self.step_hook("after-create")
             stored = {**stored, "handle": handle.data} if handle.data else stored
             table.update_deployment(
@@ -231,7 +266,7 @@ class Deployments:
                 record, container_id=handle.ref, state=table.STATE_STARTING, options=stored
             )
             if opts.detach:
-                return self.view(record)
+                return self._started_view(runtime, record)
             say(PHASE_LOADING, f"loading weights of {model.id}")
             self.step_hook("loading")
             self._wait_ready(runtime, record, opts.wait_timeout, check)
@@ -247,7 +282,14 @@ class Deployments:
         record = replace(record, state=table.STATE_READY, ready_at=now)
         if not opts.on_demand:  # what an on-demand start of this model will use
             profiles.save_start_options(self.store, model.id, profile_options(opts, kind))
-        say(PHASE_READY, f"{name} is ready at {self.url(record)}")
+        view = self._started_view(runtime, record)
+        say(PHASE_READY, f"{name} is ready at {view.url}")
+        return view
+
+    def _started_view(self, runtime: DeploymentRuntime, record: DeploymentRecord) -> DeploymentView:
+        """What a start answers: the row, looked at when the runtime knows where it answers."""
+        if runtime.capabilities().probes:  # replicas on their nodes
+            return observe.observe_all(self, [record])[0]
         return self.view(record)
 
     def _wait_ready(
@@ -261,14 +303,17 @@ class Deployments:
         deadline = time.monotonic() + timeout
         url = f"{self.probe_base(record)}/health"
         handle = handle_of(record)
+        probes = runtime.capabilities().probes  # it probes its replicas itself
         with httpx.Client(timeout=PROBE_TIMEOUT_S) as http:
             while True:
                 try:
-                    if http.get(url).status_code == 200:
+                    if not probes and http.get(url).status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass
                 seen = runtime.observe([handle])[0]
+                if seen.ready is not None and seen.ready >= seen.wanted:
+                    return
                 if seen.status == STATUS_GONE:
                     raise FailedPrecondition(
                         f"the {runtime.kind} of {record.name} disappeared while loading"
@@ -278,13 +323,17 @@ class Deployments:
                         f"{record.name} failed while loading: {seen.reason}"
                         + _tail(runtime.log_tail(handle))
                     )
+                if seen.failure:
+                    raise FailedPrecondition(seen.failure)
                 if time.monotonic() > deadline:
+                    count = f" ({seen.ready}/{seen.wanted} replicas ready)"
+                    count = count if seen.ready is not None else ""
                     raise FailedPrecondition(
-                        f"{record.name} did not become ready within {timeout:.0f} s"
+                        f"{record.name} did not become ready within {timeout:.0f} s{count}"
                         + _tail(runtime.log_tail(handle))
                     )
                 check()
-                time.sleep(READY_POLL_S)
+                time.sleep(PROBED_POLL_S if probes else READY_POLL_S)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -326,8 +375,6 @@ class Deployments:
         if tail is not None and tail < 0:
             raise InvalidArgument(f"--tail must be 0 or more, not {tail}")
         record = self.find(ref, host_id=host_id)
-        if is_swarm(record):
-            return self.swarm.logs(record, follow=follow, tail=tail)
         if not record.container_id:
             raise FailedPrecondition(f"{record.name} is still being created: no logs yet")
         runtime = self.runtime(runtime_of(record), record.host_id)
@@ -335,9 +382,14 @@ class Deployments:
 
     def endpoint(self, record: DeploymentRecord) -> Endpoint:
         """Where the control plane reaches a deployment's API, and the key it needs."""
-        if is_swarm(record):  # a ready replica on its node
-            return Endpoint(base_url=self.swarm.base_url(record), api_key=self.keys.read(record.id))
-        return Endpoint(base_url=self.probe_base(record), api_key=self.keys.read(record.id))
+        try:
+            runtime = self.runtime(runtime_of(record), record.host_id)
+        except AnvylError:  # its host or engine is gone: where the row says
+            host = ""
+        else:
+            host = runtime.reach(handle_of(record))  # a ready replica on its node, for some
+        base = f"http://{host}:{record.port}" if host else self.probe_base(record)
+        return Endpoint(base_url=base, api_key=self.keys.read(record.id))
 
     def probe_base(self, record: DeploymentRecord) -> str:
         """`http://host:port` where the control plane reaches the server (one rule for all)."""
@@ -369,14 +421,27 @@ class Deployments:
         if timeout is not None and not 0 <= timeout <= 3600:
             raise InvalidArgument(f"timeout must be between 0 and 3600 seconds, not {timeout}")
         record = self.find(ref, host_id=host_id)
-        if is_swarm(record):
-            return self.swarm.stop_record(record)
         view = observe.observe_all(self, [record])[0]
         if record.container_id:
             runtime = self.runtime(runtime_of(record), record.host_id)
             runtime.stop(handle_of(record), DEFAULT_STOP_TIMEOUT_S if timeout is None else timeout)
         self.forget(record)
         return replace(view, state=table.STATE_STOPPED, state_reason="stopped by request")
+
+    def scale(self, ref: str, replicas: int) -> DeploymentView:
+        """Change the number of replicas of a deployment whose runtime has them."""
+        record = self.find(ref)
+        runtime = self.runtime(runtime_of(record), record.host_id)
+        if not runtime.capabilities().replicas:
+            raise FailedPrecondition(
+                f"{record.name} runs on the {runtime.kind} runtime; only Swarm deployments scale"
+            )
+        runtime.scale(handle_of(record), replicas)
+        return observe.observe_all(self, [record])[0]
+
+    def targets(self) -> list[Target]:
+        """Where the gateway routes: every deployment's servers (see targets.py)."""
+        return targets.gateway_targets(self, table.list_deployments(self.store))
 
     def forget(self, record: DeploymentRecord) -> None:
         """Drop the row and the deployment's secrets."""
