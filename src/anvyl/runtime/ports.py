@@ -13,6 +13,9 @@ def local_port_holder(bind: str, port: int) -> str | None:
 
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As the servers themselves bind: a port whose last connections wait in TIME_WAIT is
+        # free to listen on; only a listener (or an exclusive bind) holds it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((bind, port))
             return None
