@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -149,6 +150,9 @@ def test_ollama_preload_and_unload_requests(demand: DemandServed) -> None:
     assert loaded.json()["done_reason"] == "load"
     (deployment,) = of_model(demand, MODEL_ID)
     assert deployment["keep_alive_seconds"] == 600
+    (running,) = httpx.get(f"{demand.url}/api/ps", timeout=30).json()["models"]
+    expires = datetime.fromisoformat(running["expires_at"].replace("Z", "+00:00")).timestamp()
+    assert 500 < expires - time.time() <= 601, running  # its keep-alive, not "never"
     unloaded = httpx.post(
         f"{demand.url}/api/generate", json={"model": MODEL_ID, "keep_alive": 0}, timeout=60
     )

@@ -103,7 +103,12 @@ class Gateway:
             if path not in dialects.OPEN and not self._authorized(scope, self.all_client_keys()):
                 await _unauthorized(send)
                 return
-            await dialects.answer_locally(send, path, self.table, self.client, self.startable())
+            expiries: dict[str, float] = {}
+            if path == "/api/ps" and self.loader is not None:
+                expiries = await asyncio.to_thread(self.loader.demand.expiries)
+            await dialects.answer_locally(
+                send, path, self.table, self.client, self.startable(), expiries
+            )
             return
         refused = dialects.refusal(path, method)
         if refused is not None:

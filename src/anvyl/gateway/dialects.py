@@ -126,17 +126,22 @@ async def answer_locally(
     table: RoutingTable,
     client: httpx.AsyncClient,
     startable: Sequence[ModelInfo] = (),
+    expiries: dict[str, float] | None = None,
 ) -> None:
     """Answer a path the gateway answers itself (`is_local`); `startable`: models not running
     that a request may start (listed as not loaded where the API has a place for them)."""
-    status, body, kind = await local_answer(path, table, client, startable)
+    status, body, kind = await local_answer(path, table, client, startable, expiries)
     headers = [(b"content-type", kind), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def local_answer(
-    path: str, table: RoutingTable, client: httpx.AsyncClient, startable: Sequence[ModelInfo] = ()
+    path: str,
+    table: RoutingTable,
+    client: httpx.AsyncClient,
+    startable: Sequence[ModelInfo] = (),
+    expiries: dict[str, float] | None = None,
 ) -> tuple[int, bytes, bytes]:
     """(status, body, content type) of a path the gateway answers itself."""
     if path == "/":
@@ -153,7 +158,12 @@ async def local_answer(
     answers = await asyncio.gather(*(_ask(client, r, path) for r in replicas if r is not None))
     entries = [e for answer in answers for e in answer.get(key, [])]
     running = table.models()
-    if path != "/api/ps":  # the others list what is on disk too
+    if path == "/api/ps":  # when each will unload, as the on-demand keep-alive says
+        for entry in entries:
+            at = (expiries or {}).get(str(entry.get("model", "")).removesuffix(":latest"))
+            if at:
+                entry["expires_at"] = _stamp(at)
+    else:  # the others list what is on disk too
         entries += [_stopped_entry(path, m) for m in startable if m.id not in running]
     if wanted is None:
         body: dict[str, Any] = {key: entries} | ({"object": "list"} if key == "data" else {})
@@ -217,10 +227,13 @@ def _stopped_entry(path: str, info: ModelInfo) -> dict[str, Any]:
 
 def _modified(info: ModelInfo) -> str:
     try:
-        stamp = info.path.stat().st_mtime
+        return _stamp(info.path.stat().st_mtime)
     except OSError:
-        stamp = 0.0
-    return datetime.fromtimestamp(stamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return _stamp(0.0)
+
+
+def _stamp(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _healthy(replicas: list[Replica]) -> Replica | None:

@@ -53,6 +53,8 @@ class Demand(Protocol):
 
     def starting(self, model_id: str) -> bool: ...
 
+    def expiries(self) -> dict[str, float]: ...
+
 
 @dataclass(frozen=True)
 class Refusal:

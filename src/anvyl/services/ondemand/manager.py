@@ -230,6 +230,15 @@ class OnDemand:
             last = self._last_used.get(record.model_id, 0.0)
         return max(last, record.ready_at or record.created_at) + keep
 
+    def expiries(self) -> dict[str, float]:
+        """When each idle model will unload (Unix time), for Ollama's `/api/ps`."""
+        out: dict[str, float] = {}
+        for record in table.list_deployments(self.deployments.store):
+            at = self.unload_at(record) if record.state in LIVE_STATES else 0.0
+            if at:
+                out[record.model_id] = min(at, out.get(record.model_id, at))
+        return out
+
     def try_unload(self, record: DeploymentRecord, why: str, *, now: float | None = None) -> bool:
         """Begin unloading `record` if it is idle now; False when a request holds it."""
         now = time.time() if now is None else now
