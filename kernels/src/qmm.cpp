@@ -194,7 +194,17 @@ void columns_scalar(const Problem& p, int64_t o_begin, int64_t o_end) {
   for (int64_t o = o_begin; o < o_end; o++) {
     const uint8_t* wr = p.w + o * row_bytes;
     for (int64_t k = 0; k < p.K; k++) {
-      int q = BITS == 8 ? wr[k] : (wr[k / 2] >> (4 * (k % 2))) & 0xF;
+      int q;
+      if constexpr (BITS == 8) {
+        q = wr[k];
+      } else if constexpr (BITS == 4) {
+        q = (wr[k / 2] >> (4 * (k % 2))) & 0xF;
+      } else {  // a little-endian bit stream, as MLX packs 5 bits
+        const int64_t bit = k * BITS;
+        const int64_t byte = bit / 8;
+        int two = wr[byte] | (byte + 1 < row_bytes ? wr[byte + 1] << 8 : 0);
+        q = (two >> (bit % 8)) & ((1 << BITS) - 1);
+      }
       int64_t g = o * groups + k / p.group_size;
       wf[k] = scale_at<ST>(p.scales, g) * q + scale_at<ST>(p.biases, g);
     }
@@ -231,6 +241,24 @@ AVX512 inline void unpack32_512(const uint8_t* p, __m512& lo, __m512& hi) {
   }
 }
 
+#define AVX512VBMI \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,fma,f16c")))
+
+// 32 consecutive 5-bit values (20 bytes of MLX's little-endian bit stream) as two vectors of 16
+// int32: eight values are 40 bits, five whole bytes, so vpermb gives each qword its five bytes
+// and vpmultishiftqb takes the 5-bit fields at bit offsets 0, 5, ..., 35 of each qword.
+AVX512VBMI inline void unpack32_5bit(const uint8_t* p, __m512i& q0, __m512i& q1) {
+  const __m256i raw = _mm256_maskz_loadu_epi8(0xFFFFF, p);
+  const __m256i bytes = _mm256_setr_epi8(
+      0, 1, 2, 3, 4, 5, 6, 7, 5, 6, 7, 8, 9, 10, 11, 12,
+      10, 11, 12, 13, 14, 15, 16, 17, 15, 16, 17, 18, 19, 20, 21, 22);
+  const __m256i offsets = _mm256_set1_epi64x(0x231E19140F0A0500LL);
+  __m256i v = _mm256_multishift_epi64_epi8(offsets, _mm256_permutexvar_epi8(bytes, raw));
+  v = _mm256_and_si256(v, _mm256_set1_epi8(0x1F));
+  q0 = _mm512_cvtepu8_epi32(_mm256_castsi256_si128(v));
+  q1 = _mm512_cvtepu8_epi32(_mm256_extracti128_si256(v, 1));
+}
+
 // Scales (or biases) [start, start + n) as float32 into `out`, 16 at a time.
 template <int ST>
 AVX512 void scales_to_f32(const void* p, int64_t start, int64_t n, float* out) {
@@ -254,7 +282,7 @@ AVX512 void scales_to_f32(const void* p, int64_t start, int64_t n, float* out) {
 
 // How far ahead a tile prefetches its rows' weights. At one row a tile does little arithmetic per
 // byte, and the hardware prefetcher alone left it waiting on memory: 16 rows ahead took 10-45%
-// less CPU time per call for 8192x2048 and 2048x8192 4-bit weights (bench/kernel.py --stream).
+// less CPU time per call for 8192x2048 and 2048x8192 4-bit weights (bench/kernel.py --shapes 1b).
 constexpr int64_t kPrefetchRows = 16;
 
 // Rows [0, MB) of x against output columns [o, o + NO). 4-bit weights meet x as `permute_x`
@@ -291,17 +319,21 @@ AVX512 void tile_512(const Problem& p, const float* x, float* y, int64_t o, floa
     for (int j = 0; j < NO; j++) {
       s[j] = _mm512_set1_ps(sb[(2 * j) * groups + g]);
       b[j] = _mm512_set1_ps(sb[(2 * j + 1) * groups + g]);
-      if constexpr (BITS == 4) {
-        // The group's 16 possible values, scale * q + bias: a lookup replaces the conversion
-        // and the multiply-add of every weight (the same numbers, one fma per value).
-        s[j] = _mm512_fmadd_ps(iota, s[j], b[j]);
+      if constexpr (BITS == 4 || BITS == 5) {
+        // The group's 16 (32) possible values, scale * q + bias: a lookup replaces the
+        // conversion and the multiply-add of every weight (the same numbers, one fma each).
+        const __m512 sj = s[j];
+        s[j] = _mm512_fmadd_ps(iota, sj, b[j]);
+        if constexpr (BITS == 5) {
+          b[j] = _mm512_fmadd_ps(_mm512_add_ps(iota, _mm512_set1_ps(16)), sj, b[j]);
+        }
       }
     }
     for (int c = 0; c < p.group_size; c += 32) {
       const int64_t k = g * p.group_size + c;
       __m512 w[NO][2];
       for (int j = 0; j < NO; j++) {
-        if ((k * BITS / 8) % 64 == 0) {  // once per cache line
+        if (BITS == 5 || (k * BITS / 8) % 64 == 0) {  // once per cache line (5 bits: 20 bytes)
           _mm_prefetch(
               reinterpret_cast<const char*>(wj[j] + kPrefetchRows * row_bytes + k * BITS / 8),
               _MM_HINT_T0);
@@ -312,6 +344,11 @@ AVX512 void tile_512(const Problem& p, const float* x, float* y, int64_t o, floa
               _mm_loadu_si128(reinterpret_cast<const __m128i*>(wj[j] + k / 2)));
           w[j][0] = _mm512_permutexvar_ps(q, s[j]);
           w[j][1] = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), s[j]);
+        } else if constexpr (BITS == 5) {
+          __m512i q0, q1;
+          unpack32_5bit(wj[j] + k * 5 / 8, q0, q1);
+          w[j][0] = _mm512_permutex2var_ps(s[j], q0, b[j]);
+          w[j][1] = _mm512_permutex2var_ps(s[j], q1, b[j]);
         } else {
           unpack32_512<8>(wj[j] + k, w[j][0], w[j][1]);
           w[j][0] = _mm512_fmadd_ps(w[j][0], s[j], b[j]);
@@ -536,12 +573,21 @@ Isa isa() {
 
 using ColumnsFn = void (*)(const Problem&, int64_t, int64_t);
 
+bool has_vbmi() {
+  static bool value = (__builtin_cpu_init(), __builtin_cpu_supports("avx512vbmi"));
+  return value;
+}
+
 template <int BITS, int ST>
 ColumnsFn pick_isa() {
-  switch (isa()) {
-    case Isa::Avx512: return columns_512<BITS, ST>;
-    case Isa::Avx2: return columns_256<BITS, ST>;
-    default: return columns_scalar<BITS, ST>;
+  if constexpr (BITS == 5) {  // the AVX-512 path needs VBMI; no AVX2 path
+    return isa() == Isa::Avx512 && has_vbmi() ? columns_512<BITS, ST> : columns_scalar<BITS, ST>;
+  } else {
+    switch (isa()) {
+      case Isa::Avx512: return columns_512<BITS, ST>;
+      case Isa::Avx2: return columns_256<BITS, ST>;
+      default: return columns_scalar<BITS, ST>;
+    }
   }
 }
 
@@ -615,8 +661,8 @@ std::vector<mx::array> qmm_many(
     int group_size,
     int bits,
     mx::StreamOrDevice s) {
-  if (bits != 4 && bits != 8) {
-    throw std::invalid_argument("[anvyl.qmm] bits must be 4 or 8.");
+  if (bits != 4 && bits != 5 && bits != 8) {
+    throw std::invalid_argument("[anvyl.qmm] bits must be 4, 5 or 8.");
   }
   if (group_size % 32 != 0 || group_size <= 0) {
     throw std::invalid_argument("[anvyl.qmm] group_size must be a multiple of 32.");
@@ -723,7 +769,9 @@ void QMM::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>&
         group_size_});
   }
   const auto scale_dtype = inputs[2].dtype();
-  ColumnsFn columns = bits_ == 4 ? pick_scale<4>(scale_dtype) : pick_scale<8>(scale_dtype);
+  ColumnsFn columns = bits_ == 4 ? pick_scale<4>(scale_dtype)
+      : bits_ == 5                ? pick_scale<5>(scale_dtype)
+                                  : pick_scale<8>(scale_dtype);
   const bool permute = bits_ == 4 && isa() == Isa::Avx512;
   encoder.dispatch([problems = std::move(problems), columns, permute, x_ptr, n = x.size()]() {
     if (!permute) {
@@ -742,6 +790,14 @@ void QMM::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>&
 
 bool has_avx512() {
   return isa() == Isa::Avx512;
+}
+
+std::vector<int> simd_bits() {
+  switch (isa()) {
+    case Isa::Avx512: return has_vbmi() ? std::vector<int>{4, 5, 8} : std::vector<int>{4, 8};
+    case Isa::Avx2: return {4, 8};
+    default: return {};
+  }
 }
 
 mx::array dequantize(
