@@ -1,8 +1,9 @@
 """Micro-benchmark: Anvyl's quantized matmul kernel against MLX's float32 and quantized matmuls.
 
-At the bundled model's shapes (SmolLM2-135M: hidden 576, kv 192, MLP 1536, vocab 49152) and
-decode batch sizes, per call in microseconds, each measured as a chain of calls in one `mx.eval`
-the way a decode step runs them, each call with its own copy of the weights (64 MB of float32
+At the bundled model's shapes (SmolLM2-135M: hidden 576, kv 192, MLP 1536, vocab 49152; `--shapes
+1b` for the 1B-class benchmark model's, `1b-5bit` for 5-bit weights) and decode batch sizes, per
+call in microseconds, each measured as a chain of calls in one `mx.eval` the way a decode step
+runs them, each call with its own copy of the weights (64 MB of float32
 copies at least) so that, as in a decode step, weights come from memory rather than the cache.
 Float32 uses the weight stored (in, out), as the server's float32 path does; run it with
 OpenBLAS preloaded to compare with what the server does:
@@ -19,13 +20,12 @@ from collections.abc import Callable
 
 import mlx.core as mx
 
-SHAPES = [  # (out, in, bits): q/o, k/v, gate/up, down, tied output head
-    (576, 576, 4),
-    (192, 576, 4),
-    (1536, 576, 4),
-    (576, 1536, 4),
-    (49152, 576, 8),
-]
+SHAPES = {  # (out, in, bits): q/o, k/v, gate/up, down, tied output head
+    "135m": [(576, 576, 4), (192, 576, 4), (1536, 576, 4), (576, 1536, 4), (49152, 576, 8)],
+    # bench/engine.py --random-1b (GGUF Q5_0/Q5_1/Q5_K layers become 5-bit ones)
+    "1b": [(2048, 2048, 4), (512, 2048, 4), (8192, 2048, 4), (2048, 8192, 4), (49152, 2048, 8)],
+    "1b-5bit": [(2048, 2048, 5), (8192, 2048, 5), (2048, 8192, 5)],
+}
 ROWS = (1, 4, 8, 16)
 
 
@@ -48,6 +48,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=0, help="kernel threads (0: default)")
+    parser.add_argument("--shapes", choices=sorted(SHAPES), default="135m")
+    parser.add_argument("--rows", default=",".join(map(str, ROWS)), help="batch sizes")
     args = parser.parse_args()
     try:
         import anvyl_kernels as kernels
@@ -60,7 +62,7 @@ def main() -> None:
     print("| out x in | bits | rows | fp32 matmul | mx.quantized_matmul | anvyl qmm | vs fp32 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     mx.random.seed(0)
-    for out_dim, in_dim, bits in SHAPES:
+    for out_dim, in_dim, bits in SHAPES[args.shapes]:
         copies = max(2, min(64, int(64e6 // (out_dim * in_dim * 4))))
         fp32, quant, ours = [], [], []
         for _ in range(copies):
@@ -81,7 +83,7 @@ def main() -> None:
                 ours.append(
                     lambda a, q=(wq, scales, biases), bits=bits: kernels.qmm(a, *q, 32, bits)
                 )
-        for rows in ROWS:
+        for rows in (int(r) for r in args.rows.split(",")):
             x = mx.random.normal((rows, in_dim))
             t_fp32 = time_chain(fp32, x, args.repeats)
             t_quant = time_chain(quant, x, args.repeats)

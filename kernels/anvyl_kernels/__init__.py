@@ -13,6 +13,7 @@ from anvyl_kernels._ext import (
     rope_heads,
     set_num_threads,
     simd,
+    simd_bits,
     swiglu,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "rope_heads",
     "set_num_threads",
     "simd",
+    "simd_bits",
     "swiglu",
 ]

@@ -109,4 +109,5 @@ NB_MODULE(_ext, m) {
   m.def("set_num_threads", &anvyl::set_num_threads, "n"_a, "Threads the kernel uses.");
   m.def("num_threads", &anvyl::num_threads, "Threads the kernel uses.");
   m.def("simd", &anvyl::simd, "The instruction set in use: avx512, avx2 or scalar.");
+  m.def("simd_bits", &anvyl::simd_bits, "Weight widths qmm has a SIMD path for on this CPU.");
 }

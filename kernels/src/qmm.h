@@ -52,6 +52,9 @@ void parallel_for(int n_tasks, const std::function<void(int)>& f);
 // The instruction set the kernel runs with on this CPU: "avx512", "avx2" or "scalar".
 std::string simd();
 
+// Weight widths (bits) with a SIMD path here: 4 and 8 with AVX2 or AVX-512, 5 with AVX-512 VBMI.
+std::vector<int> simd_bits();
+
 // Whether that is AVX-512 (the layer ops and the fast dequantize use it too).
 bool has_avx512();
 

@@ -43,7 +43,7 @@ def assert_close(got: mx.array, want: mx.array) -> None:
     assert mx.abs(got - want).max().item() <= 2e-6 * scale * want.shape[-1] ** 0.5
 
 
-@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("bits", [4, 5, 8])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 17, 40])
 def test_qmm_matches_dequantize_matmul(bits: int, rows: int) -> None:
     """Every row count (full and partial row blocks, column tails) at a model-like shape."""
@@ -59,7 +59,7 @@ def test_qmm_matches_dequantize_matmul(bits: int, rows: int) -> None:
 def test_qmm_scale_dtypes_and_group_sizes(dtype: mx.Dtype, gs: int) -> None:
     """float16, bfloat16 and float32 scales; groups of 32, 64 and 128."""
     assert kernels is not None
-    for bits in (4, 8):
+    for bits in (4, 5, 8):
         wq, scales, biases = quantized(64, 384, gs, bits, dtype, seed=gs)
         x = mx.random.normal((6, 384), key=mx.random.key(1))
         assert_close(
@@ -109,6 +109,8 @@ def test_qmm_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError):
         kernels.qmm(x, wq, scales, biases, 32, 3)
     with pytest.raises(ValueError):
+        kernels.qmm(x, wq, scales, biases, 32, 5)  # a 4-bit weight is too narrow for 5 bits
+    with pytest.raises(ValueError):
         kernels.qmm(x, wq, scales, biases, 16, 4)
     with pytest.raises(ValueError):
         kernels.qmm(mx.zeros((1, 64)), wq, scales, biases, 32, 4)
@@ -122,7 +124,8 @@ import mlx.core as mx, anvyl_kernels
 import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_kernel import quantized, reference, assert_close
 assert anvyl_kernels.simd() == {isa!r}, anvyl_kernels.simd()
-for bits in (4, 8):
+assert 5 not in anvyl_kernels.simd_bits()  # 5 bits: the scalar loop
+for bits in (4, 5, 8):
     wq, s, b = quantized(75, 320, 32, bits, mx.float16)
     for rows in (1, 3, 4, 6, 9):
         x = mx.random.normal((rows, 320), key=mx.random.key(rows))
@@ -241,3 +244,18 @@ def test_dequantize_matches_mlx(bits: int, dtype: mx.Dtype) -> None:
         assert mx.allclose(got, want, rtol=1e-6, atol=1e-6).item()
     else:
         assert mx.array_equal(got, want).item()
+
+
+def test_five_bit_layers_go_through_the_kernel() -> None:
+    """5-bit layers (GGUF Q5_0/Q5_1/Q5_K) are swapped for kernel ones where it has a SIMD path."""
+    from anvyl.modelserver.kernel import kernel_bits, use_kernel
+
+    assert kernels is not None
+    model = nn.Sequential(nn.Linear(256, 64))
+    nn.quantize(model, group_size=32, bits=5)
+    x = mx.random.normal((2, 256), key=mx.random.key(11))
+    want = model(x)
+    use_kernel(model, kernels)
+    swapped = isinstance(model.layers[0], KernelLinear)
+    assert swapped == (5 in kernel_bits(kernels))
+    assert mx.allclose(model(x), want, rtol=1e-4, atol=1e-4).item()

@@ -81,13 +81,26 @@ def _self_check(kernels: ModuleType) -> None:
             raise RuntimeError(f"anvyl_kernels.qmm disagrees with mx.dequantize ({bits} bits)")
         if not mx.array_equal(got, many).item():
             raise RuntimeError(f"anvyl_kernels.qmm_many disagrees with qmm ({bits} bits)")
+    if 5 in kernel_bits(kernels):
+        wq, scales, biases = mx.quantize(w, group_size=32, bits=5)
+        dense = mx.dequantize(wq, scales, biases, 32, 5)
+        got = kernels.qmm(x, wq, scales, biases, 32, 5)
+        if not mx.allclose(got, x @ dense.T, rtol=1e-4, atol=1e-4).item():
+            raise RuntimeError("anvyl_kernels.qmm disagrees with mx.dequantize (5 bits)")
 
 
-def supported(module: Any) -> bool:
-    """Whether the kernel can serve this quantized layer (affine, 4 or 8 bits, groups of 32k)."""
+def kernel_bits(kernels: ModuleType) -> tuple[int, ...]:
+    """Weight widths the kernel serves fast here: 4 and 8, and 5 (Q5_x GGUF weights) where the
+    CPU has AVX-512 VBMI. An extension built before `simd_bits` existed serves 4 and 8."""
+    simd_bits = getattr(kernels, "simd_bits", None)
+    return tuple(simd_bits()) if simd_bits is not None else (4, 8)
+
+
+def supported(module: Any, bits: tuple[int, ...] = (4, 8)) -> bool:
+    """Whether the kernel can serve this quantized layer (affine, `bits` wide, groups of 32k)."""
     return (
         getattr(module, "mode", "affine") == "affine"
-        and module.bits in (4, 8)
+        and module.bits in bits
         and module.group_size % 32 == 0
         and module.biases is not None
     )
@@ -212,10 +225,11 @@ def use_kernel(model: Any, kernels: ModuleType) -> int:
     are float32 as in the float32 path; scales and biases keep their stored dtype.
     """
     replaced: list[tuple[str, nn.Module]] = []
+    bits = kernel_bits(kernels)
     for name, module in model.named_modules():
-        if isinstance(module, nn.QuantizedLinear) and supported(module):
+        if isinstance(module, nn.QuantizedLinear) and supported(module, bits):
             replaced.append((name, KernelLinear(module, kernels)))
-        elif isinstance(module, nn.QuantizedEmbedding) and supported(module):
+        elif isinstance(module, nn.QuantizedEmbedding) and supported(module, bits):
             replaced.append((name, KernelEmbedding(module, kernels)))
     if replaced:
         model.update_modules(tree_unflatten(replaced))
