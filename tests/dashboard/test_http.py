@@ -63,6 +63,12 @@ def started(dashboard: Dashboard) -> Iterator[dict[str, Any]]:
         with http.stream("GET", job["events"], timeout=300) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
             events = read_events(stream, until="ready")
+        # The listing is the sampler's latest look, taken just after the start: wait for it.
+        wait_for(
+            lambda: [d["name"] for d in http.get("/api/models").json()["deployments"]] == [NAME],
+            timeout=30,
+            what="the models listing to show the started deployment",
+        )
     yield {"port": port, "events": events, "job": job}
 
 
