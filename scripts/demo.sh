@@ -35,9 +35,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "building the model-server image (skipped when up to date)"
-anvyl image build --base-image "$ANVYL_BASE_IMAGE"
-
 if anvyl host list >/dev/null 2>&1; then
     say "using the anvyl server already running at $ANVYL_ADDR"
 else
@@ -47,6 +44,10 @@ else
     for _ in $(seq 1 100); do anvyl host list >/dev/null 2>&1 && break; sleep 0.1; done
     anvyl host list
 fi
+
+# Through the server (the CLI never dials the engine itself).
+say "building the model-server image (skipped when up to date)"
+anvyl image build --base-image "$ANVYL_BASE_IMAGE"
 
 say "importing the bundled model (once)"
 anvyl model import --bundled smollm2
