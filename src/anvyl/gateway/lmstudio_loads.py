@@ -18,12 +18,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from anvyl.gateway.ondemand import ClientGone, Loader, Refusal
 from anvyl.modelserver.lmstudio import protocol as p
-from anvyl.store import deployments as table
 
 if TYPE_CHECKING:
     from anvyl.catalog import ModelInfo
-
-LIVE_STATES = (table.STATE_CREATING, table.STATE_STARTING, table.STATE_READY)
 
 
 class Hosting(Protocol):

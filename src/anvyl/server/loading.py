@@ -21,7 +21,6 @@ from anvyl.services.ondemand.policy import parse_keep_alive
 from anvyl.store import deployments as table
 
 POLL_S = 0.2
-LIVE = (table.STATE_CREATING, table.STATE_STARTING, table.STATE_READY)
 
 ToPb = Callable[..., pb.Deployment]
 
@@ -78,8 +77,7 @@ def _running(demand: OnDemand, model_id: str) -> DeploymentView:
         records = [
             r
             for r in table.list_deployments(service.store)
-            if r.model_id == model_id
-            and r.state in (table.STATE_STARTING, table.STATE_READY, table.STATE_CREATING)
+            if r.model_id == model_id and r.state in table.LIVE_STATES
         ]
         for record in sorted(records, key=lambda r: r.state != table.STATE_READY):
             if record.container_id and healthy(service.probe_base(record)):

@@ -29,6 +29,8 @@ STATE_EXITED = "exited"
 STATE_FAILED = "failed"
 STATE_VANISHED = "vanished"
 STATE_STOPPED = "stopped"
+# A deployment that is being created, loading or serving: it holds its model (and memory).
+LIVE_STATES = (STATE_CREATING, STATE_STARTING, STATE_READY)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LIVE_STATES = (table.STATE_CREATING, table.STATE_STARTING, table.STATE_READY)
 CATALOG_TTL_S = 5.0
 
 
@@ -143,7 +142,7 @@ class OnDemand:
 
     def _deployed(self, model_id: str) -> bool:
         return any(
-            r.model_id == model_id and r.state in LIVE_STATES
+            r.model_id == model_id and r.state in table.LIVE_STATES
             for r in table.list_deployments(self.deployments.store)
         )
 
@@ -202,7 +201,7 @@ class OnDemand:
         records = [
             r
             for r in table.list_deployments(self.deployments.store)
-            if r.model_id == model_id and r.state in LIVE_STATES
+            if r.model_id == model_id and r.state in table.LIVE_STATES
         ]
         for record in records:
             self.unload_now(record, why)
@@ -234,7 +233,7 @@ class OnDemand:
         """When each idle model will unload (Unix time), for Ollama's `/api/ps`."""
         out: dict[str, float] = {}
         for record in table.list_deployments(self.deployments.store):
-            at = self.unload_at(record) if record.state in LIVE_STATES else 0.0
+            at = self.unload_at(record) if record.state in table.LIVE_STATES else 0.0
             if at:
                 out[record.model_id] = min(at, out.get(record.model_id, at))
         return out

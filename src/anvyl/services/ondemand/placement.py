@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 # (requests in flight by model, last use by model, models loading)
 Snapshot = Callable[[], tuple[dict[str, int], dict[str, float], set[str]]]
-LIVE = (table.STATE_CREATING, table.STATE_STARTING, table.STATE_READY)
 
 
 class Unloader(Protocol):
@@ -145,7 +144,11 @@ class Placement:
         transient = False
         reserved = dict(self._reserved)
         for record in table.list_deployments(self.deployments.store):
-            if record.host_id != local or record.state not in LIVE or record.model_id in reserved:
+            if (
+                record.host_id != local
+                or record.state not in table.LIVE_STATES
+                or record.model_id in reserved
+            ):
                 continue
             on_demand = bool(record.options.get("on_demand"))
             busy = bool(in_flight.get(record.model_id)) or record.model_id in loading
