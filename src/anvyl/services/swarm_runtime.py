@@ -97,8 +97,8 @@ class SwarmRuntime(DeploymentRuntime):
         swarm_nodes.check_fits(nodes, node, launch.memory, launch.replicas)
         model = resolve_model(self.owner.home, launch.model_id)
         candidates = [node] if node is not None else usable_nodes(nodes)
-        volume, content_hash = self.sw.prepare_nodes(
-            self.driver, candidates, launch.image, model, say
+        volume, content_hash = swarm_nodes.prepare_nodes(
+            self.sw, self.driver, candidates, launch.image, model, say
         )
         facts: dict[str, Any] = {"replicas": launch.replicas}
         if node is not None:
@@ -248,8 +248,8 @@ class SwarmRuntime(DeploymentRuntime):
                     "`anvyl host add NODE --engine URL` first (or drain those nodes)"
                 )
             model = resolve_model(self.owner.home, record.model_id)
-            _, found = self.sw.prepare_nodes(
-                self.driver, usable, record.image, model, lambda *_: None
+            _, found = swarm_nodes.prepare_nodes(
+                self.sw, self.driver, usable, record.image, model, lambda *_: None
             )
             if found and found != record.options.get("model_hash"):
                 raise FailedPrecondition(
