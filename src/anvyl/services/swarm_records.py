@@ -17,6 +17,8 @@ from anvyl.store.deployments import DeploymentRecord
 RUNTIME = KIND_SWARM
 # Whether the user gave the API key ("given": gateway clients present it too) or Anvyl made it.
 LABEL_API_KEY = "anvyl.api-key"
+# Every replica publishes its port in host mode on all of its node's addresses.
+WILDCARD = "0.0.0.0"
 
 
 def is_swarm(record: DeploymentRecord) -> bool:
@@ -59,7 +61,7 @@ def adopted_record(attrs: dict[str, Any], host_id: str) -> DeploymentRecord:
         model_id=labels.get(config.LABEL_MODEL_ID, "unknown"),
         host_id=host_id,
         port=port,
-        bind="0.0.0.0",
+        bind=WILDCARD,
         image=str(container.get("Image") or "").split("@", 1)[0],
         container_id=str(attrs["ID"]),
         state=table.STATE_STARTING,

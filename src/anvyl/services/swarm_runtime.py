@@ -41,7 +41,12 @@ from anvyl.runtime.container import LABEL_CONTROLLER, model_container_spec
 from anvyl.runtime.driver import DockerDriver
 from anvyl.services import node_content, swarm_nodes, swarm_tasks
 from anvyl.services.swarm_deployments import SwarmDeployments
-from anvyl.services.swarm_records import LABEL_API_KEY, adopted_record, usable_nodes
+from anvyl.services.swarm_records import (
+    LABEL_API_KEY,
+    WILDCARD,
+    adopted_record,
+    usable_nodes,
+)
 from anvyl.store import HostRecord
 
 log = logging.getLogger(__name__)
@@ -49,7 +54,6 @@ log = logging.getLogger(__name__)
 MAX_REPLICAS = 64
 # A task still pending after this long with the scheduler's complaint is not going to run.
 UNSCHEDULABLE_AFTER_S = 5.0
-WILDCARD = "0.0.0.0"
 
 
 class SwarmRuntime(DeploymentRuntime):
