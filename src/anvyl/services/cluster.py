@@ -248,7 +248,7 @@ class Cluster:
                     and engine.driver is self.models.hosts.driver(local.id)
                     and (engine.url.startswith("unix://"))
                 ):  # the server's own machine: psutil figures too
-                    base = self.models.hosts.metrics(local[0].id, sleep=sleep)
+                    base = self.models.hosts.metrics(local.id, sleep=sleep)
                     usages = base.containers
                 else:
                     usages = container_usage(engine.driver, self.models.hosts.metrics_window, sleep)
