@@ -7,6 +7,7 @@ through a function-level import is still a cycle of responsibilities), nothing i
 from __future__ import annotations
 
 import ast
+import re
 from collections import deque
 from pathlib import Path
 
@@ -98,3 +99,21 @@ def test_no_module_over_500_lines() -> None:
     }
     over = {name: n for name, n in long.items() if n > MAX_LINES and name not in TOO_LONG_FOR_NOW}
     assert over == {}, f"split these modules (at most {MAX_LINES} lines each): {over}"
+
+
+def test_only_the_runtime_talks_to_docker() -> None:
+    """Only `anvyl.runtime` imports `docker` and reaches its client (errors at its edge)."""
+    sdk = re.compile(r"\.client\.(api|services|images|containers|volumes|nodes|secrets|swarm)\b")
+    found = []
+    for name, path in modules().items():
+        if name == "anvyl.runtime" or name.startswith("anvyl.runtime."):
+            continue
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                module = node.module if isinstance(node, ast.ImportFrom) else ""
+                if any(n.split(".")[0] == "docker" for n in [*names, module or ""]):
+                    found.append(f"{name}:{node.lineno} imports docker")
+        found += [f"{name}: {m.group(0)}" for m in sdk.finditer(text)]
+    assert found == [], f"engine calls outside anvyl.runtime: {found}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from anvyl.errors import InvalidArgument
-from anvyl.services.swarm_deployments import adopted_record
+from anvyl.services.swarm_records import adopted_record
 
 SERVICE = {
     "ID": "svc123",

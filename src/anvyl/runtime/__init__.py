@@ -1,7 +1,9 @@
 """Container runtimes: the Docker driver (`DockerDriver`) and the per-host registry (`Engines`).
 
-The server holds one `Engines`; anything that needs an engine (containers now, models next) asks
-it for the host's driver and, through `driver.client`, for the shared `docker` SDK client.
+The server holds one `Engines`; anything that needs an engine asks it for the host's driver and
+hands that driver to this package's verbs (the driver's methods, `swarm`, `swarm_services`,
+`image_transfer`, `volumes`, `images`). Only this package touches `driver.client` (the `docker`
+SDK) and turns Docker's errors into Anvyl's (`DockerDriver.engine_errors`).
 """
 
 from anvyl.runtime.calls import CallCounter, count_engine_calls

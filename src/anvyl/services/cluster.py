@@ -81,10 +81,10 @@ class Cluster:
         self.models = models
 
     def _local(self) -> DockerDriver:
-        local = [h for h in self.models.hosts.records() if h.local]
-        if not local:
+        local = self.models.hosts.local()
+        if local is None:
             raise FailedPrecondition("no local engine is registered")
-        return self.models.hosts.driver(local[0].id)
+        return self.models.hosts.driver(local.id)
 
     def _manager(self) -> DockerDriver:
         driver = self._local()
@@ -187,14 +187,14 @@ class Cluster:
 
     def active(self) -> bool:
         """True when the local engine is a Swarm manager (node refs mean something)."""
-        local = [h for h in self.models.hosts.records() if h.local]
-        return bool(local) and self.models.swarm.active(local[0].id)
+        local = self.models.hosts.local()
+        return local is not None and self.models.swarm.active(local.id)
 
     def node_engine(self, node: swarm.NodeInfo) -> NodeEngine:
         """How Anvyl reaches `node`'s engine: the local engine for its own node."""
-        local = [h for h in self.models.hosts.records() if h.local]
-        if local:
-            driver = self.models.hosts.driver(local[0].id)
+        local = self.models.hosts.local()
+        if local is not None:
+            driver = self.models.hosts.driver(local.id)
             try:
                 if swarm.local_node_id(driver) == node.id:
                     return NodeEngine(driver.base_url, ENGINE_REACHABLE, "", driver)
@@ -242,13 +242,13 @@ class Cluster:
         if engine.driver is not None:
             try:
                 facts = swarm.engine_facts(engine.driver)
-                local = [h for h in self.models.hosts.records() if h.local]
+                local = self.models.hosts.local()
                 if (
-                    local
-                    and engine.driver is self.models.hosts.driver(local[0].id)
+                    local is not None
+                    and engine.driver is self.models.hosts.driver(local.id)
                     and (engine.url.startswith("unix://"))
                 ):  # the server's own machine: psutil figures too
-                    base = self.models.hosts.metrics(local[0].id, sleep=sleep)
+                    base = self.models.hosts.metrics(local.id, sleep=sleep)
                     usages = base.containers
                 else:
                     usages = container_usage(engine.driver, self.models.hosts.metrics_window, sleep)

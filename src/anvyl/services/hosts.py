@@ -108,6 +108,10 @@ class Hosts:
         """Every registered host (no engine calls)."""
         return host_table.list_hosts(self.store)
 
+    def local(self) -> HostRecord | None:
+        """This machine's host record (None before `register_local`)."""
+        return next((h for h in self.records() if h.local), None)
+
     def resolve(self, ref: str) -> HostRecord:
         """A host by exact id, name or unique id prefix."""
         ref = ref.strip()

@@ -62,10 +62,10 @@ def build_image(
     if host_ref.strip():
         host = hosts.resolve(host_ref)
     else:
-        local = [h for h in hosts.records() if h.local]
-        if not local:
+        local = hosts.local()
+        if local is None:
             raise InvalidArgument("no local host is registered; pass --host-id")
-        host = local[0]
+        host = local
     driver = hosts.driver(host.id)
     with tempfile.TemporaryDirectory(prefix="anvyl-ca-") as tmp:
         bundle = None

@@ -2,14 +2,13 @@
 
 Before a model service is created or scaled, every node that may run a replica gets:
 - the model-server image: compared by image id with the manager's; when missing or different,
-  the manager's `image save` stream is piped into the node's `images/load` (nothing touches
-  the disk on the way);
-- the model files, in a named volume keyed by the model's content hash (`anvyl-model-<hash>`):
-  created on the node and filled once through a helper container that is created, never
-  started, and removed (`put_archive` writes into its volume); a marker file written last
-  says the copy is complete, so a node that has it is reused and a half copy is redone.
+  the manager's image is streamed into the node's engine (`runtime.image_transfer`);
+- the model files, in a named volume keyed by the model's content hash (`anvyl-model-<hash>`),
+  filled once through the node's engine (`runtime.volumes`); a marker file written last says
+  the copy is complete, so a node that has it is reused and a half copy is redone.
 The service then mounts that volume instead of a path of the server's machine. An image named
-with a registry host is left for the nodes to pull.
+with a registry host is left for the nodes to pull. This module decides what to copy and says
+so; the engine calls are `anvyl.runtime`'s.
 """
 
 from __future__ import annotations
@@ -21,20 +20,19 @@ import os
 import tarfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from anvyl import config
-from anvyl.errors import FailedPrecondition, NotFound
-from anvyl.runtime import DockerDriver
+from anvyl.errors import FailedPrecondition
+from anvyl.runtime import DockerDriver, image_transfer, volumes
 from anvyl.runtime import model_spec as spec
 
 VOLUME_PREFIX = "anvyl-model-"
 LABEL_MODEL_HASH = "anvyl.model.hash"
 COMPLETE_MARKER = ".anvyl-complete"
-CHUNK = 1 << 20
+CHUNK = image_transfer.CHUNK
 SAY_EVERY_S = 2.0
 HASH_CACHE = "model-hashes.json"
 
@@ -94,44 +92,22 @@ def uses_registry(image: str) -> bool:
     return bool(sep) and ("." in first or ":" in first or first == "localhost")
 
 
-def image_id(driver: DockerDriver, image: str) -> str:
-    """The image's id on that engine; empty when it is missing."""
-    try:
-        with driver.engine_errors():
-            return str(driver.client.api.inspect_image(image)["Id"])
-    except NotFound:
-        return ""
-
-
 def ensure_image(
     manager: DockerDriver, node: DockerDriver, image: str, hostname: str, say: Say
 ) -> int:
     """Make the node's `image` the manager's (same id); the bytes streamed (0: already there)."""
-    want = image_id(manager, image)
+    want = image_transfer.image_id(manager, image)
     if not want:
         raise FailedPrecondition(f"the image {image} is not on the manager's engine")
-    if image_id(node, image) == want:
+    if image_transfer.image_id(node, image) == want:
         return 0
     say(f"{hostname}: the model-server image is missing: loading it from the manager")
-    sent = [0]
-    with manager.engine_errors():
-        source = manager.client.api.get_image(image, chunk_size=CHUNK)
     progress = _Throttle(lambda n: say(f"{hostname}: image {n / CHUNK:.0f} MiB sent"))
-
-    def chunks() -> Iterator[bytes]:
-        for chunk in source:
-            sent[0] += len(chunk)
-            progress(sent[0])
-            yield chunk
-
-    with node.engine_errors():
-        for event in node.client.api.load_image(chunks()):
-            if isinstance(event, dict) and event.get("error"):
-                raise FailedPrecondition(f"{hostname} refused the image: {event['error']}")
-    if image_id(node, image) != want:
+    sent = image_transfer.transfer_image(manager, node, image, progress=progress, where=hostname)
+    if image_transfer.image_id(node, image) != want:
         raise FailedPrecondition(f"{hostname}: the loaded image is not the manager's {image}")
-    say(f"{hostname}: image loaded ({sent[0] / CHUNK:.0f} MiB)")
-    return sent[0]
+    say(f"{hostname}: image loaded ({sent / CHUNK:.0f} MiB)")
+    return sent
 
 
 def ensure_model_volume(
@@ -147,70 +123,23 @@ def ensure_model_volume(
 ) -> int:
     """The model's files in the node's volume for its hash; the bytes copied (0: reused)."""
     name = volume_name(content_hash)
-    api = node.client.api
-    with node.engine_errors():
-        try:
-            api.inspect_volume(name)
-        except Exception as exc:  # docker.errors.NotFound: make it
-            if getattr(exc, "status_code", 0) != 404:
-                raise
-            api.create_volume(
-                name,
-                labels={
-                    **labels,
-                    config.LABEL_MANAGED: "true",
-                    config.LABEL_MODEL_ID: model_id,
-                    LABEL_MODEL_HASH: content_hash,
-                },
-            )
-        helper = api.create_container(
-            image,
-            command=["true"],
-            name=f"anvyl-model-copy-{uuid.uuid4().hex[:12]}",
-            labels={**labels, config.LABEL_MANAGED: "true", config.LABEL_MODEL_ID: model_id},
-            network_disabled=True,
-            host_config=api.create_host_config(
-                mounts=[_volume_mount(name, read_only=False)], network_mode="none"
-            ),
-        )["Id"]
-    try:
-        with node.engine_errors():
-            try:
-                api.get_archive(helper, f"{spec.CONTAINER_MODEL_PATH}/{COMPLETE_MARKER}")
-                return 0  # a complete copy is there
-            except Exception as exc:
-                if getattr(exc, "status_code", 0) != 404:
-                    raise
-            files = model_files(model_path)
-            total = sum(p.stat().st_size for p in files)
-            say(f"{hostname}: copying the model files ({total / CHUNK:.0f} MiB) into {name}")
-            progress = _Throttle(
-                lambda n: say(f"{hostname}: model {n / CHUNK:.0f} / {total / CHUNK:.0f} MiB")
-            )
-            stream = _tar_stream(Path(model_path).resolve(), files, progress)
-            if not api.put_archive(helper, spec.CONTAINER_MODEL_PATH, stream):
-                raise FailedPrecondition(f"{hostname} refused the model files")
-            marker = _tar_bytes(COMPLETE_MARKER, f"{content_hash}\n".encode())
-            api.put_archive(helper, spec.CONTAINER_MODEL_PATH, marker)
-        say(f"{hostname}: model files copied")
-        return total
-    finally:
-        try:
-            with node.engine_errors():
-                api.remove_container(helper, force=True)
-        except Exception:  # the copy's own error matters more than the helper left behind
-            pass
-
-
-def _volume_mount(volume: str, *, read_only: bool) -> dict[str, Any]:
-    """The model volume as the engine API's mount object (what `docker.types.Mount` builds)."""
-    return {
-        "Target": spec.CONTAINER_MODEL_PATH,
-        "Source": volume,
-        "Type": "volume",
-        "ReadOnly": read_only,
-        "VolumeOptions": {"NoCopy": True},
-    }
+    model_labels = {**labels, config.LABEL_MANAGED: "true", config.LABEL_MODEL_ID: model_id}
+    volumes.ensure_volume(node, name, {**model_labels, LABEL_MODEL_HASH: content_hash})
+    with volumes.volume_files(
+        node, image=image, volume=name, path=spec.CONTAINER_MODEL_PATH, labels=model_labels
+    ) as files:
+        if files.exists(COMPLETE_MARKER):
+            return 0  # a complete copy is there
+        found = model_files(model_path)
+        total = sum(p.stat().st_size for p in found)
+        say(f"{hostname}: copying the model files ({total / CHUNK:.0f} MiB) into {name}")
+        progress = _Throttle(
+            lambda n: say(f"{hostname}: model {n / CHUNK:.0f} / {total / CHUNK:.0f} MiB")
+        )
+        files.put(_tar_stream(Path(model_path).resolve(), found, progress), where=hostname)
+        files.put(_tar_bytes(COMPLETE_MARKER, f"{content_hash}\n".encode()), where=hostname)
+    say(f"{hostname}: model files copied")
+    return total
 
 
 def _stat(path: Path) -> list[int]:

@@ -1,32 +1,25 @@
-"""The Swarm side's shared state: which host manages a Swarm, the nodes' engines, node preparation.
+"""The Swarm side's shared state: which host manages a Swarm, the nodes' engines.
 
 When the engine of this machine is a Swarm manager (`SwarmDeployments.active`), the deployment
 service starts models on the Swarm runtime (`services/swarm_runtime.py`, one replicated service
 per deployment) instead of as plain containers. The runtime is made per call; what must outlive
 a call lives here: the cached manager answers, the nodes' engines (`NodeEngines`, also used by
 `Cluster`) and when each service was first seen unschedulable. Helpers: `swarm_records` (pure),
-`swarm_nodes` (image and model on the nodes, fit), `swarm_tasks` (replica views, routes).
+`swarm_nodes` (image and model on the nodes, fit; handed this object), `swarm_tasks` (replica
+views, routes). The engine calls are `anvyl.runtime`'s (`swarm`, `swarm_services`).
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from anvyl.errors import AnvylError
 from anvyl.runtime import DockerDriver, swarm
-from anvyl.services import swarm_nodes
 from anvyl.services.node_engines import NodeEngines
-from anvyl.services.swarm_owner import Owner, Say
-from anvyl.services.swarm_records import adopted_record
+from anvyl.services.swarm_owner import Owner
 from anvyl.store import HostRecord
 
-if TYPE_CHECKING:
-    from anvyl.catalog import ModelInfo
-
 ACTIVE_CACHE_S = 5.0
-
-__all__ = ["SwarmDeployments", "adopted_record"]
 
 
 class SwarmDeployments:
@@ -72,14 +65,3 @@ class SwarmDeployments:
         if swarm.local_node_id(manager) == node_id:
             return manager
         return self.engines.driver(node_id)
-
-    def prepare_nodes(
-        self,
-        manager: DockerDriver,
-        nodes: list[swarm.NodeInfo],
-        image: str,
-        model: ModelInfo,
-        say: Say,
-    ) -> tuple[str, str]:
-        """Put the image and the model on every node that may run a replica (swarm_nodes)."""
-        return swarm_nodes.prepare_nodes(self, manager, nodes, image, model, say)

@@ -8,6 +8,7 @@ from anvyl import config
 from anvyl.errors import InvalidArgument
 from anvyl.runtime import model_spec as spec
 from anvyl.runtime import swarm
+from anvyl.runtime import swarm_services as services
 from anvyl.runtime.base import KIND_SWARM
 from anvyl.services import node_content
 from anvyl.store import deployments as table
@@ -16,6 +17,8 @@ from anvyl.store.deployments import DeploymentRecord
 RUNTIME = KIND_SWARM
 # Whether the user gave the API key ("given": gateway clients present it too) or Anvyl made it.
 LABEL_API_KEY = "anvyl.api-key"
+# Every replica publishes its port in host mode on all of its node's addresses.
+WILDCARD = "0.0.0.0"
 
 
 def is_swarm(record: DeploymentRecord) -> bool:
@@ -29,14 +32,12 @@ def adopted_record(attrs: dict[str, Any], host_id: str) -> DeploymentRecord:
     labels = spec_.get("Labels") or {}
     template = spec_.get("TaskTemplate") or {}
     container = template.get("ContainerSpec") or {}
-    ports = (spec_.get("EndpointSpec") or {}).get("Ports") or []
-    port = next((int(p["PublishedPort"]) for p in ports if p.get("PublishedPort")), 0)
+    port = services.published_port(attrs)
     if not port or not labels.get(config.LABEL_DEPLOYMENT):
         raise InvalidArgument("no published port or no deployment label")
-    replicas = int(((spec_.get("Mode") or {}).get("Replicated") or {}).get("Replicas", 1))
     options: dict[str, Any] = {
         "runtime": RUNTIME,
-        "replicas": replicas,
+        "replicas": services.desired_replicas(attrs),
         "api_key": True,
         "adopted": True,
     }
@@ -56,11 +57,11 @@ def adopted_record(attrs: dict[str, Any], host_id: str) -> DeploymentRecord:
                 options["model_hash"] = labels[node_content.LABEL_MODEL_HASH]
     return DeploymentRecord(
         id=labels[config.LABEL_DEPLOYMENT],
-        name=str(spec_.get("Name") or ""),
+        name=services.service_name(attrs),
         model_id=labels.get(config.LABEL_MODEL_ID, "unknown"),
         host_id=host_id,
         port=port,
-        bind="0.0.0.0",
+        bind=WILDCARD,
         image=str(container.get("Image") or "").split("@", 1)[0],
         container_id=str(attrs["ID"]),
         state=table.STATE_STARTING,

@@ -22,6 +22,7 @@ from anvyl import config
 from anvyl.catalog import resolve_model
 from anvyl.errors import AlreadyExists, AnvylError, FailedPrecondition, InvalidArgument, NotFound
 from anvyl.runtime import swarm
+from anvyl.runtime import swarm_services as services
 from anvyl.runtime.base import (
     KIND_SWARM,
     LOG_TAIL_LINES,
@@ -40,7 +41,12 @@ from anvyl.runtime.container import LABEL_CONTROLLER, model_container_spec
 from anvyl.runtime.driver import DockerDriver
 from anvyl.services import node_content, swarm_nodes, swarm_tasks
 from anvyl.services.swarm_deployments import SwarmDeployments
-from anvyl.services.swarm_records import LABEL_API_KEY, adopted_record, usable_nodes
+from anvyl.services.swarm_records import (
+    LABEL_API_KEY,
+    WILDCARD,
+    adopted_record,
+    usable_nodes,
+)
 from anvyl.store import HostRecord
 
 log = logging.getLogger(__name__)
@@ -48,7 +54,6 @@ log = logging.getLogger(__name__)
 MAX_REPLICAS = 64
 # A task still pending after this long with the scheduler's complaint is not going to run.
 UNSCHEDULABLE_AFTER_S = 5.0
-WILDCARD = "0.0.0.0"
 
 
 class SwarmRuntime(DeploymentRuntime):
@@ -76,19 +81,16 @@ class SwarmRuntime(DeploymentRuntime):
 
     def check_free(self, name: str, bind: str, port: int) -> None:
         """Refuse a service name or a published port that is taken, saying by what."""
-        with self.driver.engine_errors():
-            services = self.driver.client.api.services()
-        for service in services:
-            if service["Spec"]["Name"] == name:
+        for service in services.list_services(self.driver):
+            if services.service_name(service) == name:
                 raise AlreadyExists(
                     f"a service named {name!r} already exists; choose another --name"
                 )
-            for p in (service.get("Endpoint") or {}).get("Ports") or []:
-                if p.get("PublishedPort") == port:
-                    raise AlreadyExists(
-                        f"port {port} is already published by service {service['Spec']['Name']}; "
-                        "choose another with --port"
-                    )
+            if port in services.ports_in_use(service):
+                raise AlreadyExists(
+                    f"port {port} is already published by service "
+                    f"{services.service_name(service)}; choose another with --port"
+                )
 
     def place(self, launch: LaunchSpec, say: Callable[[str, str], None]) -> dict[str, Any]:
         """Refuse what the scheduler could never place; the image and model on every node."""
@@ -99,8 +101,8 @@ class SwarmRuntime(DeploymentRuntime):
         swarm_nodes.check_fits(nodes, node, launch.memory, launch.replicas)
         model = resolve_model(self.owner.home, launch.model_id)
         candidates = [node] if node is not None else usable_nodes(nodes)
-        volume, content_hash = self.sw.prepare_nodes(
-            self.driver, candidates, launch.image, model, say
+        volume, content_hash = swarm_nodes.prepare_nodes(
+            self.sw, self.driver, candidates, launch.image, model, say
         )
         facts: dict[str, Any] = {"replicas": launch.replicas}
         if node is not None:
@@ -121,18 +123,16 @@ class SwarmRuntime(DeploymentRuntime):
         service_labels = {LABEL_API_KEY: "generated" if launch.api_key_generated else "given"}
         if placed.get("model_volume"):
             service_labels[node_content.LABEL_MODEL_HASH] = str(placed.get("model_hash", ""))
-        with self.driver.engine_errors():
-            secret = self._create_secret(launch.deployment_id, key, launch.labels)
-            service_spec = swarm.ModelServiceSpec(
-                container=container,
-                replicas=launch.replicas,
-                node_id=str(placed.get("node_id") or ""),
-                api_key_secret=secret,
-                service_labels=service_labels,
-                model_volume=str(placed.get("model_volume") or ""),
-            )
-            created = self.driver.client.api.create_service(**service_spec.create_kwargs())
-        return Handle(ref=str(created["ID"]))
+        secret = services.create_key_secret(self.driver, launch.deployment_id, key, launch.labels)
+        service_spec = swarm.ModelServiceSpec(
+            container=container,
+            replicas=launch.replicas,
+            node_id=str(placed.get("node_id") or ""),
+            api_key_secret=secret,
+            service_labels=service_labels,
+            model_volume=str(placed.get("model_volume") or ""),
+        )
+        return Handle(ref=services.create_service(self.driver, service_spec))
 
     # -- observe ---------------------------------------------------------------------------
 
@@ -147,10 +147,11 @@ class SwarmRuntime(DeploymentRuntime):
         if not handle.ref:
             return Observation(STATUS_GONE, "the service is not created yet")
         try:
-            attrs = self._inspect(handle.ref)
+            attrs = services.inspect_service(self.driver, handle.ref)
         except NotFound:
             return Observation(STATUS_GONE, "the service was removed outside Anvyl")
-        name, want, port = _name(attrs), _desired_replicas(attrs), _published_port(attrs)
+        name = services.service_name(attrs)
+        want, port = services.desired_replicas(attrs), services.published_port(attrs)
         replicas = swarm_tasks.replicas(self.driver, handle.ref, port)
         ready = [r for r in replicas if r.ready]
         if len(ready) >= want:
@@ -198,11 +199,11 @@ class SwarmRuntime(DeploymentRuntime):
 
     def reach(self, handle: Handle) -> str:
         """The node of a ready replica (of any running one when none is ready)."""
-        attrs = self._inspect(handle.ref)
-        found = swarm_tasks.replicas(self.driver, handle.ref, _published_port(attrs))
+        attrs = services.inspect_service(self.driver, handle.ref)
+        found = swarm_tasks.replicas(self.driver, handle.ref, services.published_port(attrs))
         running = [r for r in found if r.address]
         if not running:
-            raise FailedPrecondition(f"{_name(attrs)} has no running replica")
+            raise FailedPrecondition(f"{services.service_name(attrs)} has no running replica")
         return next((r for r in running if r.ready), running[0]).address
 
     def routes(self, handles: list[Handle]) -> list[list[Route]] | None:
@@ -216,25 +217,22 @@ class SwarmRuntime(DeploymentRuntime):
 
     def stop(self, handle: Handle, timeout: float) -> None:
         """Remove the service (Swarm stops its tasks gracefully) and its secret."""
-        self._remove(handle.ref, str(handle.data.get("deployment") or ""))
+        services.remove_service(self.driver, handle.ref, str(handle.data.get("deployment") or ""))
 
     def discard(self, deployment_id: str) -> None:
         """Remove the service and secret a failed start of this deployment made."""
         try:
-            with self.driver.engine_errors():
-                services = self.driver.client.api.services(
-                    filters={"label": f"{config.LABEL_DEPLOYMENT}={deployment_id}"}
-                )
+            found = services.deployment_services(self.driver, deployment_id)
         except AnvylError:
-            services = []
-        for service in services or [{"ID": ""}]:
-            self._remove(str(service["ID"]), deployment_id)
+            found = []
+        for service in found or [{"ID": ""}]:
+            services.remove_service(self.driver, str(service["ID"]), deployment_id)
 
     def scale(self, handle: Handle, replicas: int) -> None:
         """Change the number of replicas (each on its own node)."""
         if not 0 <= replicas <= MAX_REPLICAS:
             raise InvalidArgument(f"invalid replica count {replicas}: 0 to {MAX_REPLICAS}")
-        attrs = self._inspect(handle.ref)
+        attrs = services.inspect_service(self.driver, handle.ref)
         record = adopted_record(attrs, self.host.id)  # what the service itself says
         nodes = swarm.list_nodes(self.driver)
         usable = usable_nodes(nodes)
@@ -245,7 +243,7 @@ class SwarmRuntime(DeploymentRuntime):
                 f"{replicas} replicas need {replicas} distinct nodes; {len(usable)} can take one"
             )
         volume = record.options.get("model_volume")
-        if volume and replicas > _desired_replicas(attrs):  # nodes may have joined since
+        if volume and replicas > services.desired_replicas(attrs):  # nodes may have joined since
             unknown = [n.hostname for n in usable if self.sw.node_driver(self.driver, n.id) is None]
             if unknown:  # Swarm would give a replica there an empty volume
                 raise FailedPrecondition(
@@ -254,26 +252,23 @@ class SwarmRuntime(DeploymentRuntime):
                     "`anvyl host add NODE --engine URL` first (or drain those nodes)"
                 )
             model = resolve_model(self.owner.home, record.model_id)
-            _, found = self.sw.prepare_nodes(
-                self.driver, usable, record.image, model, lambda *_: None
+            _, found = swarm_nodes.prepare_nodes(
+                self.sw, self.driver, usable, record.image, model, lambda *_: None
             )
             if found and found != record.options.get("model_hash"):
                 raise FailedPrecondition(
                     f"the files of {record.model_id} changed since {record.name} started: "
                     "stop and start it again"
                 )
-        with self.driver.engine_errors():
-            self.driver.client.services.get(handle.ref).scale(replicas)
+        services.scale_service(self.driver, handle.ref, replicas)
 
     # -- adoption --------------------------------------------------------------------------
 
     def orphans(self, controller_id: str) -> list[Orphan]:
         """This installation's services, each with the row its labels and spec rebuild."""
         selector = [f"{config.LABEL_MANAGED}=true", f"{LABEL_CONTROLLER}={controller_id}"]
-        with self.driver.engine_errors():
-            services = self.driver.client.api.services(filters={"label": selector})
         found = []
-        for attrs in services:
+        for attrs in services.list_services(self.driver, selector):
             try:
                 record = adopted_record(attrs, self.host.id)
             except InvalidArgument as exc:
@@ -299,89 +294,8 @@ class SwarmRuntime(DeploymentRuntime):
             return
         key = secrets.token_urlsafe(24)
         labels = {**self.owner.container_labels, LABEL_CONTROLLER: self.owner.controller_id}
-        with self.driver.engine_errors():
-            attrs = self._inspect(orphan.handle.ref)
-            new_id, new_name = self._create_secret(orphan.deployment_id, key, labels)
-            template = dict(attrs["Spec"]["TaskTemplate"])
-            container = dict(template["ContainerSpec"])
-            refs = [dict(r) for r in container.get("Secrets") or []]
-            for ref in refs:
-                if ref.get("SecretName", "").startswith(_secret_name(orphan.deployment_id)):
-                    ref["SecretID"], ref["SecretName"] = new_id, new_name
-            container["Secrets"] = refs
-            template["ContainerSpec"] = container
-            template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
-            self.driver.client.api.update_service(  # the rest of the spec (ports, mode) kept
-                attrs["ID"],
-                attrs["Version"]["Index"],
-                task_template=template,
-                fetch_current_spec=True,
-            )
+        services.replace_key_secret(
+            self.driver, orphan.handle.ref, orphan.deployment_id, key, labels
+        )
         self.owner.keys.write(orphan.deployment_id, key)
         log.warning("deployment %s: its API key was lost; replaced it", orphan.name)
-
-    # -- the engine ------------------------------------------------------------------------
-
-    def _inspect(self, service_id: str) -> dict[str, Any]:
-        if not service_id:
-            raise NotFound("the service is not created yet")
-        with self.driver.engine_errors():
-            return dict(self.driver.client.api.inspect_service(service_id))
-
-    def _remove(self, service_id: str, deployment_id: str) -> None:
-        try:
-            with self.driver.engine_errors():
-                api = self.driver.client.api
-                if service_id:
-                    try:
-                        api.remove_service(service_id)
-                    except Exception as exc:  # already gone
-                        if getattr(exc, "status_code", 0) != 404:
-                            raise
-                if not deployment_id:
-                    return
-                by_label = {"label": f"{config.LABEL_DEPLOYMENT}={deployment_id}"}
-                found = api.secrets(filters={"name": _secret_name(deployment_id)})
-                found += api.secrets(filters=by_label)
-                for secret_id in {f["ID"] for f in found}:
-                    api.remove_secret(secret_id)
-        except NotFound:
-            pass
-
-    def _create_secret(
-        self, deployment_id: str, key: str, labels: dict[str, str]
-    ) -> tuple[str, str]:
-        """The API key as a Swarm secret (a fresh name each time: secrets are immutable)."""
-        api = self.driver.client.api
-        name = _secret_name(deployment_id)
-        if api.secrets(filters={"name": name}):
-            name = f"{name}-{secrets.token_hex(3)}"
-        created = api.create_secret(
-            name,
-            key.encode(),
-            labels={
-                **labels,
-                config.LABEL_MANAGED: "true",
-                config.LABEL_DEPLOYMENT: deployment_id,
-            },
-        )
-        return str(created["ID"]), name
-
-
-def _secret_name(deployment_id: str) -> str:
-    return f"anvyl-api-key-{deployment_id}"
-
-
-def _name(attrs: dict[str, Any]) -> str:
-    return str((attrs.get("Spec") or {}).get("Name") or "")
-
-
-def _desired_replicas(attrs: dict[str, Any]) -> int:
-    """The replica count the service asks for now (the engine is the truth; `scale` changes it)."""
-    mode = (attrs.get("Spec") or {}).get("Mode") or {}
-    return int((mode.get("Replicated") or {}).get("Replicas", 1))
-
-
-def _published_port(attrs: dict[str, Any]) -> int:
-    ports = ((attrs.get("Spec") or {}).get("EndpointSpec") or {}).get("Ports") or []
-    return next((int(p["PublishedPort"]) for p in ports if p.get("PublishedPort")), 0)

@@ -58,4 +58,4 @@ class ApiKeys:
 
     def forget(self, deployment_id: str) -> None:
         """Remove a deployment's key."""
-        shutil.rmtree(self.home / "secrets" / deployment_id, ignore_errors=True)
+        shutil.rmtree(self.path(deployment_id).parent, ignore_errors=True)

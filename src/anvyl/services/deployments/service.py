@@ -154,7 +154,7 @@ class Deployments:
         and reads `--host-id` as one of them.
         """
         kind, ref = options.runtime, options.host_id.strip()
-        local = next((h for h in self.hosts.records() if h.local), None)
+        local = self.hosts.local()
         if local is not None:
             if kind == KIND_CONTAINER and self.swarm.active(local.id):
                 kind = KIND_SWARM
@@ -170,10 +170,10 @@ class Deployments:
 
     def local_host(self) -> HostRecord:
         """This machine's host record."""
-        local = [h for h in self.hosts.records() if h.local]
-        if not local:
+        local = self.hosts.local()
+        if local is None:
             raise FailedPrecondition("no local host is registered; pass --host-id")
-        return local[0]
+        return local
 
     # -- start -----------------------------------------------------------------------------
 
