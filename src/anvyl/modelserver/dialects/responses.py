@@ -2,8 +2,10 @@
 bounded store behind `previous_response_id` and `GET /v1/responses/{id}`.
 
 The store is in the memory of one model server: at most `STORE_SIZE` responses, each kept
-`STORE_TTL_S` seconds; a restart empties it. Behind the gateway, a `previous_response_id` made by
-another replica of the model is not found there: a 400 saying so, never a silent fresh start.
+`STORE_TTL_S` seconds; a restart empties it. The answer names a stored response in the
+`RESPONSE_ID_HEADER` header (before the body, streamed or not): the gateway records which replica
+holds it and routes a `previous_response_id` there (see `anvyl.gateway.response_owners`). One not
+found here is a 400 saying so, never a silent fresh start.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from anvyl.modelserver.routes import validation_error
 
 STORE_SIZE = 256
 STORE_TTL_S = 3600.0
+RESPONSE_ID_HEADER = "x-anvyl-response-id"  # the id of a response this server stores
 TEXT_PARTS = ("input_text", "output_text", "text")
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 

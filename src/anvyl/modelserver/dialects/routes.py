@@ -15,6 +15,7 @@ from anvyl.modelserver.dialects.generation import start
 from anvyl.modelserver.dialects.ollama_routes import OLLAMA_ENDPOINTS
 from anvyl.modelserver.dialects.ollama_routes import router as ollama_router
 from anvyl.modelserver.dialects.responses import (
+    RESPONSE_ID_HEADER,
     ResponseStore,
     assistant_turn,
     new_id,
@@ -90,13 +91,16 @@ async def responses(request: Request) -> Response:
         if body.store:
             store.put(final, [*history, assistant_turn(generation.output)])
 
+    stored = {RESPONSE_ID_HEADER: response_id} if body.store else {}
     if body.stream:
         events = response_events(generation, make_body, keep)
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers=SSE_HEADERS | stored
+        )
     finish = await generation.finish()
     final = make_body(output_items(generation.output, message_id=new_id("msg")), finish)
     keep(final)
-    return JSONResponse(final)
+    return JSONResponse(final, headers=stored)
 
 
 @router.get("/v1/responses/{response_id}")
