@@ -13,7 +13,7 @@ from anvyl.modelserver.dialects.anthropic_protocol import MessagesRequest
 from anvyl.modelserver.dialects.errors import dialect_of, error_payload
 from anvyl.modelserver.dialects.ollama import _messages as ollama_messages
 from anvyl.modelserver.dialects.ollama_protocol import OllamaMessage
-from anvyl.modelserver.dialects.responses import ResponseStore
+from anvyl.modelserver.dialects.response_store import ResponseStore
 from anvyl.modelserver.dialects.responses import to_chat as responses_chat
 from anvyl.modelserver.dialects.responses_protocol import ResponsesRequest
 from anvyl.modelserver.errors import InvalidRequest

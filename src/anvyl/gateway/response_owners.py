@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from anvyl.gateway.routing import Replica, RoutingTable
-from anvyl.modelserver.dialects.responses import RESPONSE_ID_HEADER, STORE_SIZE, STORE_TTL_S
+from anvyl.modelserver.dialects.response_store import RESPONSE_ID_HEADER, STORE_SIZE, STORE_TTL_S
 
 OWNERS_REPLICAS = 16
 OWNERS_SIZE = STORE_SIZE * OWNERS_REPLICAS

@@ -1,34 +1,26 @@
 """OpenAI Responses → the internal chat request, the engine's answer → a Response, and the
 bounded store behind `previous_response_id` and `GET /v1/responses/{id}`.
 
-The store is in the memory of one model server: at most `STORE_SIZE` responses, each kept
-`STORE_TTL_S` seconds; a restart empties it. The answer names a stored response in the
-`RESPONSE_ID_HEADER` header (before the body, streamed or not): the gateway records which replica
-holds it and routes a `previous_response_id` there (see `anvyl.gateway.response_owners`). One not
-found here is a 400 saying so, never a silent fresh start.
+The store (`response_store`) is in the memory of one model server; a `previous_response_id` not
+found there is a 400 saying so, never a silent fresh start.
 """
 
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from anvyl.modelserver.dialects.generation import Output
+from anvyl.modelserver.dialects.response_store import STORE_SIZE, STORE_TTL_S, ResponseStore
 from anvyl.modelserver.dialects.responses_protocol import Item, ResponsesRequest
 from anvyl.modelserver.errors import InvalidRequest
 from anvyl.modelserver.events import FinishEvent
 from anvyl.modelserver.protocol import ChatCompletionRequest
 from anvyl.modelserver.routes import validation_error
 
-STORE_SIZE = 256
-STORE_TTL_S = 3600.0
-RESPONSE_ID_HEADER = "x-anvyl-response-id"  # the id of a response this server stores
 TEXT_PARTS = ("input_text", "output_text", "text")
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
@@ -36,37 +28,6 @@ EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 def new_id(prefix: str) -> str:
     """An id in the Responses API's style (`resp_...`, `msg_...`, `fc_...`)."""
     return f"{prefix}_{uuid.uuid4().hex}"
-
-
-@dataclass
-class Stored:
-    """A stored response and the conversation it ended (chat messages, instructions aside)."""
-
-    body: dict[str, Any]
-    history: list[dict[str, Any]]
-    at: float
-
-
-class ResponseStore:
-    """Bounded, expiring, in memory."""
-
-    def __init__(self, size: int = STORE_SIZE, ttl: float = STORE_TTL_S) -> None:
-        self._items: OrderedDict[str, Stored] = OrderedDict()
-        self.size, self.ttl = size, ttl
-
-    def put(self, body: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        """Keep a response (the oldest goes when full)."""
-        self._items[body["id"]] = Stored(body, history, time.monotonic())
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-
-    def get(self, response_id: str) -> Stored | None:
-        """A response still kept, or None."""
-        stored = self._items.get(response_id)
-        if stored is not None and time.monotonic() - stored.at > self.ttl:
-            del self._items[response_id]
-            return None
-        return stored
 
 
 def to_chat(

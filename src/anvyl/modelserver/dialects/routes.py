@@ -14,9 +14,8 @@ from anvyl.modelserver.dialects.anthropic_stream import message_events
 from anvyl.modelserver.dialects.generation import start
 from anvyl.modelserver.dialects.ollama_routes import OLLAMA_ENDPOINTS
 from anvyl.modelserver.dialects.ollama_routes import router as ollama_router
+from anvyl.modelserver.dialects.response_store import RESPONSE_ID_HEADER, ResponseStore
 from anvyl.modelserver.dialects.responses import (
-    RESPONSE_ID_HEADER,
-    ResponseStore,
     assistant_turn,
     new_id,
     output_items,
