@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx
@@ -20,6 +21,7 @@ import ollama
 import openai
 import pytest
 from modelserver_harness import MODEL_ID, RunningServer, start_server, stop_server
+from transformers import AutoTokenizer
 
 THOUGHT, ANSWER = "France's capital is Paris.", "Paris."
 REASONING_TEMPLATE = (
@@ -34,6 +36,7 @@ EXAMPLES = [
     ("What is the capital of Spain?", "<think>\nSpain's capital is Madrid.\n</think>\n\nMadrid."),
 ]
 QUESTION = "What is the capital of France?"
+GENERATED = f"{THOUGHT}\n</think>\n\n{ANSWER}"  # what the model writes after the prompt's `<think>`
 
 
 def turns() -> list[dict[str, str]]:
@@ -68,7 +71,15 @@ def server(
     stop_server(s)
 
 
-def test_openai_chat_splits_reasoning_content(server: RunningServer) -> None:
+@pytest.fixture(scope="module")
+def reasoning_tokens(bundled_model: Path) -> int:
+    """Tokens of GENERATED up to the one that completes `</think>`, counted by the tokenizer."""
+    tokenizer: Any = AutoTokenizer.from_pretrained(str(bundled_model))
+    ids = tokenizer.encode(GENERATED, add_special_tokens=False)
+    return next(k for k in range(1, len(ids) + 1) if "</think>" in tokenizer.decode(ids[:k]))
+
+
+def test_openai_chat_splits_reasoning_content(server: RunningServer, reasoning_tokens: int) -> None:
     """`message.reasoning_content` and `delta.reasoning_content`, as llama.cpp and vLLM send."""
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
     messages = [{"role": "system", "content": SYSTEM}, *turns()]
@@ -77,10 +88,16 @@ def test_openai_chat_splits_reasoning_content(server: RunningServer) -> None:
                                        max_tokens=40, extra_body=on)  # type: ignore[arg-type]  # fmt: skip
     message = r.choices[0].message
     assert (message.reasoning_content, message.content) == (THOUGHT, ANSWER)  # type: ignore[attr-defined]
+    assert r.usage is not None and r.usage.completion_tokens_details is not None
+    assert r.usage.completion_tokens_details.reasoning_tokens == reasoning_tokens
     stream = client.chat.completions.create(model=MODEL_ID, messages=messages, temperature=0,
-                                            max_tokens=40, stream=True, extra_body=on)  # type: ignore[arg-type]  # fmt: skip
+                                            max_tokens=40, stream=True, extra_body=on,
+                                            stream_options={"include_usage": True})  # type: ignore[arg-type]  # fmt: skip
     thought, text = "", ""
     for chunk in stream:
+        if chunk.usage is not None:
+            details = chunk.usage.completion_tokens_details
+            assert details is not None and details.reasoning_tokens == reasoning_tokens
         if chunk.choices:
             delta = chunk.choices[0].delta
             thought += getattr(delta, "reasoning_content", None) or ""
@@ -90,6 +107,8 @@ def test_openai_chat_splits_reasoning_content(server: RunningServer) -> None:
                                          max_tokens=3, extra_body=on)  # type: ignore[arg-type]  # fmt: skip
     assert cut.choices[0].finish_reason == "length" and not cut.choices[0].message.content
     assert THOUGHT.startswith(cut.choices[0].message.reasoning_content)  # type: ignore[attr-defined]
+    assert cut.usage is not None and cut.usage.completion_tokens_details is not None
+    assert cut.usage.completion_tokens_details.reasoning_tokens == 3  # cut off: all reasoning
 
 
 def test_enable_thinking_false_closes_the_reasoning(server: RunningServer) -> None:
@@ -125,17 +144,21 @@ def test_anthropic_thinking_blocks_only_when_asked(server: RunningServer) -> Non
     assert closed > opened
 
 
-def test_responses_reasoning_item(server: RunningServer) -> None:
+def test_responses_reasoning_item(server: RunningServer, reasoning_tokens: int) -> None:
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
     ask = {"model": MODEL_ID, "instructions": SYSTEM, "input": turns(), "temperature": 0,
            "max_output_tokens": 40, "reasoning": {"effort": "medium"}}  # fmt: skip
     r = client.responses.create(**ask)  # type: ignore[call-overload]
     assert [item.type for item in r.output] == ["reasoning", "message"]
     assert r.output[0].content[0].text == THOUGHT and r.output_text == ANSWER
+    assert r.usage is not None
+    assert r.usage.output_tokens_details.reasoning_tokens == reasoning_tokens
     with client.responses.stream(**ask) as stream:
         deltas = [e.delta for e in stream if e.type == "response.reasoning_text.delta"]
         final = stream.get_final_response()
     assert "".join(deltas) == THOUGHT and final.output_text == ANSWER
+    assert final.usage is not None
+    assert final.usage.output_tokens_details.reasoning_tokens == reasoning_tokens
 
 
 def test_ollama_think(server: RunningServer) -> None:

@@ -214,8 +214,10 @@ def response_body(
     *,
     output: list[dict[str, Any]],
     finish: FinishEvent | None,
+    reasoning_tokens: int = 0,
 ) -> dict[str, Any]:
-    """A Response object (in progress while `finish` is None)."""
+    """A Response object (in progress while `finish` is None); `reasoning_tokens`: of the
+    output, those inside `<think>` tags."""
     status, incomplete = "in_progress", None
     if finish is not None:
         status = "incomplete" if finish.reason == "length" else "completed"
@@ -228,7 +230,7 @@ def response_body(
         usage = {"input_tokens": finish.prompt_tokens,
                  "input_tokens_details": {"cached_tokens": 0},
                  "output_tokens": finish.completion_tokens,
-                 "output_tokens_details": {"reasoning_tokens": 0},
+                 "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
                  "total_tokens": finish.prompt_tokens + finish.completion_tokens}  # fmt: skip
     return {
         "id": response_id, "object": "response", "created_at": created, "status": status,

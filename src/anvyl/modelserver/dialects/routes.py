@@ -84,7 +84,9 @@ async def responses(request: Request) -> Response:
     response_id, created = new_id("resp"), now()
 
     def make_body(output: list[dict[str, Any]], finish: FinishEvent | None) -> dict[str, Any]:
-        return response_body(body, response_id, created, output=output, finish=finish)
+        reasoning = generation.output.reasoning_tokens
+        return response_body(body, response_id, created, output=output, finish=finish,
+                             reasoning_tokens=reasoning)  # fmt: skip
 
     def keep(final: dict[str, Any]) -> None:
         if body.store:
