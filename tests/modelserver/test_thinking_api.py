@@ -17,6 +17,7 @@ from typing import Any
 
 import anthropic
 import httpx
+import lmstudio as lms
 import ollama
 import openai
 import pytest
@@ -174,3 +175,26 @@ def test_ollama_think(server: RunningServer) -> None:
     off = client.chat(model=MODEL_ID, messages=messages, think=False, options=options)
     assert not off.message.thinking
     assert "thinking" in (client.show(MODEL_ID).capabilities or [])
+
+
+def test_lmstudio_sdk_types_reasoning_fragments(server: RunningServer) -> None:
+    """The SDK's fragments are typed as LM Studio types them; the text passes whole. `complete`
+    on the rendered prompt (the SDK has no switch for the template's reasoning)."""
+    chat = [{"role": "system", "content": SYSTEM}, *turns()]
+    raw = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in chat)
+    raw += "<|im_start|>assistant\n<think>\n"  # the template opened the reasoning
+    with lms.Client(f"127.0.0.1:{server.port}") as client:
+        model = client.llm.model(MODEL_ID)
+        stream = model.complete_stream(raw, config={"temperature": 0.0, "maxTokens": 40})
+        fragments = [(f.reasoning_type, f.content) for f in stream]
+        result = stream.result()
+        parsing_off = {"enabled": False, "startString": "", "endString": ""}
+        off = {"temperature": 0.0, "maxTokens": 40, "reasoningParsing": parsing_off}
+        plain = {f.reasoning_type for f in model.complete_stream(raw, config=off)}  # type: ignore[arg-type]
+    assert "".join(text for _, text in fragments) == result.content == GENERATED
+    kinds = [kind for kind, _ in fragments]
+    assert kinds[0] == "reasoning" and kinds.count("reasoningEndTag") == 1
+    assert set(kinds[kinds.index("reasoningEndTag") + 1 :]) == {"none"}
+    assert "".join(t for k, t in fragments if k == "reasoning").strip() == THOUGHT
+    assert "".join(t for k, t in fragments if k == "none").strip() == ANSWER
+    assert plain == {"none"}

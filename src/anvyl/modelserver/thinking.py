@@ -31,7 +31,7 @@ def opens_thinking(prompt_tail: str) -> bool:
     return tail.endswith(OPEN)
 
 
-def _held_prefix(text: str, tag: str) -> int:
+def held_prefix(text: str, tag: str) -> int:
     """Length of the longest end of `text` that is a proper beginning of `tag`."""
     for size in range(min(len(tag) - 1, len(text)), 0, -1):
         if tag.startswith(text[-size:]):
@@ -96,7 +96,7 @@ class ThinkSplitter:
                     self._emit(out, "thinking", held[:end].rstrip())
                     self._state, self._held = "after", held[end + len(CLOSE) :]
                     continue
-                keep = _held_prefix(held, CLOSE)
+                keep = held_prefix(held, CLOSE)
                 body = held[: len(held) - keep]
                 sure = body.rstrip()  # trailing whitespace waits: it may precede `</think>`
                 self._emit(out, "thinking", sure)
