@@ -19,6 +19,7 @@ from anvyl.modelserver.dialects.anthropic_protocol import (
     Message,
     MessagesRequest,
 )
+from anvyl.modelserver.dialects.errors import refuse_fields
 from anvyl.modelserver.dialects.generation import Output, call_input
 from anvyl.modelserver.errors import InvalidRequest
 from anvyl.modelserver.events import FinishEvent
@@ -32,6 +33,12 @@ UNREADABLE = {
     "server_tool_use": "server tools are not supported by a local model",
     "web_search_tool_result": "server tools are not supported by a local model",
     "container_upload": "container_upload blocks are not supported",
+}
+# Request fields that need Anthropic's servers (remote tool execution): refused by name.
+REFUSED = {
+    "mcp_servers": "remote MCP servers are not called by a local model server; declare their"
+    " tools as client tools",
+    "container": "code-execution containers and skills do not exist on a local model server",
 }
 SKIPPED = {"thinking", "redacted_thinking"}  # earlier reasoning sent back: not re-read
 THINKING_TYPES = ("enabled", "adaptive", "disabled")
@@ -52,6 +59,7 @@ def wants_thinking(body: CountTokensRequest) -> bool:
 
 def to_chat(body: CountTokensRequest) -> ChatCompletionRequest:
     """The internal chat request of an Anthropic request (a 400 naming what it cannot take)."""
+    refuse_fields(body.model_extra, REFUSED)
     messages: list[dict[str, Any]] = []
     if body.system:
         messages.append({"role": "system", "content": _text(body.system, "system")})

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from anvyl.modelserver.dialects.errors import refuse_fields
 from anvyl.modelserver.dialects.generation import Output
 from anvyl.modelserver.dialects.response_store import STORE_SIZE, STORE_TTL_S, ResponseStore
 from anvyl.modelserver.dialects.responses_protocol import Item, ResponsesRequest
@@ -91,8 +92,31 @@ def _effort(reasoning: Any) -> str | None:
     return effort
 
 
+# Fields of OpenAI's Responses API that would change the answer and that Anvyl cannot honour.
+REFUSED = {
+    "conversation": "server-side conversations are not kept; continue with"
+    " previous_response_id or send the whole conversation as input",
+    "prompt": "stored prompt templates do not exist here; send instructions and input",
+    "top_logprobs": "log probabilities are not given on /v1/responses; use"
+    " /v1/chat/completions with logprobs",
+    "context_management": "context compaction is not done here; a prompt longer than the"
+    " context is a 400",
+    "moderation": "no moderation runs on a local model server",
+    "access_programs": "OpenAI's access programs do not apply to a local model",
+}
+INCLUDE_REFUSED = ("message.output_text.logprobs",)
+
+
 def refuse_unsupported(body: ResponsesRequest) -> None:
     """A 400 for what a local model server cannot do."""
+    refuse_fields(body.model_extra, REFUSED)
+    include = (body.model_extra or {}).get("include") or []
+    for value in include if isinstance(include, list) else []:
+        if value in INCLUDE_REFUSED:
+            raise InvalidRequest(
+                f"include {value!r} is not supported: use /v1/chat/completions with logprobs",
+                param="include", code="unsupported_feature",
+            )  # fmt: skip
     if body.background:
         raise InvalidRequest("background responses are not supported", param="background")
     if body.truncation == "auto":
