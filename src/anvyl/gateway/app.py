@@ -305,9 +305,10 @@ class Gateway:
                 if response is None:
                     last_error = f"{replica.target.deployment or replica.target.key} failed"
                     continue
-                stored = response.headers.get(RESPONSE_ID_HEADER)
-                if stored and response.status_code == 200:
-                    self.owners.record(stored, replica.target.key)
+                if scope["path"] == "/v1/responses" and response.status_code == 200:
+                    stored = response.headers.get(RESPONSE_ID_HEADER)
+                    if stored:  # that replica keeps it: continuations go there
+                        self.owners.record(stored, replica.target.key)
                 try:
                     await _pass_through(disconnect, send, response, replica)
                 finally:
