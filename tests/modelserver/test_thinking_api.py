@@ -138,6 +138,13 @@ def test_anthropic_thinking_blocks_only_when_asked(server: RunningServer) -> Non
     assert "".join(deltas) == THOUGHT and final.content[0].thinking == THOUGHT  # type: ignore[union-attr]
     plain = client.messages.create(**ask)  # type: ignore[arg-type]
     assert [b.type for b in plain.content] == ["text"]
+    omitted = thinking | {"display": "omitted"}  # the block comes back without its text
+    hidden = client.messages.create(**ask, thinking=omitted)  # type: ignore[arg-type]
+    assert [b.type for b in hidden.content] == ["thinking", "text"]
+    assert (hidden.content[0].thinking, hidden.content[1].text) == ("", ANSWER)  # type: ignore[union-attr]
+    with client.messages.stream(**ask, thinking=omitted) as stream:  # type: ignore[arg-type]
+        kinds = [e.delta.type for e in stream if e.type == "content_block_delta"]
+    assert "thinking_delta" not in kinds and "text_delta" in kinds
     # Not asked for, the template is told to skip reasoning: it closes `<think>` in the prompt.
     count = {k: v for k, v in ask.items() if k in ("model", "system", "messages")}
     closed = client.messages.count_tokens(**count).input_tokens  # type: ignore[arg-type]

@@ -42,6 +42,7 @@ REFUSED = {
 }
 SKIPPED = {"thinking", "redacted_thinking"}  # earlier reasoning sent back: not re-read
 THINKING_TYPES = ("enabled", "adaptive", "disabled")
+DISPLAYS = ("summarized", "omitted")
 
 
 def wants_thinking(body: CountTokensRequest) -> bool:
@@ -55,6 +56,17 @@ def wants_thinking(body: CountTokensRequest) -> bool:
             param="thinking.type",
         )
     return kind != "disabled"
+
+
+def omits_thinking(body: CountTokensRequest) -> bool:
+    """Whether `thinking.display` is `omitted`: blocks come back without their text."""
+    display = (body.thinking or {}).get("display")
+    if display is not None and display not in DISPLAYS:
+        raise InvalidRequest(
+            f"thinking.display must be one of {', '.join(DISPLAYS)}, not {display!r}",
+            param="thinking.display",
+        )
+    return display == "omitted"
 
 
 def to_chat(body: CountTokensRequest) -> ChatCompletionRequest:
@@ -169,9 +181,22 @@ def _tool(tool: Any, i: int) -> dict[str, Any]:
             code="unsupported_feature",
         )
     function = {"name": tool.name, "parameters": tool.input_schema}
-    if tool.description:
-        function["description"] = tool.description
+    description = (tool.description or "") + _examples(tool, i)
+    if description:
+        function["description"] = description.strip()
     return {"type": "function", "function": function}
+
+
+def _examples(tool: Any, i: int) -> str:
+    """`input_examples`, shown to the model after the description (as Anthropic shows them)."""
+    examples = (tool.model_extra or {}).get("input_examples")
+    if not examples:
+        return ""
+    if not isinstance(examples, list) or not all(isinstance(e, dict) for e in examples):
+        raise InvalidRequest("input_examples must be a list of objects",
+                             param=f"tools[{i}].input_examples")  # fmt: skip
+    lines = "\n".join(json.dumps(e, ensure_ascii=False) for e in examples)
+    return f"\n\nExample inputs:\n{lines}"
 
 
 def stop_reason(finish: FinishEvent, called: bool) -> str:
@@ -192,12 +217,14 @@ def message_body(
     message_id: str | None = None,
     *,
     thinking: bool = False,
+    omitted: bool = False,
 ) -> dict[str, Any]:
-    """The non-streamed Message (its reasoning as a `thinking` block when asked for)."""
+    """The non-streamed Message (its reasoning as a `thinking` block when asked for, empty
+    when `omitted`)."""
     calls = output.calls()
     content: list[dict[str, Any]] = []
     if thinking and output.thinking:
-        content.append(thinking_block(output.thinking))
+        content.append(thinking_block("" if omitted else output.thinking))
     if calls:
         content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": call_input(c)}
                     for c in calls]  # fmt: skip

@@ -8,7 +8,12 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from anvyl.modelserver.dialects.anthropic import message_body, to_chat, wants_thinking
+from anvyl.modelserver.dialects.anthropic import (
+    message_body,
+    omits_thinking,
+    to_chat,
+    wants_thinking,
+)
 from anvyl.modelserver.dialects.anthropic_protocol import CountTokensRequest, MessagesRequest
 from anvyl.modelserver.dialects.anthropic_stream import message_events
 from anvyl.modelserver.dialects.generation import start
@@ -45,15 +50,17 @@ async def messages(request: Request) -> Response:
     state = state_of(request)
     body = await parse_body(request, MessagesRequest)
     chat = to_chat(body)
-    thinking = wants_thinking(body)
+    thinking, omitted = wants_thinking(body), omits_thinking(body)
     generation = await start(request, state, chat, {"top_k": body.top_k or 0})
     if body.stream:
         return StreamingResponse(
-            message_events(generation, body.model, thinking=thinking),
+            message_events(generation, body.model, thinking=thinking, omitted=omitted),
             media_type="text/event-stream", headers=SSE_HEADERS,
         )  # fmt: skip
     finish = await generation.finish()
-    return JSONResponse(message_body(body.model, generation.output, finish, thinking=thinking))
+    answer = message_body(body.model, generation.output, finish, thinking=thinking,
+                          omitted=omitted)  # fmt: skip
+    return JSONResponse(answer)
 
 
 @router.post("/v1/messages/count_tokens")
