@@ -6,6 +6,7 @@ import asyncio
 import json
 
 from anvyl.gateway import protocol
+from anvyl.gateway.response_owners import ResponseOwners, pin
 from anvyl.gateway.routing import RoutingTable, Target
 
 
@@ -101,6 +102,43 @@ def test_error_body_has_openai_shape() -> None:
             "code": "model_not_found",
         }
     }
+
+
+def test_requested_fields_in_one_parse() -> None:
+    body = b'{"model": "x", "input": "hi", "previous_response_id": "resp_1"}'
+    assert protocol.requested(body) == ("x", "resp_1")
+    assert protocol.requested(b'{"model": "x", "previous_response_id": 3}') == ("x", None)
+    assert protocol.requested(b"not json") == (None, None)
+
+
+def test_response_owners_are_bounded_and_expire() -> None:
+    owners = ResponseOwners(size=2, ttl=60)
+    owners.record("r1", "a")
+    owners.record("r2", "b")
+    assert owners.owner("r1") == "a"  # used: r2 is now the least recently used
+    owners.record("r3", "a")
+    assert (owners.owner("r2"), owners.owner("r1"), owners.owner("r3"), len(owners)) == (
+        None, "a", "a", 2)  # fmt: skip
+    expired = ResponseOwners(size=2, ttl=-1)
+    expired.record("r1", "a")
+    assert expired.owner("r1") is None and len(expired) == 0
+
+
+def test_a_continuation_is_pinned_to_its_replica_or_refused() -> None:
+    table = _table(_target("a"), _target("b"), _target("c", model="other"))
+    owners = ResponseOwners()
+    for rid, key in (("ra", "a"), ("rc", "c"), ("rx", "gone")):
+        owners.record(rid, key)
+    assert pin(owners, table, "m", "unknown", 2) is None  # routed as usual
+    pinned = pin(owners, table, "m", "ra", 2)
+    assert pinned is not None and pinned.replica is not None and pinned.replica.target.key == "a"
+    gone = pin(owners, table, "m", "rx", 2)
+    assert gone is not None and gone.status == 400 and "no longer running" in gone.message
+    other = pin(owners, table, "m", "rc", 2)
+    assert other is not None and other.status == 400 and "'other'" in other.message
+    table.set_health("a", False)
+    down = pin(owners, table, "m", "ra", 2)
+    assert down is not None and (down.status, down.retry_after) == (503, 2)
 
 
 def test_requested_model() -> None:

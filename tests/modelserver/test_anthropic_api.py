@@ -143,6 +143,8 @@ def test_count_tokens(client: anthropic.Anthropic) -> None:
                                          "data": "AA=="}}]}]}, "image"),
         ({"max_tokens": 5, "messages": PARIS, "temperature": 1.5}, "temperature"),
         ({"max_tokens": 5, "messages": PARIS, "model": "claude-nope"}, "claude-nope"),
+        ({"max_tokens": 5, "messages": PARIS, "mcp_servers": [
+            {"type": "url", "url": "https://mcp.example", "name": "x"}]}, "mcp_servers"),
     ],
 )  # fmt: skip
 def test_errors_come_in_anthropics_shape(

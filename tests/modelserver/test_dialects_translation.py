@@ -8,12 +8,13 @@ import pytest
 
 from anvyl.gateway.dialects import parse_aliases, routed_model
 from anvyl.gateway.routing import RoutingTable, Target
+from anvyl.modelserver.dialects.anthropic import omits_thinking
 from anvyl.modelserver.dialects.anthropic import to_chat as anthropic_chat
 from anvyl.modelserver.dialects.anthropic_protocol import MessagesRequest
 from anvyl.modelserver.dialects.errors import dialect_of, error_payload
 from anvyl.modelserver.dialects.ollama import _messages as ollama_messages
 from anvyl.modelserver.dialects.ollama_protocol import OllamaMessage
-from anvyl.modelserver.dialects.responses import ResponseStore
+from anvyl.modelserver.dialects.response_store import ResponseStore
 from anvyl.modelserver.dialects.responses import to_chat as responses_chat
 from anvyl.modelserver.dialects.responses_protocol import ResponsesRequest
 from anvyl.modelserver.errors import InvalidRequest
@@ -161,9 +162,27 @@ def test_responses_reasoning_effort_switches_the_template(
          "thinking": {"type": "on"}})), "thinking.type"),
      (lambda: responses_chat(ResponsesRequest.model_validate(
         {"model": "m", "input": "hi", "reasoning": {"effort": "max"}}), ResponseStore()),
-      "reasoning")],
+      "reasoning"),
+     (lambda: omits_thinking(MessagesRequest.model_validate(
+        {"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}],
+         "thinking": {"type": "enabled", "display": "hidden"}})), "thinking.display")],
 )  # fmt: skip
 def test_bad_thinking_switches_are_refused(make: object, param: str) -> None:
     with pytest.raises(InvalidRequest) as refused:
         make()  # type: ignore[operator]
     assert refused.value.param == param
+
+
+def test_anthropic_input_examples_are_shown_after_the_description() -> None:
+    """`input_examples` reach the model in the tool's description; a bad list is a 400."""
+    examples = [{"city": "Paris"}, {"city": "Rome"}]
+    tool = TOOL | {"input_examples": examples}
+    body = {"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]}
+    chat = anthropic_chat(MessagesRequest.model_validate(body | {"tools": [tool]}))
+    assert chat.tools is not None
+    description = chat.tools[0].function.description
+    assert description == 'd\n\nExample inputs:\n{"city": "Paris"}\n{"city": "Rome"}'
+    bad = TOOL | {"input_examples": "Paris"}
+    with pytest.raises(InvalidRequest) as refused:
+        anthropic_chat(MessagesRequest.model_validate(body | {"tools": [bad]}))
+    assert refused.value.param == "tools[0].input_examples"

@@ -145,6 +145,8 @@ def test_tool_call_round_trip(structured_server: RunningServer, client: ollama.C
          400, "num_ctx"),
         ("/api/chat", {"model": MODEL_ID, "messages": PARIS, "options": {"mirostat": 1}},
          400, "mirostat"),
+        ("/api/chat", {"model": MODEL_ID, "messages": PARIS, "logprobs": True}, 400, "logprobs"),
+        ("/api/generate", {"model": MODEL_ID, "prompt": "x", "width": 512}, 400, "image"),
         ("/api/pull", {"model": "llama3"}, 400, "anvyl model pull OWNER/NAME"),
         ("/api/embed", {"model": MODEL_ID, "input": "x"}, 400, "embeddings"),
     ],

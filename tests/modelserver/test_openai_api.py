@@ -74,6 +74,8 @@ def test_sdk_chat_answers_paris_with_exact_usage(client: openai.OpenAI, tokenize
     # the generated text plus the end-of-turn token that stopped it
     assert r.usage.completion_tokens == len(tokenizer.encode(text, add_special_tokens=False)) + 1
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    details = r.usage.completion_tokens_details
+    assert details is not None and details.reasoning_tokens == 0  # it does not reason
 
 
 def test_sdk_chat_stream_with_usage(client: openai.OpenAI, tokenizer: Any) -> None:

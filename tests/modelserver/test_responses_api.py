@@ -129,6 +129,9 @@ def test_text_format_json_schema_is_enforced(client: openai.OpenAI) -> None:
             {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
             "input[0].content[0]",
         ),
+        ({"input": "hi", "conversation": "conv_1"}, "conversation"),
+        ({"input": "hi", "top_logprobs": 3}, "top_logprobs"),
+        ({"input": "hi", "include": ["message.output_text.logprobs"]}, "include"),
     ],
 )
 def test_refusals_name_the_field(

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from anvyl.modelserver.thinking import ThinkSplitter, opens_thinking, split_whole
+from anvyl.modelserver.thinking import ThinkSplitter, opens_thinking, split_pieces, split_whole
 
 QWEN3 = "<think>\nThe user asks for a capital.\n</think>\n\nParis."
 R1_AFTER_PROMPT = "Okay, France.\n</think>\n\nThe capital is Paris."
@@ -77,3 +77,36 @@ def test_empty_reasoning_and_held_whitespace() -> None:
 )  # fmt: skip
 def test_prompts_that_open_reasoning(tail: str, opened: bool) -> None:
     assert opens_thinking(tail) is opened
+
+
+QWEN3_TOKENS = ["<", "think", ">\n", "The", " user", " asks", " for", " a", " capital", ".\n",
+                "</", "think", ">\n\n", "Paris", "."]  # fmt: skip
+
+
+def counted(tokens: list[str], *, inside: bool = False, per_piece: int = 1) -> int:
+    """Reasoning tokens when `tokens` arrive `per_piece` at a time."""
+    splitter = ThinkSplitter(inside=inside)
+    for i in range(0, len(tokens), per_piece):
+        chunk = tokens[i : i + per_piece]
+        splitter.feed("".join(chunk), len(chunk))
+    splitter.end()
+    return splitter.reasoning_tokens
+
+
+def test_reasoning_tokens_run_to_the_one_that_closes_the_tag() -> None:
+    assert "".join(QWEN3_TOKENS) == QWEN3
+    assert counted(QWEN3_TOKENS) == 13  # `<think>` ... `>\n\n`, not `Paris` `.`
+    r1 = ["Okay", ",", " France", ".\n", "</think>", "\n\n", "The", " capital"]
+    assert counted(r1, inside=True) == 5  # the prompt opened it: from the first token
+    assert counted(["more", " thought"], inside=True) == 2  # cut off: all reasoning
+    assert counted(["<", "b", ">bold"]) == 0  # held back as a possible tag, then answer
+    assert counted(["Paris", "."]) == 0
+    assert counted(["\n", "<think>", "x", "</think>", "y"]) == 4  # leading whitespace held
+
+
+def test_reasoning_tokens_of_pieces_of_several_tokens() -> None:
+    """A piece counts whole on the side it starts on (text of held-back tokens comes later)."""
+    assert counted(QWEN3_TOKENS, per_piece=2) == 14  # the 7th piece, `>\n\n` `Paris`, closes it
+    assert counted(QWEN3_TOKENS, per_piece=3) == 15
+    assert counted(["Hi", "<think>"], per_piece=2) == 0
+    assert split_pieces([(t, 1) for t in QWEN3_TOKENS]) == (*split_whole(QWEN3), 13)

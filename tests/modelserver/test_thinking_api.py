@@ -13,13 +13,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx
+import lmstudio as lms
 import ollama
 import openai
 import pytest
 from modelserver_harness import MODEL_ID, RunningServer, start_server, stop_server
+from transformers import AutoTokenizer
 
 THOUGHT, ANSWER = "France's capital is Paris.", "Paris."
 REASONING_TEMPLATE = (
@@ -34,6 +37,7 @@ EXAMPLES = [
     ("What is the capital of Spain?", "<think>\nSpain's capital is Madrid.\n</think>\n\nMadrid."),
 ]
 QUESTION = "What is the capital of France?"
+GENERATED = f"{THOUGHT}\n</think>\n\n{ANSWER}"  # what the model writes after the prompt's `<think>`
 
 
 def turns() -> list[dict[str, str]]:
@@ -68,7 +72,15 @@ def server(
     stop_server(s)
 
 
-def test_openai_chat_splits_reasoning_content(server: RunningServer) -> None:
+@pytest.fixture(scope="module")
+def reasoning_tokens(bundled_model: Path) -> int:
+    """Tokens of GENERATED up to the one that completes `</think>`, counted by the tokenizer."""
+    tokenizer: Any = AutoTokenizer.from_pretrained(str(bundled_model))
+    ids = tokenizer.encode(GENERATED, add_special_tokens=False)
+    return next(k for k in range(1, len(ids) + 1) if "</think>" in tokenizer.decode(ids[:k]))
+
+
+def test_openai_chat_splits_reasoning_content(server: RunningServer, reasoning_tokens: int) -> None:
     """`message.reasoning_content` and `delta.reasoning_content`, as llama.cpp and vLLM send."""
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
     messages = [{"role": "system", "content": SYSTEM}, *turns()]
@@ -77,10 +89,16 @@ def test_openai_chat_splits_reasoning_content(server: RunningServer) -> None:
                                        max_tokens=40, extra_body=on)  # type: ignore[arg-type]  # fmt: skip
     message = r.choices[0].message
     assert (message.reasoning_content, message.content) == (THOUGHT, ANSWER)  # type: ignore[attr-defined]
+    assert r.usage is not None and r.usage.completion_tokens_details is not None
+    assert r.usage.completion_tokens_details.reasoning_tokens == reasoning_tokens
     stream = client.chat.completions.create(model=MODEL_ID, messages=messages, temperature=0,
-                                            max_tokens=40, stream=True, extra_body=on)  # type: ignore[arg-type]  # fmt: skip
+                                            max_tokens=40, stream=True, extra_body=on,
+                                            stream_options={"include_usage": True})  # type: ignore[arg-type]  # fmt: skip
     thought, text = "", ""
     for chunk in stream:
+        if chunk.usage is not None:
+            details = chunk.usage.completion_tokens_details
+            assert details is not None and details.reasoning_tokens == reasoning_tokens
         if chunk.choices:
             delta = chunk.choices[0].delta
             thought += getattr(delta, "reasoning_content", None) or ""
@@ -90,6 +108,8 @@ def test_openai_chat_splits_reasoning_content(server: RunningServer) -> None:
                                          max_tokens=3, extra_body=on)  # type: ignore[arg-type]  # fmt: skip
     assert cut.choices[0].finish_reason == "length" and not cut.choices[0].message.content
     assert THOUGHT.startswith(cut.choices[0].message.reasoning_content)  # type: ignore[attr-defined]
+    assert cut.usage is not None and cut.usage.completion_tokens_details is not None
+    assert cut.usage.completion_tokens_details.reasoning_tokens == 3  # cut off: all reasoning
 
 
 def test_enable_thinking_false_closes_the_reasoning(server: RunningServer) -> None:
@@ -118,6 +138,13 @@ def test_anthropic_thinking_blocks_only_when_asked(server: RunningServer) -> Non
     assert "".join(deltas) == THOUGHT and final.content[0].thinking == THOUGHT  # type: ignore[union-attr]
     plain = client.messages.create(**ask)  # type: ignore[arg-type]
     assert [b.type for b in plain.content] == ["text"]
+    omitted = thinking | {"display": "omitted"}  # the block comes back without its text
+    hidden = client.messages.create(**ask, thinking=omitted)  # type: ignore[arg-type]
+    assert [b.type for b in hidden.content] == ["thinking", "text"]
+    assert (hidden.content[0].thinking, hidden.content[1].text) == ("", ANSWER)  # type: ignore[union-attr]
+    with client.messages.stream(**ask, thinking=omitted) as stream:  # type: ignore[arg-type]
+        kinds = [e.delta.type for e in stream if e.type == "content_block_delta"]
+    assert "thinking_delta" not in kinds and "text_delta" in kinds
     # Not asked for, the template is told to skip reasoning: it closes `<think>` in the prompt.
     count = {k: v for k, v in ask.items() if k in ("model", "system", "messages")}
     closed = client.messages.count_tokens(**count).input_tokens  # type: ignore[arg-type]
@@ -125,17 +152,21 @@ def test_anthropic_thinking_blocks_only_when_asked(server: RunningServer) -> Non
     assert closed > opened
 
 
-def test_responses_reasoning_item(server: RunningServer) -> None:
+def test_responses_reasoning_item(server: RunningServer, reasoning_tokens: int) -> None:
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
     ask = {"model": MODEL_ID, "instructions": SYSTEM, "input": turns(), "temperature": 0,
            "max_output_tokens": 40, "reasoning": {"effort": "medium"}}  # fmt: skip
     r = client.responses.create(**ask)  # type: ignore[call-overload]
     assert [item.type for item in r.output] == ["reasoning", "message"]
     assert r.output[0].content[0].text == THOUGHT and r.output_text == ANSWER
+    assert r.usage is not None
+    assert r.usage.output_tokens_details.reasoning_tokens == reasoning_tokens
     with client.responses.stream(**ask) as stream:
         deltas = [e.delta for e in stream if e.type == "response.reasoning_text.delta"]
         final = stream.get_final_response()
     assert "".join(deltas) == THOUGHT and final.output_text == ANSWER
+    assert final.usage is not None
+    assert final.usage.output_tokens_details.reasoning_tokens == reasoning_tokens
 
 
 def test_ollama_think(server: RunningServer) -> None:
@@ -151,3 +182,26 @@ def test_ollama_think(server: RunningServer) -> None:
     off = client.chat(model=MODEL_ID, messages=messages, think=False, options=options)
     assert not off.message.thinking
     assert "thinking" in (client.show(MODEL_ID).capabilities or [])
+
+
+def test_lmstudio_sdk_types_reasoning_fragments(server: RunningServer) -> None:
+    """The SDK's fragments are typed as LM Studio types them; the text passes whole. `complete`
+    on the rendered prompt (the SDK has no switch for the template's reasoning)."""
+    chat = [{"role": "system", "content": SYSTEM}, *turns()]
+    raw = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in chat)
+    raw += "<|im_start|>assistant\n<think>\n"  # the template opened the reasoning
+    with lms.Client(f"127.0.0.1:{server.port}") as client:
+        model = client.llm.model(MODEL_ID)
+        stream = model.complete_stream(raw, config={"temperature": 0.0, "maxTokens": 40})
+        fragments = [(f.reasoning_type, f.content) for f in stream]
+        result = stream.result()
+        parsing_off = {"enabled": False, "startString": "", "endString": ""}
+        off = {"temperature": 0.0, "maxTokens": 40, "reasoningParsing": parsing_off}
+        plain = {f.reasoning_type for f in model.complete_stream(raw, config=off)}  # type: ignore[arg-type]
+    assert "".join(text for _, text in fragments) == result.content == GENERATED
+    kinds = [kind for kind, _ in fragments]
+    assert kinds[0] == "reasoning" and kinds.count("reasoningEndTag") == 1
+    assert set(kinds[kinds.index("reasoningEndTag") + 1 :]) == {"none"}
+    assert "".join(t for k, t in fragments if k == "reasoning").strip() == THOUGHT
+    assert "".join(t for k, t in fragments if k == "none").strip() == ANSWER
+    assert plain == {"none"}

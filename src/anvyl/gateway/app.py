@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket
 from anvyl.catalog import ModelInfo
 from anvyl.gateway import dialects, lmstudio, protocol
 from anvyl.gateway.ondemand import ClientGone, Loader, Refusal, requested_keep_alive
+from anvyl.gateway.response_owners import RESPONSE_ID_HEADER, Pinned, ResponseOwners, pin
 from anvyl.gateway.routing import Replica, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Gateway:
         self.client = client
         self.token = token or None
         self.started = time.time()
+        self.owners = ResponseOwners()  # which replica stores each OpenAI Response
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one HTTP request or LM Studio websocket (other ASGI scopes are ignored)."""
@@ -107,7 +109,7 @@ class Gateway:
             if path == "/api/ps" and self.loader is not None:
                 expiries = await asyncio.to_thread(self.loader.demand.expiries)
             await dialects.answer_locally(
-                send, path, self.table, self.client, self.startable(), expiries
+                send, path, self.table, self.client, self.startable(), expiries, self.owners
             )
             return
         refused = dialects.refusal(path, method)
@@ -133,7 +135,7 @@ class Gateway:
         if body is None:
             await _error(send, 413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
             return
-        model = protocol.requested_model(body)
+        model, previous = protocol.requested(body)
         if model is None:
             await _error(
                 send, 400, "the request names no model: put its id in `model`", param="model"
@@ -147,7 +149,8 @@ class Gateway:
         if not self._authorized(scope, keys - {""}):
             await _unauthorized(send)
             return
-        await self._proxy(scope, receive, send, body, model)
+        previous = previous if path == "/v1/responses" else None
+        await self._proxy(scope, receive, send, body, model, previous)
 
     # -- local answers ---------------------------------------------------------------------
 
@@ -194,17 +197,31 @@ class Gateway:
     # -- the proxy -------------------------------------------------------------------------
 
     async def _proxy(
-        self, scope: Scope, receive: Receive, send: Send, body: bytes, model: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes,
+        model: str,
+        previous: str | None = None,
     ) -> None:
         disconnect = _Disconnect(receive)
         try:
-            await self._route(scope, send, body, model, disconnect)
+            await self._route(scope, send, body, model, disconnect, previous)
         finally:
             disconnect.cancel()
 
     async def _route(
-        self, scope: Scope, send: Send, body: bytes, model: str, disconnect: _Disconnect
+        self,
+        scope: Scope,
+        send: Send,
+        body: bytes,
+        model: str,
+        disconnect: _Disconnect,
+        previous: str | None = None,
     ) -> None:
+        """Send the request to a replica of `model` (to the one storing `previous`, the
+        `previous_response_id` of a Responses request, when the gateway knows it)."""
         keep_alive, running_too = None, False
         if self.loader is not None:
             try:
@@ -234,10 +251,16 @@ class Gateway:
                     return
                 counted = outcome
                 tried = []
+            pinned = None if previous is None else pin(
+                self.owners, self.table, model, previous, RETRY_AFTER_S)  # fmt: skip
             try:
+                if pinned is not None and pinned.replica is None:
+                    await _refuse_pinned(send, pinned)
+                    return
                 done, last_error = await self._try_replicas(
-                    scope, send, body, model, disconnect, tried, last_error
-                )
+                    scope, send, body, model, disconnect, tried, last_error,
+                    pinned.replica if pinned is not None else None,
+                )  # fmt: skip
             finally:
                 if counted and self.loader is not None:
                     self.loader.release(model)
@@ -245,7 +268,11 @@ class Gateway:
                 return
             if self.loader is None or loads >= 2 or not counted:
                 break
-        if not self.table.known(model):
+        pinned = None if previous is None else pin(
+            self.owners, self.table, model, previous, RETRY_AFTER_S)  # fmt: skip
+        if pinned is not None and pinned.replica is None:  # its replica failed just now
+            await _refuse_pinned(send, pinned)
+        elif not self.table.known(model):
             await _model_not_found(send, model, self.table)
         else:
             detail = f" (last error: {last_error})" if last_error else ""
@@ -260,10 +287,15 @@ class Gateway:
         disconnect: _Disconnect,
         tried: list[Replica],
         last_error: str,
+        only: Replica | None = None,
     ) -> tuple[bool, str]:
-        """Send the request to healthy replicas in turn; (answered, last error)."""
+        """Send the request to healthy replicas in turn (`only` that one, when given);
+        (answered, last error)."""
         while True:
-            replica = self.table.pick(model, tried)
+            if only is None:
+                replica = self.table.pick(model, tried)
+            else:
+                replica = only if only.healthy and only not in tried else None
             if replica is None:
                 return False, last_error
             tried.append(replica)
@@ -273,6 +305,10 @@ class Gateway:
                 if response is None:
                     last_error = f"{replica.target.deployment or replica.target.key} failed"
                     continue
+                if scope["path"] == "/v1/responses" and response.status_code == 200:
+                    stored = response.headers.get(RESPONSE_ID_HEADER)
+                    if stored:  # that replica keeps it: continuations go there
+                        self.owners.record(stored, replica.target.key)
                 try:
                     await _pass_through(disconnect, send, response, replica)
                 finally:
@@ -440,6 +476,11 @@ async def _model_not_found(send: Send, model: str, table: RoutingTable) -> None:
 async def _refuse(send: Send, refusal: Refusal) -> None:
     extra = [(b"retry-after", str(refusal.retry_after).encode())] if refusal.retry_after else []
     await _error(send, refusal.status, refusal.message, code=refusal.code, extra=extra)
+
+
+async def _refuse_pinned(send: Send, pinned: Pinned) -> None:
+    extra = [(b"retry-after", str(pinned.retry_after).encode())] if pinned.retry_after else []
+    await _error(send, pinned.status, pinned.message, param="previous_response_id", extra=extra)
 
 
 async def _unavailable(send: Send, model: str, detail: str) -> None:

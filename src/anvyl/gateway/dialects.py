@@ -2,8 +2,9 @@
 `name:latest` model names, and the paths that name no model answered by the gateway itself.
 
 `/api/tags`, `/api/ps` and LM Studio's `/api/v0/models` are each model's own answer, asked of
-one healthy replica per model and merged; `GET /v1/responses/{id}` is asked of every healthy
-replica (each keeps the responses it made); `/` and `/api/version` are constants.
+one healthy replica per model and merged; `GET /v1/responses/{id}` is asked of the replica the
+gateway saw store it, else of every healthy replica (each keeps the responses it made); `/` and
+`/api/version` are constants.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from anvyl.modelserver.dialects.errors import OLLAMA_REFUSED, anthropic_error, d
 
 if TYPE_CHECKING:
     from anvyl.catalog import ModelInfo
+    from anvyl.gateway.response_owners import ResponseOwners
     from anvyl.gateway.routing import Replica, RoutingTable
 
 OLLAMA_VERSION = "0.12.0"  # as the model servers answer `/api/version`
@@ -127,10 +129,11 @@ async def answer_locally(
     client: httpx.AsyncClient,
     startable: Sequence[ModelInfo] = (),
     expiries: dict[str, float] | None = None,
+    owners: ResponseOwners | None = None,
 ) -> None:
     """Answer a path the gateway answers itself (`is_local`); `startable`: models not running
     that a request may start (listed as not loaded where the API has a place for them)."""
-    status, body, kind = await local_answer(path, table, client, startable, expiries)
+    status, body, kind = await local_answer(path, table, client, startable, expiries, owners)
     headers = [(b"content-type", kind), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -142,6 +145,7 @@ async def local_answer(
     client: httpx.AsyncClient,
     startable: Sequence[ModelInfo] = (),
     expiries: dict[str, float] | None = None,
+    owners: ResponseOwners | None = None,
 ) -> tuple[int, bytes, bytes]:
     """(status, body, content type) of a path the gateway answers itself."""
     if path == "/":
@@ -149,7 +153,7 @@ async def local_answer(
     if path == "/api/version":
         return 200, json.dumps({"version": OLLAMA_VERSION}).encode(), b"application/json"
     if path.startswith("/v1/responses/"):
-        return await _stored_response(path, table, client)
+        return await _stored_response(path, table, client, owners)
     wanted = None
     if path.startswith("/api/v0/models/"):
         path, wanted = "/api/v0/models", path.removeprefix("/api/v0/models/")
@@ -180,10 +184,16 @@ async def local_answer(
 
 
 async def _stored_response(
-    path: str, table: RoutingTable, client: httpx.AsyncClient
+    path: str, table: RoutingTable, client: httpx.AsyncClient, owners: ResponseOwners | None
 ) -> tuple[int, bytes, bytes]:
-    """A stored Response, asked of every healthy replica (each keeps its own)."""
+    """A stored Response, asked of the replica that stored it, else of every healthy one."""
     replicas = [r for r in table.replicas() if r.healthy]
+    key = owners.owner(path.rsplit("/", 1)[-1]) if owners is not None else None
+    owner = next((r for r in replicas if r.target.key == key), None)
+    if owner is not None:
+        answer = await _ask(client, owner, path)
+        if answer.get("object") == "response":
+            return 200, json.dumps(answer).encode(), b"application/json"
     for answer in await asyncio.gather(*(_ask(client, r, path) for r in replicas)):
         if answer.get("object") == "response":
             return 200, json.dumps(answer).encode(), b"application/json"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from anvyl.catalog import ModelInfo
@@ -76,11 +76,28 @@ def models_body(entries: Sequence[Mapping[str, Any]]) -> bytes:
     return json.dumps({"object": "list", "data": list(entries)}).encode()
 
 
-def requested_model(body: bytes) -> str | None:
-    """The `model` field of a JSON request body, or None when there is none."""
+class Requested(NamedTuple):
+    """What the gateway routes a JSON request body by (one parse of the body)."""
+
+    model: str | None
+    previous_response_id: str | None
+
+
+def requested(body: bytes) -> Requested:
+    """The `model` (None when there is none) and `previous_response_id` of a request body."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return None
-    model = data.get("model") if isinstance(data, dict) else None
-    return model if isinstance(model, str) and model else None
+        return Requested(None, None)
+    if not isinstance(data, dict):
+        return Requested(None, None)
+    model, previous = data.get("model"), data.get("previous_response_id")
+    return Requested(
+        model if isinstance(model, str) and model else None,
+        previous if isinstance(previous, str) and previous else None,
+    )
+
+
+def requested_model(body: bytes) -> str | None:
+    """The `model` field of a JSON request body, or None when there is none."""
+    return requested(body).model

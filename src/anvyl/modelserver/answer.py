@@ -145,12 +145,12 @@ async def _whole(
 ) -> Response:
     """The non-streamed answer with every choice."""
     watcher = asyncio.create_task(_watch_disconnect(request, state.engine, [g.id for g in gens]))
-    parts: list[list[str]] = [[] for _ in gens]
+    parts: list[list[tuple[str, int]]] = [[] for _ in gens]
     logprobs: list[list[dict[str, Any]]] = [[] for _ in gens]
     try:
         async for index, event in events:
             if not isinstance(event, FinishEvent):
-                parts[index].append(event.text)
+                parts[index].append((event.text, event.tokens))
                 logprobs[index].extend(event.logprobs)
     finally:
         watcher.cancel()
@@ -166,7 +166,7 @@ async def _whole(
             raise Unavailable("the request was cancelled (server shutting down)", code="cancelled")
     asked = gens[0].logprobs is not None
     bodies = [
-        r.whole("".join(parts[i]), events.finishes[i], logprobs[i] if asked else None)
+        r.whole(parts[i], events.finishes[i], logprobs[i] if asked else None)
         for i, r in enumerate(renders)
     ]
     out = bodies[0]
@@ -176,6 +176,9 @@ async def _whole(
         usage = out["usage"]
         usage["completion_tokens"] = completion
         usage["total_tokens"] = usage["prompt_tokens"] + completion
+        if "completion_tokens_details" in usage:
+            reasoning = sum(r.reasoning_tokens for r in renders)
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
     return JSONResponse(out)
 
 
@@ -205,12 +208,13 @@ async def _stream(
                     yield sse_event(render.chunk(None, event))
             else:
                 entries = list(event.logprobs) if asked else None
-                deltas = render.deltas(event.text) or ([""] if entries else [])
+                deltas = render.deltas(event.text, event.tokens) or ([""] if entries else [])
                 for delta in deltas:
                     yield sse_event(render.chunk(delta, logprobs=entries))
                     entries = [] if asked else None
         if renders[0].include_usage and len(events.finishes) == len(gens):
-            yield sse_event(renders[0].usage_chunk(list(events.finishes.values())))
+            reasoning = sum(r.reasoning_tokens for r in renders)
+            yield sse_event(renders[0].usage_chunk(list(events.finishes.values()), reasoning))
         yield SSE_DONE
     finally:
         watcher.cancel()

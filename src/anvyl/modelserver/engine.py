@@ -61,6 +61,7 @@ class _Sequence:
     stopper: StopMatcher
     reused: int = 0
     tokens: int = 0
+    told: int = 0  # tokens whose text was sent
     first_token_at: float = 0.0
     last_token_at: float = 0.0
     pending: list[dict[str, Any]] = field(default_factory=list)  # logprobs not yet sent
@@ -372,8 +373,9 @@ class Engine:
             if r.finish_reason is not None and not matched:
                 text += seq.stopper.flush()
             if text or (seq.pending and (matched or r.finish_reason is not None)):
-                self._emit(seq.request, TextEvent(text, tuple(seq.pending)))
+                self._emit(seq.request, TextEvent(text, tuple(seq.pending), seq.tokens - seq.told))
                 seq.pending.clear()
+                seq.told = seq.tokens
             if matched:
                 if r.finish_reason is None:
                     to_remove.append(r.uid)

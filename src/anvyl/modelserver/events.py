@@ -20,10 +20,13 @@ FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 @dataclass(frozen=True)
 class TextEvent:
-    """New text of one request, with its tokens' log probabilities when they were asked for."""
+    """New text of one request, with its tokens' log probabilities when they were asked for,
+    and how many generated tokens it came from (a token may add no text yet: a partial
+    character, a possible stop string)."""
 
     text: str
     logprobs: tuple[dict[str, Any], ...] = ()
+    tokens: int = 1
 
 
 @dataclass(frozen=True)

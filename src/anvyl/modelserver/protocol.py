@@ -271,14 +271,19 @@ class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    completion_tokens_details: dict[str, int] | None = None  # chat: `reasoning_tokens`
 
     @classmethod
-    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
-        """Usage with the total filled in."""
+    def of(
+        cls, prompt_tokens: int, completion_tokens: int, reasoning_tokens: int | None = None
+    ) -> Usage:
+        """Usage with the total filled in (and the reasoning tokens, when given)."""
+        details = None if reasoning_tokens is None else {"reasoning_tokens": reasoning_tokens}
         return cls(
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             total_tokens=prompt_tokens + completion_tokens,
+            completion_tokens_details=details,
         )
 
 

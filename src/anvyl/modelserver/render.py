@@ -7,6 +7,7 @@ and name first and its argument fragments after; plain text stays `content`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from anvyl import __version__
@@ -14,7 +15,7 @@ from anvyl.modelserver.events import FinishEvent
 from anvyl.modelserver.lmstudio.protocol import stop_reason
 from anvyl.modelserver.logprobs import completion_logprobs
 from anvyl.modelserver.protocol import Stats, Usage, new_id, now
-from anvyl.modelserver.thinking import Part, ThinkSplitter, split_whole
+from anvyl.modelserver.thinking import Part, ThinkSplitter, split_pieces
 from anvyl.modelserver.tools import CallParser, ToolFormat
 
 if TYPE_CHECKING:
@@ -41,6 +42,13 @@ class Renderer:
         self._sent: dict[int, int] = {}  # call index -> argument characters sent
         self.think_inside = False  # the prompt opened `<think>` (see thinking.py)
         self._splitter: ThinkSplitter | None = None
+        self._reasoning_tokens = 0  # of a whole answer
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """Generated tokens inside `<think>` tags (chat; 0 for completions)."""
+        splitter = self._splitter
+        return splitter.reasoning_tokens if splitter is not None else self._reasoning_tokens
 
     def _head(self, obj: str) -> dict[str, Any]:
         """Fields every body starts with."""
@@ -53,12 +61,21 @@ class Renderer:
         return {"content": entries} if self.chat else completion_logprobs(entries)
 
     def whole(
-        self, text: str, finish: FinishEvent, logprobs: list[dict[str, Any]] | None = None
+        self,
+        pieces: Sequence[tuple[str, int]],
+        finish: FinishEvent,
+        logprobs: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """A non-streaming response (one choice: this renderer's)."""
-        usage = Usage.of(finish.prompt_tokens, finish.completion_tokens).model_dump()
+        """A non-streaming response (one choice: this renderer's) from the generated text's
+        pieces and how many tokens each came from."""
+        text = "".join(piece for piece, _ in pieces)
+        reasoning = ""
         if self.chat:
-            reasoning, text = split_whole(text, inside=self.think_inside)
+            reasoning, text, self._reasoning_tokens = split_pieces(pieces, inside=self.think_inside)
+        usage = Usage.of(finish.prompt_tokens, finish.completion_tokens,
+                         self._reasoning_tokens if self.chat else None)  # fmt: skip
+        usage_body = usage.model_dump(exclude_none=True)
+        if self.chat:
             message: dict[str, Any] = {"role": "assistant", "content": text}
             reason: str = finish.reason
             if self.tools is not None:
@@ -77,23 +94,23 @@ class Renderer:
                 "logprobs": self._logprobs(logprobs),
                 "finish_reason": reason,
             }
-            out = self._head("chat.completion") | {"choices": [choice], "usage": usage}
+            out = self._head("chat.completion") | {"choices": [choice], "usage": usage_body}
         else:
             choice = {"index": self.index, "text": text, "logprobs": self._logprobs(logprobs),
                       "finish_reason": finish.reason}  # fmt: skip
-            out = self._head("text_completion") | {"choices": [choice], "usage": usage}
+            out = self._head("text_completion") | {"choices": [choice], "usage": usage_body}
         if self.lmstudio:
             out |= self._lmstudio_extras(finish)
         return out
 
-    def deltas(self, text: str) -> list[Any]:
-        """The chat deltas (text or dicts) for newly generated `text`: reasoning split off as
-        `reasoning_content`, tool calls parsed."""
+    def deltas(self, text: str, tokens: int = 0) -> list[Any]:
+        """The chat deltas (text or dicts) for newly generated `text` (from `tokens` tokens):
+        reasoning split off as `reasoning_content`, tool calls parsed."""
         if not self.chat:
             return [text]
         if self._splitter is None:
             self._splitter = ThinkSplitter(inside=self.think_inside)
-        return self._parts(self._splitter.feed(text))
+        return self._parts(self._splitter.feed(text, tokens))
 
     def _parts(self, parts: list[Part]) -> list[Any]:
         out: list[Any] = []
@@ -164,12 +181,13 @@ class Renderer:
             out |= self._lmstudio_extras(finish)
         return out
 
-    def usage_chunk(self, finishes: list[FinishEvent]) -> dict[str, Any]:
+    def usage_chunk(self, finishes: list[FinishEvent], reasoning_tokens: int = 0) -> dict[str, Any]:
         """The final usage-only chunk of `stream_options.include_usage` (all choices)."""
         obj = "chat.completion.chunk" if self.chat else "text_completion"
         completion = sum(f.completion_tokens for f in finishes)
-        usage = Usage.of(finishes[0].prompt_tokens, completion).model_dump()
-        return self._head(obj) | {"choices": [], "usage": usage}
+        usage = Usage.of(finishes[0].prompt_tokens, completion,
+                         reasoning_tokens if self.chat else None)  # fmt: skip
+        return self._head(obj) | {"choices": [], "usage": usage.model_dump(exclude_none=True)}
 
     def _lmstudio_extras(self, finish: FinishEvent) -> dict[str, Any]:
         """LM Studio's `stats`, `model_info` and `runtime`."""

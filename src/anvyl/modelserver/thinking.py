@@ -8,11 +8,15 @@ reasoning. Whitespace around the reasoning and at the start of the answer is dro
 llama.cpp's server and vLLM do.
 
 `ThinkSplitter` works on a stream: a tag may arrive split across tokens (`</`, `think`, `>`), so
-text that could still be the start of a tag is held back until the next piece decides it.
+text that could still be the start of a tag is held back until the next piece decides it. Told
+how many generated tokens each piece came from, it also counts the reasoning tokens: every token
+from the first of the output (or of `<think>`) to the one that completes `</think>`, the tags
+included (what OpenAI's `reasoning_tokens` count: generated, not part of the answer).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 OPEN = "<think>"
@@ -27,7 +31,7 @@ def opens_thinking(prompt_tail: str) -> bool:
     return tail.endswith(OPEN)
 
 
-def _held_prefix(text: str, tag: str) -> int:
+def held_prefix(text: str, tag: str) -> int:
     """Length of the longest end of `text` that is a proper beginning of `tag`."""
     for size in range(min(len(tag) - 1, len(text)), 0, -1):
         if tag.startswith(text[-size:]):
@@ -48,9 +52,26 @@ class ThinkSplitter:
         self._held = ""
         self.thinking = ""  # everything split off as reasoning so far
         self.text = ""  # everything passed on as answer so far
+        self.reasoning_tokens = 0  # generated tokens of the reasoning, tags included
+        self._undecided = 0  # tokens fed while it is not known whether `<think>` opens
+        self._opened = inside  # the output is reasoning first
 
-    def feed(self, piece: str) -> list[Part]:
-        """The reasoning and answer parts that `piece` settles (in order)."""
+    def feed(self, piece: str, tokens: int = 0) -> list[Part]:
+        """The reasoning and answer parts that `piece` (made of `tokens` generated tokens)
+        settles (in order)."""
+        before = self._state
+        out = self._split(piece)
+        if before == "start":
+            self._undecided += tokens
+            if self._state == "start":
+                return out
+            tokens, self._undecided = self._undecided, 0
+            before = "lead" if self._opened else "answer"
+        if before in ("lead", "thinking"):  # the reasoning was open when this piece came
+            self.reasoning_tokens += tokens
+        return out
+
+    def _split(self, piece: str) -> list[Part]:
         self._held += piece
         out: list[Part] = []
         while True:
@@ -59,6 +80,7 @@ class ThinkSplitter:
                 stripped = held.lstrip()
                 if stripped.startswith(OPEN):
                     self._state, self._held = "lead", stripped[len(OPEN) :]
+                    self._opened = True
                     continue
                 if OPEN.startswith(stripped):  # nothing yet, or a beginning of `<think>`
                     return out
@@ -74,7 +96,7 @@ class ThinkSplitter:
                     self._emit(out, "thinking", held[:end].rstrip())
                     self._state, self._held = "after", held[end + len(CLOSE) :]
                     continue
-                keep = _held_prefix(held, CLOSE)
+                keep = held_prefix(held, CLOSE)
                 body = held[: len(held) - keep]
                 sure = body.rstrip()  # trailing whitespace waits: it may precede `</think>`
                 self._emit(out, "thinking", sure)
@@ -121,3 +143,15 @@ def split_whole(text: str, *, inside: bool = False) -> tuple[str, str]:
     splitter.feed(text)
     splitter.end()
     return splitter.thinking, splitter.text
+
+
+def split_pieces(
+    pieces: Iterable[tuple[str, int]], *, inside: bool = False
+) -> tuple[str, str, int]:
+    """(reasoning, answer, reasoning tokens) of a finished generation, given as its pieces of
+    text and how many generated tokens each came from."""
+    splitter = ThinkSplitter(inside=inside)
+    for text, tokens in pieces:
+        splitter.feed(text, tokens)
+    splitter.end()
+    return splitter.thinking, splitter.text, splitter.reasoning_tokens

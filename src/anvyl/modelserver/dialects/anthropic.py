@@ -19,6 +19,7 @@ from anvyl.modelserver.dialects.anthropic_protocol import (
     Message,
     MessagesRequest,
 )
+from anvyl.modelserver.dialects.errors import refuse_fields
 from anvyl.modelserver.dialects.generation import Output, call_input
 from anvyl.modelserver.errors import InvalidRequest
 from anvyl.modelserver.events import FinishEvent
@@ -33,8 +34,15 @@ UNREADABLE = {
     "web_search_tool_result": "server tools are not supported by a local model",
     "container_upload": "container_upload blocks are not supported",
 }
+# Request fields that need Anthropic's servers (remote tool execution): refused by name.
+REFUSED = {
+    "mcp_servers": "remote MCP servers are not called by a local model server; declare their"
+    " tools as client tools",
+    "container": "code-execution containers and skills do not exist on a local model server",
+}
 SKIPPED = {"thinking", "redacted_thinking"}  # earlier reasoning sent back: not re-read
 THINKING_TYPES = ("enabled", "adaptive", "disabled")
+DISPLAYS = ("summarized", "omitted")
 
 
 def wants_thinking(body: CountTokensRequest) -> bool:
@@ -50,8 +58,20 @@ def wants_thinking(body: CountTokensRequest) -> bool:
     return kind != "disabled"
 
 
+def omits_thinking(body: CountTokensRequest) -> bool:
+    """Whether `thinking.display` is `omitted`: blocks come back without their text."""
+    display = (body.thinking or {}).get("display")
+    if display is not None and display not in DISPLAYS:
+        raise InvalidRequest(
+            f"thinking.display must be one of {', '.join(DISPLAYS)}, not {display!r}",
+            param="thinking.display",
+        )
+    return display == "omitted"
+
+
 def to_chat(body: CountTokensRequest) -> ChatCompletionRequest:
     """The internal chat request of an Anthropic request (a 400 naming what it cannot take)."""
+    refuse_fields(body.model_extra, REFUSED)
     messages: list[dict[str, Any]] = []
     if body.system:
         messages.append({"role": "system", "content": _text(body.system, "system")})
@@ -161,9 +181,22 @@ def _tool(tool: Any, i: int) -> dict[str, Any]:
             code="unsupported_feature",
         )
     function = {"name": tool.name, "parameters": tool.input_schema}
-    if tool.description:
-        function["description"] = tool.description
+    description = (tool.description or "") + _examples(tool, i)
+    if description:
+        function["description"] = description.strip()
     return {"type": "function", "function": function}
+
+
+def _examples(tool: Any, i: int) -> str:
+    """`input_examples`, shown to the model after the description (as Anthropic shows them)."""
+    examples = (tool.model_extra or {}).get("input_examples")
+    if not examples:
+        return ""
+    if not isinstance(examples, list) or not all(isinstance(e, dict) for e in examples):
+        raise InvalidRequest("input_examples must be a list of objects",
+                             param=f"tools[{i}].input_examples")  # fmt: skip
+    lines = "\n".join(json.dumps(e, ensure_ascii=False) for e in examples)
+    return f"\n\nExample inputs:\n{lines}"
 
 
 def stop_reason(finish: FinishEvent, called: bool) -> str:
@@ -184,12 +217,14 @@ def message_body(
     message_id: str | None = None,
     *,
     thinking: bool = False,
+    omitted: bool = False,
 ) -> dict[str, Any]:
-    """The non-streamed Message (its reasoning as a `thinking` block when asked for)."""
+    """The non-streamed Message (its reasoning as a `thinking` block when asked for, empty
+    when `omitted`)."""
     calls = output.calls()
     content: list[dict[str, Any]] = []
     if thinking and output.thinking:
-        content.append(thinking_block(output.thinking))
+        content.append(thinking_block("" if omitted else output.thinking))
     if calls:
         content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": call_input(c)}
                     for c in calls]  # fmt: skip

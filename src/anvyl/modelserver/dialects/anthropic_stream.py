@@ -26,10 +26,10 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
 
 
 async def message_events(
-    generation: Generation, model: str, *, thinking: bool = False
+    generation: Generation, model: str, *, thinking: bool = False, omitted: bool = False
 ) -> AsyncIterator[bytes]:
     """The whole event sequence of one streamed Message (reasoning as a `thinking` block,
-    `thinking_delta`s, when asked for; else left out)."""
+    `thinking_delta`s, when asked for, without them when `omitted`; else left out)."""
     start = message_head(model) | {
         "content": [], "stop_reason": None, "stop_sequence": None,
         "usage": usage(generation.prompt_tokens, 0),
@@ -63,8 +63,9 @@ async def message_events(
                 index, kind = index + 1, "thinking"
                 block = thinking_block("")
                 yield sse("content_block_start", {"index": index, "content_block": block})
-            delta = {"type": "thinking_delta", "thinking": item.text}
-            yield sse("content_block_delta", {"index": index, "delta": delta})
+            if not omitted:
+                delta = {"type": "thinking_delta", "thinking": item.text}
+                yield sse("content_block_delta", {"index": index, "delta": delta})
         elif item.kind == "text":
             if kind != "text":
                 if kind is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from anvyl.modelserver.errors import error_body
+from anvyl.modelserver.errors import InvalidRequest, error_body
 
 ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -32,6 +32,16 @@ OLLAMA_REFUSED = {
     "embed": "embeddings are not served: this server runs one chat model",
     "embeddings": "embeddings are not served: this server runs one chat model",
 }
+
+
+def refuse_fields(sent: dict[str, Any] | None, refused: dict[str, str]) -> None:
+    """A 400 naming the first field of `refused` that a request sets (to anything but an empty
+    or false value): fields no dialect model reads, which would otherwise pass unnoticed."""
+    for name, why in refused.items():
+        value = (sent or {}).get(name)
+        if value not in (None, False, 0, "", [], {}):
+            raise InvalidRequest(f"{name} is not supported: {why}", param=name,
+                                 code="unsupported_feature")  # fmt: skip
 
 
 def dialect_of(path: str) -> str:

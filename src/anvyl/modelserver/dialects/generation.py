@@ -57,9 +57,14 @@ class Output:
         """The reasoning split off so far."""
         return self._splitter.thinking
 
-    def feed(self, piece: str) -> list[Piece]:
-        """Pieces for newly generated text."""
-        return self._pieces(self._splitter.feed(piece))
+    @property
+    def reasoning_tokens(self) -> int:
+        """Generated tokens of the reasoning so far (see thinking.py)."""
+        return self._splitter.reasoning_tokens
+
+    def feed(self, piece: str, tokens: int = 0) -> list[Piece]:
+        """Pieces for newly generated text (made of `tokens` generated tokens)."""
+        return self._pieces(self._splitter.feed(piece, tokens))
 
     def _pieces(self, parts: list[Part]) -> list[Piece]:
         out: list[Piece] = []
@@ -134,7 +139,7 @@ class Generation:
         try:
             async for event in self.events:
                 if isinstance(event, TextEvent):
-                    for piece in self.output.feed(event.text):
+                    for piece in self.output.feed(event.text, event.tokens):
                         yield piece
                 else:
                     for piece in self.output.end():

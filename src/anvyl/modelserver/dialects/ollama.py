@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from anvyl.modelserver.dialects.errors import refuse_fields
 from anvyl.modelserver.dialects.generation import Output, call_input
 from anvyl.modelserver.dialects.ollama_protocol import (
     HONOURED,
@@ -109,11 +110,23 @@ def options_fields(
     return fields, extra
 
 
+# Request fields Anvyl cannot honour (extra fields pass validation: each is refused by name).
+REFUSED = {
+    "logprobs": "log probabilities are not given on Ollama's routes; use /v1/chat/completions"
+    " with logprobs",
+    "top_logprobs": "log probabilities are not given on Ollama's routes; use"
+    " /v1/chat/completions with logprobs",
+}
+IMAGE_GENERATION = {name: "image generation is not supported: this server runs a text model"
+                    for name in ("width", "height", "steps")}  # fmt: skip
+
+
 def chat_request(
     state: ServerState, body: ChatRequest
 ) -> tuple[ChatCompletionRequest, dict[str, Any]]:
     """The internal chat request of `/api/chat`, and its extra sampling."""
     model = resolve_model(state, body.model)
+    refuse_fields(body.model_extra, REFUSED)
     fields, extra = options_fields(state, body)
     messages = _messages(body.messages)
     chat = {"model": model, "messages": messages, "stream": body.stream, **fields}
@@ -138,6 +151,7 @@ def generate_request(
     ):
         if getattr(body, name):
             raise InvalidRequest(why, param=name, code="unsupported_feature")
+    refuse_fields(body.model_extra, REFUSED | IMAGE_GENERATION)
     fields, extra = options_fields(state, body)
     messages = [{"role": "system", "content": body.system}] if body.system else []
     messages.append({"role": "user", "content": body.prompt})

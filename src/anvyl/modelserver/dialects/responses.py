@@ -1,31 +1,27 @@
 """OpenAI Responses → the internal chat request, the engine's answer → a Response, and the
 bounded store behind `previous_response_id` and `GET /v1/responses/{id}`.
 
-The store is in the memory of one model server: at most `STORE_SIZE` responses, each kept
-`STORE_TTL_S` seconds; a restart empties it. Behind the gateway, a `previous_response_id` made by
-another replica of the model is not found there: a 400 saying so, never a silent fresh start.
+The store (`response_store`) is in the memory of one model server; a `previous_response_id` not
+found there is a 400 saying so, never a silent fresh start.
 """
 
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from anvyl.modelserver.dialects.errors import refuse_fields
 from anvyl.modelserver.dialects.generation import Output
+from anvyl.modelserver.dialects.response_store import STORE_SIZE, STORE_TTL_S, ResponseStore
 from anvyl.modelserver.dialects.responses_protocol import Item, ResponsesRequest
 from anvyl.modelserver.errors import InvalidRequest
 from anvyl.modelserver.events import FinishEvent
 from anvyl.modelserver.protocol import ChatCompletionRequest
 from anvyl.modelserver.routes import validation_error
 
-STORE_SIZE = 256
-STORE_TTL_S = 3600.0
 TEXT_PARTS = ("input_text", "output_text", "text")
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
@@ -33,37 +29,6 @@ EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 def new_id(prefix: str) -> str:
     """An id in the Responses API's style (`resp_...`, `msg_...`, `fc_...`)."""
     return f"{prefix}_{uuid.uuid4().hex}"
-
-
-@dataclass
-class Stored:
-    """A stored response and the conversation it ended (chat messages, instructions aside)."""
-
-    body: dict[str, Any]
-    history: list[dict[str, Any]]
-    at: float
-
-
-class ResponseStore:
-    """Bounded, expiring, in memory."""
-
-    def __init__(self, size: int = STORE_SIZE, ttl: float = STORE_TTL_S) -> None:
-        self._items: OrderedDict[str, Stored] = OrderedDict()
-        self.size, self.ttl = size, ttl
-
-    def put(self, body: dict[str, Any], history: list[dict[str, Any]]) -> None:
-        """Keep a response (the oldest goes when full)."""
-        self._items[body["id"]] = Stored(body, history, time.monotonic())
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-
-    def get(self, response_id: str) -> Stored | None:
-        """A response still kept, or None."""
-        stored = self._items.get(response_id)
-        if stored is not None and time.monotonic() - stored.at > self.ttl:
-            del self._items[response_id]
-            return None
-        return stored
 
 
 def to_chat(
@@ -127,8 +92,31 @@ def _effort(reasoning: Any) -> str | None:
     return effort
 
 
+# Fields of OpenAI's Responses API that would change the answer and that Anvyl cannot honour.
+REFUSED = {
+    "conversation": "server-side conversations are not kept; continue with"
+    " previous_response_id or send the whole conversation as input",
+    "prompt": "stored prompt templates do not exist here; send instructions and input",
+    "top_logprobs": "log probabilities are not given on /v1/responses; use"
+    " /v1/chat/completions with logprobs",
+    "context_management": "context compaction is not done here; a prompt longer than the"
+    " context is a 400",
+    "moderation": "no moderation runs on a local model server",
+    "access_programs": "OpenAI's access programs do not apply to a local model",
+}
+INCLUDE_REFUSED = ("message.output_text.logprobs",)
+
+
 def refuse_unsupported(body: ResponsesRequest) -> None:
     """A 400 for what a local model server cannot do."""
+    refuse_fields(body.model_extra, REFUSED)
+    include = (body.model_extra or {}).get("include") or []
+    for value in include if isinstance(include, list) else []:
+        if value in INCLUDE_REFUSED:
+            raise InvalidRequest(
+                f"include {value!r} is not supported: use /v1/chat/completions with logprobs",
+                param="include", code="unsupported_feature",
+            )  # fmt: skip
     if body.background:
         raise InvalidRequest("background responses are not supported", param="background")
     if body.truncation == "auto":
@@ -250,8 +238,10 @@ def response_body(
     *,
     output: list[dict[str, Any]],
     finish: FinishEvent | None,
+    reasoning_tokens: int = 0,
 ) -> dict[str, Any]:
-    """A Response object (in progress while `finish` is None)."""
+    """A Response object (in progress while `finish` is None); `reasoning_tokens`: of the
+    output, those inside `<think>` tags."""
     status, incomplete = "in_progress", None
     if finish is not None:
         status = "incomplete" if finish.reason == "length" else "completed"
@@ -264,7 +254,7 @@ def response_body(
         usage = {"input_tokens": finish.prompt_tokens,
                  "input_tokens_details": {"cached_tokens": 0},
                  "output_tokens": finish.completion_tokens,
-                 "output_tokens_details": {"reasoning_tokens": 0},
+                 "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
                  "total_tokens": finish.prompt_tokens + finish.completion_tokens}  # fmt: skip
     return {
         "id": response_id, "object": "response", "created_at": created, "status": status,

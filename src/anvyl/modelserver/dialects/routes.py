@@ -8,14 +8,19 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from anvyl.modelserver.dialects.anthropic import message_body, to_chat, wants_thinking
+from anvyl.modelserver.dialects.anthropic import (
+    message_body,
+    omits_thinking,
+    to_chat,
+    wants_thinking,
+)
 from anvyl.modelserver.dialects.anthropic_protocol import CountTokensRequest, MessagesRequest
 from anvyl.modelserver.dialects.anthropic_stream import message_events
 from anvyl.modelserver.dialects.generation import start
 from anvyl.modelserver.dialects.ollama_routes import OLLAMA_ENDPOINTS
 from anvyl.modelserver.dialects.ollama_routes import router as ollama_router
+from anvyl.modelserver.dialects.response_store import RESPONSE_ID_HEADER, ResponseStore
 from anvyl.modelserver.dialects.responses import (
-    ResponseStore,
     assistant_turn,
     new_id,
     output_items,
@@ -45,15 +50,17 @@ async def messages(request: Request) -> Response:
     state = state_of(request)
     body = await parse_body(request, MessagesRequest)
     chat = to_chat(body)
-    thinking = wants_thinking(body)
+    thinking, omitted = wants_thinking(body), omits_thinking(body)
     generation = await start(request, state, chat, {"top_k": body.top_k or 0})
     if body.stream:
         return StreamingResponse(
-            message_events(generation, body.model, thinking=thinking),
+            message_events(generation, body.model, thinking=thinking, omitted=omitted),
             media_type="text/event-stream", headers=SSE_HEADERS,
         )  # fmt: skip
     finish = await generation.finish()
-    return JSONResponse(message_body(body.model, generation.output, finish, thinking=thinking))
+    answer = message_body(body.model, generation.output, finish, thinking=thinking,
+                          omitted=omitted)  # fmt: skip
+    return JSONResponse(answer)
 
 
 @router.post("/v1/messages/count_tokens")
@@ -84,19 +91,24 @@ async def responses(request: Request) -> Response:
     response_id, created = new_id("resp"), now()
 
     def make_body(output: list[dict[str, Any]], finish: FinishEvent | None) -> dict[str, Any]:
-        return response_body(body, response_id, created, output=output, finish=finish)
+        reasoning = generation.output.reasoning_tokens
+        return response_body(body, response_id, created, output=output, finish=finish,
+                             reasoning_tokens=reasoning)  # fmt: skip
 
     def keep(final: dict[str, Any]) -> None:
         if body.store:
             store.put(final, [*history, assistant_turn(generation.output)])
 
+    stored = {RESPONSE_ID_HEADER: response_id} if body.store else {}
     if body.stream:
         events = response_events(generation, make_body, keep)
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers=SSE_HEADERS | stored
+        )
     finish = await generation.finish()
     final = make_body(output_items(generation.output, message_id=new_id("msg")), finish)
     keep(final)
-    return JSONResponse(final)
+    return JSONResponse(final, headers=stored)
 
 
 @router.get("/v1/responses/{response_id}")

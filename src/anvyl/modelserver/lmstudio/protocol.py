@@ -41,6 +41,8 @@ NO_MODEL_CODE = "generic.noModelMatchingQuery"  # the SDK raises LMStudioModelNo
 StopReason = Literal[
     "eosFound", "stopStringFound", "maxPredictedTokensReached", "userStopped", "failed"
 ]
+ReasoningType = Literal["none", "reasoning", "reasoningStartTag", "reasoningEndTag"]
+DEFAULT_REASONING_TAGS = ("<think>", "</think>")
 
 
 class ProtocolError(Exception):
@@ -206,6 +208,8 @@ class PredictionConfig:
     top_k: int | None = None  # `topKSampling` (None or 0: off)
     min_p: float | None = None  # `minPSampling` (None: off)
     repeat_penalty: float | None = None  # `repeatPenalty` (None or 1: off)
+    # `reasoning.parsing`: the tags around reasoning fragments (None: parsing off)
+    reasoning_tags: tuple[str, str] | None = DEFAULT_REASONING_TAGS
 
     def kv_fields(self, temperature: float, max_tokens: int) -> dict[str, Any]:
         """The effective config as KV fields (the `success` message's `predictionConfig`)."""
@@ -270,8 +274,12 @@ def prediction_config(stack: Any) -> PredictionConfig:
     structured: Any = None
     tools: Any = None
     sampling: dict[str, Any] = {}
+    reasoning_tags: tuple[str, str] | None = DEFAULT_REASONING_TAGS
     for key, value in kv_fields(stack).items():
         name = key.removeprefix("llm.prediction.")
+        if name == "reasoning.parsing":
+            reasoning_tags = _reasoning_tags(value)
+            continue
         if key in _IGNORED_KEYS or key.startswith(_IGNORED_PREFIXES):
             continue
         if name == "temperature":
@@ -296,8 +304,22 @@ def prediction_config(stack: Any) -> PredictionConfig:
             sampling[_SAMPLING[name]] = _sampling_setting(name, value)
         # Unknown keys are skipped, as LM Studio itself skips them.
     return PredictionConfig(
-        temperature, max_tokens, top_p, stop, raw, structured, tools, **sampling
-    )
+        temperature, max_tokens, top_p, stop, raw, structured, tools, **sampling,
+        reasoning_tags=reasoning_tags,
+    )  # fmt: skip
+
+
+def _reasoning_tags(value: Any) -> tuple[str, str] | None:
+    """`reasoning.parsing` ({enabled, startString, endString}): the tags, or None when off."""
+    if not isinstance(value, dict) or not isinstance(value.get("enabled"), bool):
+        raise ProtocolError("reasoning.parsing must be {enabled, startString, endString}")
+    if not value["enabled"]:
+        return None
+    start = value.get("startString") or DEFAULT_REASONING_TAGS[0]
+    end = value.get("endString") or DEFAULT_REASONING_TAGS[1]
+    if not isinstance(start, str) or not isinstance(end, str):
+        raise ProtocolError("reasoning.parsing startString and endString must be strings")
+    return start, end
 
 
 # The engine's samplers behind LM Studio's settings (PredictionConfig's field names).
@@ -378,15 +400,16 @@ def chat_messages(history: Any) -> list[dict[str, str]]:
     return out
 
 
-def fragment(text: str) -> dict[str, Any]:
-    """One `fragment` message: a decoded piece of the reply."""
+def fragment(text: str, reasoning: ReasoningType = "none", tokens: int = 1) -> dict[str, Any]:
+    """One `fragment` message: a decoded piece of the reply, of `tokens` tokens, typed as
+    reasoning or not (see reasoning.py)."""
     return {
         "type": "fragment",
         "fragment": {
             "content": text,
-            "tokensCount": 1,
+            "tokensCount": tokens,
             "containsDrafted": False,
-            "reasoningType": "none",
+            "reasoningType": reasoning,
         },
     }
 

@@ -24,11 +24,13 @@ from anvyl.modelserver.errors import APIError
 from anvyl.modelserver.limits import max_new_tokens
 from anvyl.modelserver.lmstudio import protocol as p
 from anvyl.modelserver.lmstudio.framing import SocketSession
+from anvyl.modelserver.lmstudio.reasoning import Fragments, FragmentTyper
 from anvyl.modelserver.lmstudio.tooling import ToolEvents, chat_request, structured_grammar
-from anvyl.modelserver.routes import check_ready, constrain, tokenize
+from anvyl.modelserver.routes import check_ready, constrain, opens_thinking_in, tokenize
 from anvyl.modelserver.sampling import SamplingParams
 from anvyl.modelserver.state import ServerState
 from anvyl.modelserver.structured import plan_tools
+from anvyl.modelserver.thinking import OPEN
 from anvyl.modelserver.tool_prompt import template_messages
 from anvyl.modelserver.tools import FORMATS
 
@@ -315,17 +317,14 @@ class Session(SocketSession):
             channel.request_id = gen.id
             if channel.cancelled:
                 self._cancel(channel)
+            fragments = Fragments(await self._typer(prompt, grammar, config), tool_events)
             try:
                 async for event in events:
-                    text = event.text if not isinstance(event, FinishEvent) else ""
-                    calls: list[dict[str, Any]] = []
-                    if tool_events is not None:
-                        text, calls = tool_events.feed(text)
-                        if isinstance(event, FinishEvent):
-                            text = tool_events.leftover()
-                    if text:
-                        await self.send(p.channel_send(channel_id, p.fragment(text)))
-                    for message in calls:
+                    if isinstance(event, FinishEvent):
+                        messages = fragments.end()
+                    else:
+                        messages = fragments.feed(event.text, event.tokens)
+                    for message in messages:
                         await self.send(p.channel_send(channel_id, message))
             finally:
                 self.state.engine.cancel(gen.id)
@@ -347,6 +346,18 @@ class Session(SocketSession):
             }
             await self.send(p.channel_send(channel_id, success))
         await self.send(p.channel_close(channel_id))
+
+    async def _typer(
+        self, prompt: list[int], grammar: Any, config: p.PredictionConfig
+    ) -> FragmentTyper | None:
+        """Types reasoning fragments as LM Studio does (None: `reasoning.parsing` is off)."""
+        if config.reasoning_tags is None:
+            return None
+        start, end = config.reasoning_tags
+        inside = start == OPEN and await opens_thinking_in(
+            self.state, prompt, constrained=grammar is not None
+        )
+        return FragmentTyper(inside=inside, start=start, end=end)
 
     async def _prompt(
         self, history: Any, config: p.PredictionConfig
