@@ -8,6 +8,8 @@ placement, refusal, two replicas behind the gateway, drain, a killed node, scale
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from served_cluster import MODEL_ID, START_TIMEOUT_S, Cluster, serve_on
 pytestmark = [pytest.mark.docker, pytest.mark.model]
 
 MOVE_TIMEOUT_S = 180.0
+OTHER_ID = "smollm2-second-copy"  # the bundled model under a second id (hard links, no copy)
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
@@ -89,6 +92,54 @@ def test_a_model_that_fits_nowhere_is_refused(cluster: Cluster) -> None:
     too_many = cluster.cli("model", "start", MODEL_ID, "--name", "many", "--replicas", "4",
                            "--port", str(free_port()))  # fmt: skip
     assert too_many.returncode != 0 and "distinct nodes" in too_many.stderr
+
+
+def test_an_on_demand_start_goes_to_the_node_with_the_most_free_budget(
+    cluster: Cluster, bundled_model: Path, swarm_busybox: str, run_labels: dict[str, str]
+) -> None:
+    """Two usable nodes of equal memory: a model held on the manager leaves the worker the most
+    free budget, so a chat for a stopped model starts its replica there and is answered. Two
+    tasks that are not Anvyl's on the worker make the Swarm's own spread choose the manager."""
+    lab = cluster.lab
+    manager, worker, third = lab.nodes
+    other = cluster.served.home / "models" / OTHER_ID
+    other.mkdir()
+    for item in bundled_model.resolve().iterdir():  # files, not links: a replica mounts the folder
+        os.link(item, other / item.name)
+    cluster.ok("host", "drain", third.hostname)  # a two-node Swarm
+    with lab.manager.client() as client:
+        sleepers = client.services.create(
+            swarm_busybox,
+            ["/bin/busybox", "sleep", "3600"],
+            name=f"sleepers-{free_port()}",
+            labels=run_labels,
+            mode=docker.types.ServiceMode("replicated", replicas=2),
+            constraints=[f"node.id=={worker.node_id}"],
+        )
+        try:
+            wait_for(lambda: _running(sleepers) == 2, timeout=60, what="two tasks on the worker")
+            cluster.ok("model", "start", MODEL_ID, "--name", "held", "--port", str(free_port()),
+                       "--host-id", manager.hostname, timeout=START_TIMEOUT_S)  # fmt: skip
+            reply = _client(cluster).chat.completions.create(
+                model=OTHER_ID, messages=QUESTION, max_tokens=3
+            )
+            assert reply.choices and reply.choices[0].message.content
+            deployments = json.loads(cluster.ok("model", "ps", "-o", "json"))["deployments"]
+            started = [d for d in deployments if d["model_id"] == OTHER_ID]
+            assert len(started) == 1 and started[0]["on_demand"], started
+            assert [r["node"] for r in started[0]["replicas"]] == [worker.hostname]
+            assert cluster.ready_nodes("held") == [manager.hostname]
+        finally:
+            sleepers.remove()
+            for d in json.loads(cluster.ok("model", "ps", "-o", "json"))["deployments"]:
+                cluster.cli("model", "stop", d["name"], timeout=60)
+            cluster.ok("host", "activate", third.hostname)
+            shutil.rmtree(other)
+    assert json.loads(cluster.ok("model", "ps", "-o", "json"))["deployments"] == []
+
+
+def _running(service: Any) -> int:
+    return sum(t["Status"]["State"] == "running" for t in service.tasks())
 
 
 @pytest.fixture(scope="module")
