@@ -93,6 +93,16 @@ def test_max_loaded_counts_deployments_on_every_node_once() -> None:
         choose(node("a", 8 * GIB, replicated), node("b", 8 * GIB, replicated), max_loaded=1)
 
 
+def test_max_loaded_counts_deployments_on_no_usable_node_too() -> None:
+    drained = held("drained", MIB, idle=True, used=1.0)  # its node takes nothing new
+    with pytest.raises(ResourceExhausted, match="--max-loaded 1"):
+        choose_node(model="m", need=MIB, nodes=[node("a", GIB)], max_loaded=1,
+                    elsewhere=[held("pinned", MIB)])  # fmt: skip
+    choice = choose_node(model="m", need=MIB, nodes=[node("a", GIB)], max_loaded=1,
+                         elsewhere=[drained])  # fmt: skip
+    assert [h.name for h in choice.evict] == ["drained"]
+
+
 def test_budget_is_memory_less_headroom_capped_by_max_memory() -> None:
     assert node_budget(8 * GIB, 0) == 7 * GIB
     assert node_budget(64 * GIB, 0) == 64 * GIB - int(64 * GIB * 0.1)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from anvyl.errors import ResourceExhausted
 from anvyl.runtime.model_spec import format_bytes
 from anvyl.runtime.swarm_capacity import NodeMemory
-from anvyl.services.ondemand.budget import Holder
+from anvyl.services.ondemand.budget import Holder, holding, max_loaded_refusal
 from anvyl.services.ondemand.policy import headroom
 
 
@@ -76,9 +76,17 @@ def rooms(
     ]
 
 
-def choose_node(*, model: str, need: int, nodes: Sequence[NodeRoom], max_loaded: int) -> NodeChoice:
+def choose_node(
+    *,
+    model: str,
+    need: int,
+    nodes: Sequence[NodeRoom],
+    max_loaded: int,
+    elsewhere: Sequence[Holder] = (),
+) -> NodeChoice:
     """The node for `need` more bytes and one more deployment, and what unloads first;
-    ResourceExhausted with every node's numbers when none can take it."""
+    ResourceExhausted with every node's numbers when none can take it. `elsewhere`: loaded
+    deployments on no usable node (a drained one, say), counted for `--max-loaded` only."""
     if not nodes:
         raise ResourceExhausted(
             f"cannot load {model}: no Swarm node is ready and active to take it"
@@ -101,16 +109,17 @@ def choose_node(*, model: str, need: int, nodes: Sequence[NodeRoom], max_loaded:
                 break
             evict.append(holder)
         choice = NodeChoice(node, evict)
-    return _within_max_loaded(model, choice, nodes, max_loaded)
+    loaded = [h for n in nodes for h in n.holders] + list(elsewhere)
+    return _within_max_loaded(model, choice, loaded, max_loaded)
 
 
 def _within_max_loaded(
-    model: str, choice: NodeChoice, nodes: Sequence[NodeRoom], max_loaded: int
+    model: str, choice: NodeChoice, holders: Sequence[Holder], max_loaded: int
 ) -> NodeChoice:
     """Unload more (least recently used first, on any node) while `--max-loaded` is reached."""
     if max_loaded <= 0:
         return choice
-    loaded: dict[str, Holder] = {_key(h): h for n in nodes for h in n.holders}
+    loaded: dict[str, Holder] = {_key(h): h for h in holders}
     gone = {_key(h) for h in choice.evict}
     evict = list(choice.evict)
     more = sorted((h for k, h in loaded.items() if h.evictable and k not in gone), key=_age)
@@ -119,11 +128,7 @@ def _within_max_loaded(
         evict.append(holder)
         gone.add(_key(holder))
     if len(loaded) - len(gone) >= max_loaded:
-        holding = _holding(h for k, h in loaded.items() if k not in gone)
-        raise ResourceExhausted(
-            f"cannot load {model}: --max-loaded {max_loaded} is reached and none of the loaded "
-            f"models may be unloaded (loaded: {holding}); stop one or retry once one is idle"
-        )
+        raise max_loaded_refusal(model, max_loaded, (h for k, h in loaded.items() if k not in gone))
     return NodeChoice(choice.node, evict)
 
 
@@ -144,12 +149,8 @@ def _key(holder: Holder) -> str:
 def _numbers(node: NodeRoom) -> str:
     return (
         f"{node.name}: {format_bytes(max(0, node.free))} free of its "
-        f"{format_bytes(node.budget)} budget, held by {_holding(node.holders)}"
+        f"{format_bytes(node.budget)} budget, held by {holding(node.holders)}"
     )
-
-
-def _holding(holders: Iterable[Holder]) -> str:
-    return ", ".join(f"{h.name} ({h.why}, {format_bytes(h.held)})" for h in holders) or "nothing"
 
 
 def placed_by_node(

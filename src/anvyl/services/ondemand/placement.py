@@ -192,11 +192,13 @@ class Placement:
                 where = (capacity.local_node_id,)
             placed.append((holder, where))
         placed += [(h, (node_id,)) for node_id, h in reserved]
+        usable = {n.id for n in capacity.nodes}
         choice = choose_node(
             model=model_id,
             need=need,
             nodes=rooms(capacity.nodes, placed, self.policy.max_memory),
             max_loaded=self.policy.max_loaded,
+            elsewhere=[h for h, where in placed if not usable.intersection(where)],
         )
         return choice.node, choice.evict
 
