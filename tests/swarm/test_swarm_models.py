@@ -94,54 +94,6 @@ def test_a_model_that_fits_nowhere_is_refused(cluster: Cluster) -> None:
     assert too_many.returncode != 0 and "distinct nodes" in too_many.stderr
 
 
-def test_an_on_demand_start_goes_to_the_node_with_the_most_free_budget(
-    cluster: Cluster, bundled_model: Path, swarm_busybox: str, run_labels: dict[str, str]
-) -> None:
-    """Two usable nodes of equal memory: a model held on the manager leaves the worker the most
-    free budget, so a chat for a stopped model starts its replica there and is answered. Two
-    tasks that are not Anvyl's on the worker make the Swarm's own spread choose the manager."""
-    lab = cluster.lab
-    manager, worker, third = lab.nodes
-    other = cluster.served.home / "models" / OTHER_ID
-    other.mkdir()
-    for item in bundled_model.resolve().iterdir():  # files, not links: a replica mounts the folder
-        os.link(item, other / item.name)
-    cluster.ok("host", "drain", third.hostname)  # a two-node Swarm
-    with lab.manager.client() as client:
-        sleepers = client.services.create(
-            swarm_busybox,
-            ["/bin/busybox", "sleep", "3600"],
-            name=f"sleepers-{free_port()}",
-            labels=run_labels,
-            mode=docker.types.ServiceMode("replicated", replicas=2),
-            constraints=[f"node.id=={worker.node_id}"],
-        )
-        try:
-            wait_for(lambda: _running(sleepers) == 2, timeout=60, what="two tasks on the worker")
-            cluster.ok("model", "start", MODEL_ID, "--name", "held", "--port", str(free_port()),
-                       "--host-id", manager.hostname, timeout=START_TIMEOUT_S)  # fmt: skip
-            reply = _client(cluster).chat.completions.create(
-                model=OTHER_ID, messages=QUESTION, max_tokens=3
-            )
-            assert reply.choices and reply.choices[0].message.content
-            deployments = json.loads(cluster.ok("model", "ps", "-o", "json"))["deployments"]
-            started = [d for d in deployments if d["model_id"] == OTHER_ID]
-            assert len(started) == 1 and started[0]["on_demand"], started
-            assert [r["node"] for r in started[0]["replicas"]] == [worker.hostname]
-            assert cluster.ready_nodes("held") == [manager.hostname]
-        finally:
-            sleepers.remove()
-            for d in json.loads(cluster.ok("model", "ps", "-o", "json"))["deployments"]:
-                cluster.cli("model", "stop", d["name"], timeout=60)
-            cluster.ok("host", "activate", third.hostname)
-            shutil.rmtree(other)
-    assert json.loads(cluster.ok("model", "ps", "-o", "json"))["deployments"] == []
-
-
-def _running(service: Any) -> int:
-    return sum(t["Status"]["State"] == "running" for t in service.tasks())
-
-
 @pytest.fixture(scope="module")
 def two(cluster: Cluster) -> str:
     """A deployment with two replicas (started once for the tests below)."""
@@ -257,6 +209,51 @@ def test_host_add_records_a_node_engine_only_when_it_is_that_node(
     assert again.returncode != 0 and "no engine" in again.stderr
     cluster.ok("host", "add", third.node_id[:8], "--engine", third.tcp_url)
     assert _nodes(cluster)[third.hostname]["engine_state"] == "reachable"
+
+
+def test_an_on_demand_start_goes_to_the_node_with_the_most_free_budget(
+    cluster: Cluster, two: str, bundled_model: Path, swarm_busybox: str, run_labels: dict[str, str]
+) -> None:
+    """Three nodes of equal memory, two holding a replica of `two`: the third has the most free
+    budget, so a chat for a stopped model starts its replica there and is answered. Two tasks
+    that are not Anvyl's on the third node make the Swarm's own spread choose another."""
+    lab = cluster.lab
+    held = cluster.ready_nodes(two)
+    free = next(n for n in lab.nodes if n.hostname not in held)
+    other = cluster.served.home / "models" / OTHER_ID
+    other.mkdir()
+    for item in bundled_model.resolve().iterdir():  # files, not links: a replica mounts the folder
+        os.link(item, other / item.name)
+    with lab.manager.client() as client:
+        sleepers = client.services.create(
+            swarm_busybox,
+            ["/bin/busybox", "sleep", "3600"],
+            name=f"sleepers-{free_port()}",
+            labels=run_labels,
+            mode=docker.types.ServiceMode("replicated", replicas=2),
+            constraints=[f"node.id=={free.node_id}"],
+        )
+        try:
+            wait_for(lambda: _running(sleepers) == 2, timeout=60, what="two tasks on the node")
+            reply = _client(cluster).chat.completions.create(
+                model=OTHER_ID, messages=QUESTION, max_tokens=3
+            )
+            assert reply.choices and reply.choices[0].message.content
+            deployments = json.loads(cluster.ok("model", "ps", "-o", "json"))["deployments"]
+            started = [d for d in deployments if d["model_id"] == OTHER_ID]
+            assert len(started) == 1 and started[0]["on_demand"], started
+            assert [r["node"] for r in started[0]["replicas"]] == [free.hostname]
+        finally:
+            sleepers.remove()
+            for d in json.loads(cluster.ok("model", "ps", "-o", "json"))["deployments"]:
+                if d["model_id"] == OTHER_ID:
+                    cluster.cli("model", "stop", d["name"], timeout=60)
+            shutil.rmtree(other)
+    assert cluster.ready_nodes(two) == held
+
+
+def _running(service: Any) -> int:
+    return sum(t["Status"]["State"] == "running" for t in service.tasks())
 
 
 def _two_ready_without(cluster: Cluster, name: str, hostname: str) -> list[str] | None:
