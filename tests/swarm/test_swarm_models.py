@@ -8,6 +8,8 @@ placement, refusal, two replicas behind the gateway, drain, a killed node, scale
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from served_cluster import MODEL_ID, START_TIMEOUT_S, Cluster, serve_on
 pytestmark = [pytest.mark.docker, pytest.mark.model]
 
 MOVE_TIMEOUT_S = 180.0
+OTHER_ID = "smollm2-second-copy"  # the bundled model under a second id (hard links, no copy)
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
@@ -206,6 +209,51 @@ def test_host_add_records_a_node_engine_only_when_it_is_that_node(
     assert again.returncode != 0 and "no engine" in again.stderr
     cluster.ok("host", "add", third.node_id[:8], "--engine", third.tcp_url)
     assert _nodes(cluster)[third.hostname]["engine_state"] == "reachable"
+
+
+def test_an_on_demand_start_goes_to_the_node_with_the_most_free_budget(
+    cluster: Cluster, two: str, bundled_model: Path, swarm_busybox: str, run_labels: dict[str, str]
+) -> None:
+    """Three nodes of equal memory, two holding a replica of `two`: the third has the most free
+    budget, so a chat for a stopped model starts its replica there and is answered. Two tasks
+    that are not Anvyl's on the third node make the Swarm's own spread choose another."""
+    lab = cluster.lab
+    held = cluster.ready_nodes(two)
+    free = next(n for n in lab.nodes if n.hostname not in held)
+    other = cluster.served.home / "models" / OTHER_ID
+    other.mkdir()
+    for item in bundled_model.resolve().iterdir():  # files, not links: a replica mounts the folder
+        os.link(item, other / item.name)
+    with lab.manager.client() as client:
+        sleepers = client.services.create(
+            swarm_busybox,
+            ["/bin/busybox", "sleep", "3600"],
+            name=f"sleepers-{free_port()}",
+            labels=run_labels,
+            mode=docker.types.ServiceMode("replicated", replicas=2),
+            constraints=[f"node.id=={free.node_id}"],
+        )
+        try:
+            wait_for(lambda: _running(sleepers) == 2, timeout=60, what="two tasks on the node")
+            reply = _client(cluster).chat.completions.create(
+                model=OTHER_ID, messages=QUESTION, max_tokens=3
+            )
+            assert reply.choices and reply.choices[0].message.content
+            deployments = json.loads(cluster.ok("model", "ps", "-o", "json"))["deployments"]
+            started = [d for d in deployments if d["model_id"] == OTHER_ID]
+            assert len(started) == 1 and started[0]["on_demand"], started
+            assert [r["node"] for r in started[0]["replicas"]] == [free.hostname]
+        finally:
+            sleepers.remove()
+            for d in json.loads(cluster.ok("model", "ps", "-o", "json"))["deployments"]:
+                if d["model_id"] == OTHER_ID:
+                    cluster.cli("model", "stop", d["name"], timeout=60)
+            shutil.rmtree(other)
+    assert cluster.ready_nodes(two) == held
+
+
+def _running(service: Any) -> int:
+    return sum(t["Status"]["State"] == "running" for t in service.tasks())
 
 
 def _two_ready_without(cluster: Cluster, name: str, hostname: str) -> list[str] | None:

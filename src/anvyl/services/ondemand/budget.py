@@ -6,7 +6,7 @@ host's); `make_room()` is pure arithmetic over what each deployment holds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,18 +90,27 @@ def make_room(
     if free() >= need and not too_many():
         return evict
     kept = [h for h in holders if h not in evict]
-    holding = ", ".join(f"{h.name} ({h.why}, {format_bytes(h.held)})" for h in kept) or "nothing"
     if too_many():
-        raise ResourceExhausted(
-            f"cannot load {model}: --max-loaded {max_loaded} is reached and none of the loaded "
-            f"models may be unloaded (loaded: {holding}); stop one or retry once one is idle"
-        )
+        raise max_loaded_refusal(model, max_loaded, kept)
     others = max(0, memory.total - memory.available - held)
     raise ResourceExhausted(
         f"cannot load {model}: it needs about {format_bytes(need)} but only "
         f"{format_bytes(max(0, free()))} is free of the {format_bytes(budget)} budget "
-        f"(held by Anvyl's models: {holding}; other processes use about "
+        f"(held by Anvyl's models: {holding(kept)}; other processes use about "
         f"{format_bytes(others)}); stop a model, or raise --max-memory"
+    )
+
+
+def holding(holders: Iterable[Holder]) -> str:
+    """`name (why, size), ...` of what holds memory, for a refusal."""
+    return ", ".join(f"{h.name} ({h.why}, {format_bytes(h.held)})" for h in holders) or "nothing"
+
+
+def max_loaded_refusal(model: str, max_loaded: int, kept: Iterable[Holder]) -> ResourceExhausted:
+    """The refusal when `--max-loaded` is reached and none of `kept` may unload."""
+    return ResourceExhausted(
+        f"cannot load {model}: --max-loaded {max_loaded} is reached and none of the loaded "
+        f"models may be unloaded (loaded: {holding(kept)}); stop one or retry once one is idle"
     )
 
 
