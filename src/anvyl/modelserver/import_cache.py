@@ -5,8 +5,9 @@ its lazily imported names by reading every file under `transformers/models/` for
 (`define_import_structure`): measured on a loaded 2-core machine, half of the 1.1 s that
 `import mlx_lm.utils` takes. The table depends only on the installed files, so it is computed
 once and kept as JSON; later starts read it back (a few ms). The file name carries a fingerprint
-of the scanned folder and of transformers' own `import_utils.py` (path, inode, size, mtime), so
-an upgrade or reinstall computes it anew; an unreadable or malformed cache is ignored.
+of the scanned folder and of transformers' own `import_utils.py` (path, size, mtime: no inode,
+which an image's layers need not keep), so an upgrade or reinstall computes it anew; an
+unreadable or malformed cache is ignored.
 
 Where: `ANVYL_IMPORT_CACHE` (a folder), else `~/.cache/anvyl/import-cache`. The model image
 fills its own at build time (`python -m anvyl.modelserver.import_cache`) since its root file
@@ -72,7 +73,7 @@ def _fingerprint(module_path: str, prefix: str | None, source: str) -> str:
     parts = [str(FORMAT), str(module_path), str(prefix)]
     for path in (module_path, source):
         st = os.stat(path)
-        parts += [str(path), str(st.st_ino), str(st.st_size), str(st.st_mtime_ns)]
+        parts += [str(path), str(st.st_size), str(st.st_mtime_ns)]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 

@@ -23,6 +23,8 @@ from types import FrameType
 STATUS_FILE = "status.json"
 RESTART_FILE = "restart"
 CGROUP_ENV = "ANVYL_CGROUP_PROCS"
+# LD_PRELOAD for the model server only (OpenBLAS: it then needs no re-exec of its own).
+CHILD_PRELOAD_ENV = "ANVYL_CHILD_LD_PRELOAD"
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 
 
@@ -87,6 +89,9 @@ def main(argv: list[str]) -> int:
         from anvyl.runtime.cgroup import join
 
         join(procs)
+    preload = os.environ.pop(CHILD_PRELOAD_ENV, "")
+    if preload:
+        os.environ["LD_PRELOAD"] = preload
     code = supervise(Path(argv[0]), argv[2:])
     return code if code >= 0 else 128 - code
 
