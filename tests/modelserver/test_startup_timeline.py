@@ -61,3 +61,12 @@ def test_the_bridge_is_built_after_the_delay_unasked(loaded: LoadedModel) -> Non
     grammars = Grammars(loaded.tokenizer, loaded.vocab_size)
     grammars.build_soon(delay=0.2)
     wait_for(grammars.built, timeout=120, what="the grammar tokenizer bridge")
+
+
+def test_want_builds_it_before_the_delay(loaded: LoadedModel) -> None:
+    """The engine's first idle moment after a request (`want`) starts the build."""
+    grammars = Grammars(loaded.tokenizer, loaded.vocab_size)
+    grammars.build_soon(delay=600)
+    assert not grammars.built()
+    grammars.want()
+    wait_for(grammars.built, timeout=120, what="the grammar tokenizer bridge")

@@ -237,6 +237,8 @@ class Engine:
                     self._generator = self._new_generator()
                 if not self._active and not self._waiting and self._inbox.empty():
                     release_free_memory()
+                    if self.grammars is not None:
+                        self.grammars.want()  # idle after a request: the moment to build it
 
     def _start_grammars(self) -> None:
         """Build the grammar tokenizer bridge in the background, soon (structured requests wait)."""

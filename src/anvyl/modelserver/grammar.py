@@ -8,10 +8,11 @@ keywords it cannot enforce (`uniqueItems`, `not`, `if`/`then`, `contains`,
 silently enforces nothing. Neither needs torch or a GPU.
 
 The tokenizer bridge is built once from the loaded model's own tokenizer (never a hub), off the
-event loop, a few seconds after the model is ready (`BUILD_DELAY_S`) or at once when a structured
-request needs it: built at readiness, it took a core from the first request (0.6 s of CPU for the
-bundled model's 49k tokens). Compiled grammars are kept by their text (a small LRU of prototype
-matchers); each request gets a cheap `deep_copy` of its prototype.
+event loop, once the engine is first idle after a request (or `BUILD_DELAY_S` after the model is
+ready when none comes), or at once when a structured request needs it: built at readiness, it
+took a core from the first request (0.6 s of CPU for the bundled model's 49k tokens). Compiled
+grammars are kept by their text (a small LRU of prototype matchers); each request gets a cheap
+`deep_copy` of its prototype.
 
 JSON is compact (no whitespace between tokens): a small model cannot pad a document with blanks
 until `max_tokens`, and a document ends as soon as the grammar is complete (the mask then allows
@@ -34,7 +35,7 @@ log = logging.getLogger("anvyl.modelserver")
 
 JSON_OPTIONS = {"whitespace_flexible": False}
 MAX_CACHED_GRAMMARS = 128
-BUILD_DELAY_S = 3.0
+BUILD_DELAY_S = 10.0
 _UNIMPLEMENTED = re.compile(r"Unimplemented keys: \[([^\]]*)\]")
 
 
@@ -111,13 +112,17 @@ class Grammars:
         self.eos_ids = sorted(int(t) for t in tokenizer.eos_token_ids)
 
     def build_soon(self, delay: float = BUILD_DELAY_S) -> None:
-        """Build in a background thread after `delay` s, or as soon as a request needs it."""
+        """Build in a background thread after `delay` s, or as soon as `want` is called."""
 
         def later() -> None:
             self._wanted.wait(delay)
             self.build()
 
         threading.Thread(target=later, name="anvyl-grammars", daemon=True).start()
+
+    def want(self) -> None:
+        """Build now (a structured request waits for it, or the engine is idle)."""
+        self._wanted.set()
 
     def built(self) -> bool:
         """Whether the bridge was built (or failed to be)."""
@@ -141,7 +146,7 @@ class Grammars:
         """A fresh matcher for `grammar`; a 400 naming `param` when it cannot be enforced."""
         import llguidance
 
-        self._wanted.set()
+        self.want()
         self._ready.wait()
         if self._tokenizer is None:
             raise InvalidRequest(
