@@ -1,6 +1,8 @@
 """The supervisor of one process deployment (`python -m anvyl.runtime.process_supervisor`).
 
-Usage: `python -m anvyl.runtime.process_supervisor DIR -- COMMAND...`.
+Usage: `python -P .../process_supervisor.py DIR -- COMMAND...` (the runtime runs it by path, so
+that Python does not import the package `anvyl.runtime`, docker and grpc with it; `python -m
+anvyl.runtime.process_supervisor` works too).
 
 It runs the model server as its child (in the process group the runtime made for both),
 records why it exited in `DIR/status.json` (so a restarted `anvyl serve` can still say so), and
