@@ -70,3 +70,18 @@ def test_want_builds_it_before_the_delay(loaded: LoadedModel) -> None:
     assert not grammars.built()
     grammars.want()
     wait_for(grammars.built, timeout=120, what="the grammar tokenizer bridge")
+
+
+def test_built_once_the_engine_idles_after_work(loaded: LoadedModel) -> None:
+    """Idle before any request, or busy: not built; idle for a while after work: built."""
+    grammars = Grammars(loaded.tokenizer, loaded.vocab_size)
+    grammars.build_soon(delay=600)
+    grammars.engine_turn(idle=True)  # ready, no request yet
+    grammars.engine_turn(idle=False)  # serving
+    grammars.engine_turn(idle=True)  # just ended: the idle clock starts
+    assert not grammars.built()
+    wait_for(
+        lambda: grammars.engine_turn(idle=True) or grammars.built(),
+        timeout=120,
+        what="the grammar tokenizer bridge",
+    )

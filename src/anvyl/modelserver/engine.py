@@ -222,6 +222,8 @@ class Engine:
         """Pump commands, admit waiting requests, advance the batch."""
         while True:
             idle = not self._active and not self._waiting
+            if self.grammars is not None:
+                self.grammars.engine_turn(idle)
             if self._stop:
                 return
             self._pump_inbox(block=idle)
@@ -237,8 +239,6 @@ class Engine:
                     self._generator = self._new_generator()
                 if not self._active and not self._waiting and self._inbox.empty():
                     release_free_memory()
-                    if self.grammars is not None:
-                        self.grammars.want()  # idle after a request: the moment to build it
 
     def _start_grammars(self) -> None:
         """Build the grammar tokenizer bridge in the background, soon (structured requests wait)."""

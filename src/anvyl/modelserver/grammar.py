@@ -8,9 +8,11 @@ keywords it cannot enforce (`uniqueItems`, `not`, `if`/`then`, `contains`,
 silently enforces nothing. Neither needs torch or a GPU.
 
 The tokenizer bridge is built once from the loaded model's own tokenizer (never a hub), off the
-event loop, once the engine is first idle after a request (or `BUILD_DELAY_S` after the model is
-ready when none comes), or at once when a structured request needs it: built at readiness, it
-took a core from the first request (0.6 s of CPU for the bundled model's 49k tokens). Compiled
+event loop, once the engine has been idle for `IDLE_BUILD_S` after serving a request (or
+`BUILD_DELAY_S` after the model is ready when none comes), or at once when a structured request
+needs it. Built at readiness, it took a core from the first request (0.6 s of CPU for the bundled
+model's 49k tokens); built as soon as the first request ended, from a model unloaded right after
+it (a swap) and from the next model's start. Compiled
 grammars are kept by their text (a small LRU of prototype matchers); each request gets a cheap
 `deep_copy` of its prototype.
 
@@ -26,6 +28,7 @@ import json
 import logging
 import re
 import threading
+import time
 from copy import copy
 from typing import Any
 
@@ -36,6 +39,7 @@ log = logging.getLogger("anvyl.modelserver")
 JSON_OPTIONS = {"whitespace_flexible": False}
 MAX_CACHED_GRAMMARS = 128
 BUILD_DELAY_S = 10.0
+IDLE_BUILD_S = 2.0
 _UNIMPLEMENTED = re.compile(r"Unimplemented keys: \[([^\]]*)\]")
 
 
@@ -107,6 +111,8 @@ class Grammars:
         self._error: str | None = None
         self._ready = threading.Event()
         self._wanted = threading.Event()
+        self._served = False
+        self._idle_since: float | None = None
         self._lock = threading.Lock()
         self._cache: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self.eos_ids = sorted(int(t) for t in tokenizer.eos_token_ids)
@@ -120,8 +126,20 @@ class Grammars:
 
         threading.Thread(target=later, name="anvyl-grammars", daemon=True).start()
 
+    def engine_turn(self, idle: bool) -> None:
+        """The engine thread's every turn: build once it has been idle for a while after work."""
+        if self._wanted.is_set():
+            return
+        if not idle:
+            self._served, self._idle_since = True, None
+        elif self._served:
+            now = time.monotonic()
+            self._idle_since = self._idle_since or now
+            if now - self._idle_since >= IDLE_BUILD_S:
+                self.want()
+
     def want(self) -> None:
-        """Build now (a structured request waits for it, or the engine is idle)."""
+        """Build now (a structured request waits for it, or the engine has been idle)."""
         self._wanted.set()
 
     def built(self) -> bool:
