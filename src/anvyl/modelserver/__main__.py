@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from anvyl.modelserver.config import ConfigError, default_env, parse_config
+from anvyl.modelserver.startup import STARTED_ENV, TIMELINE
 
 OPENBLAS_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3",
@@ -54,6 +55,7 @@ def _maybe_reexec(argv: Sequence[str]) -> None:
     env = openblas_env(os.environ)
     if env is None:
         return
+    env[STARTED_ENV] = repr(TIMELINE.started)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, "-m", "anvyl.modelserver", *argv], env)
@@ -91,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from anvyl.modelserver.serve import run
 
+    TIMELINE.mark("imports")
     logging.getLogger("anvyl.modelserver").info(
         "serving %s as %r on %s:%d (health %d), BLAS preload: %s",
         config.model_path,

@@ -37,6 +37,7 @@ from anvyl.modelserver.logprobs import token_logprob
 from anvyl.modelserver.metrics import Metrics
 from anvyl.modelserver.prefix_cache import DEFAULT_MAX_BYTES, PrefixCache
 from anvyl.modelserver.sampling import make_logits_processors, make_sampler
+from anvyl.modelserver.startup import TIMELINE
 from anvyl.modelserver.stopping import StopMatcher
 from anvyl.modelserver.threads import BlasThreads, blas
 
@@ -190,6 +191,7 @@ class Engine:
             self.loaded = self._loader()
             self._generator = self._new_generator()
             self._warm_up()
+            TIMELINE.mark("warm-up")
             if getattr(self.loaded.model, "parameters", None) is not None:
                 self._blas = blas()
             if self._prefix_cache_bytes > 0:
@@ -221,6 +223,8 @@ class Engine:
         """Pump commands, admit waiting requests, advance the batch."""
         while True:
             idle = not self._active and not self._waiting
+            if self.grammars is not None:
+                self.grammars.engine_turn(idle)
             if self._stop:
                 return
             self._pump_inbox(block=idle)
@@ -238,12 +242,12 @@ class Engine:
                     release_free_memory()
 
     def _start_grammars(self) -> None:
-        """Build the grammar tokenizer bridge in the background (structured requests wait)."""
+        """Build the grammar tokenizer bridge in the background, soon (structured requests wait)."""
         assert self.loaded is not None
         if not hasattr(self.loaded.tokenizer, "eos_token_ids"):
             return
         self.grammars = Grammars(self.loaded.tokenizer, self.loaded.vocab_size)
-        threading.Thread(target=self.grammars.build, name="anvyl-grammars", daemon=True).start()
+        self.grammars.build_soon()
 
     def _new_generator(self) -> Any:
         """A fresh mlx-lm BatchGenerator over the loaded model."""

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from anvyl.modelserver import import_cache
+from anvyl.modelserver.startup import TIMELINE
 from anvyl.modelserver.threads import configure_threads
 
 log = logging.getLogger("anvyl.modelserver")
@@ -117,6 +119,7 @@ def is_quantized(info: ModelInfo) -> bool:
 
 def load_model_dir(model_dir: Path, dtype: str = "auto", ctx: int | None = None) -> LoadedModel:
     """Load `model_dir` with mlx-lm and convert its weights to the dtype `dtype` resolves to."""
+    import_cache.install()
     import mlx.core as mx
     from mlx_lm.utils import load
 
@@ -124,6 +127,7 @@ def load_model_dir(model_dir: Path, dtype: str = "auto", ctx: int | None = None)
     from anvyl.modelserver.kernel_layers import use_kernel_layers
     from anvyl.modelserver.layout import transpose_weights
 
+    TIMELINE.mark("libraries")
     keep_heap_small()
     info = read_model_info(model_dir)
     model, tokenizer = load(str(model_dir), lazy=True)
@@ -146,6 +150,7 @@ def load_model_dir(model_dir: Path, dtype: str = "auto", ctx: int | None = None)
     if ctx is not None:
         info = ModelInfo(info.arch, info.quantization, min(ctx, info.context_length))
     vocab = _vocab_size(model, tokenizer)
+    TIMELINE.mark("load")
     log.info(
         "loaded %s (%s, serving %s, context %d)",
         model_dir,

@@ -24,6 +24,7 @@ from anvyl.modelserver.config import ServerConfig
 from anvyl.modelserver.engine import Engine
 from anvyl.modelserver.loader import ModelInfo, ModelLoader, load_model_dir, read_model_info
 from anvyl.modelserver.metrics import Metrics
+from anvyl.modelserver.startup import TIMELINE
 from anvyl.modelserver.state import ServerState
 
 log = logging.getLogger("anvyl.modelserver")
@@ -103,7 +104,8 @@ class ModelServer:
             # One line even when quiet: what `docker logs` / `anvyl container logs` shows.
             print(
                 f"anvyl-modelserver: {self.config.model_id} ready on "
-                f"{self.config.host}:{self.config.port} (health on port {self.config.health_port})",
+                f"{self.config.host}:{self.config.port} (health on port {self.config.health_port})"
+                f" in {TIMELINE.summary()}",
                 file=sys.stderr,
                 flush=True,
             )

@@ -1,6 +1,8 @@
 """The supervisor of one process deployment (`python -m anvyl.runtime.process_supervisor`).
 
-Usage: `python -m anvyl.runtime.process_supervisor DIR -- COMMAND...`.
+Usage: `python -P .../process_supervisor.py DIR -- COMMAND...` (the runtime runs it by path, so
+that Python does not import the package `anvyl.runtime`, docker and grpc with it; `python -m
+anvyl.runtime.process_supervisor` works too).
 
 It runs the model server as its child (in the process group the runtime made for both),
 records why it exited in `DIR/status.json` (so a restarted `anvyl serve` can still say so), and
@@ -23,6 +25,8 @@ from types import FrameType
 STATUS_FILE = "status.json"
 RESTART_FILE = "restart"
 CGROUP_ENV = "ANVYL_CGROUP_PROCS"
+# LD_PRELOAD for the model server only (OpenBLAS: it then needs no re-exec of its own).
+CHILD_PRELOAD_ENV = "ANVYL_CHILD_LD_PRELOAD"
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 
 
@@ -87,6 +91,9 @@ def main(argv: list[str]) -> int:
         from anvyl.runtime.cgroup import join
 
         join(procs)
+    preload = os.environ.pop(CHILD_PRELOAD_ENV, "")
+    if preload:
+        os.environ["LD_PRELOAD"] = preload
     code = supervise(Path(argv[0]), argv[2:])
     return code if code >= 0 else 128 - code
 
