@@ -25,6 +25,9 @@ from helpers import free_port, wait_for
 from lab import SwarmLab
 from served_cluster import MODEL_ID, START_TIMEOUT_S, Cluster, serve_on
 
+from anvyl.store import profiles
+from anvyl.store.db import Store
+
 pytestmark = [pytest.mark.docker, pytest.mark.model]
 
 MOVE_TIMEOUT_S = 180.0
@@ -250,6 +253,46 @@ def test_an_on_demand_start_goes_to_the_node_with_the_most_free_budget(
                     cluster.cli("model", "stop", d["name"], timeout=60)
             shutil.rmtree(other)
     assert cluster.ready_nodes(two) == held
+
+
+def test_an_idle_on_demand_deployment_on_the_swarm_unloads(
+    cluster: Cluster, bundled_model: Path
+) -> None:
+    """A chat asking LM Studio's `ttl` of 2 s starts a Swarm service on demand; the keep-alive
+    clock reads its replica's `/metrics` (the peak memory is recorded) and, once it is idle for
+    2 s, stops it gracefully: the deployment and its service are gone."""
+    other = cluster.served.home / "models" / OTHER_ID
+    other.mkdir()
+    for item in bundled_model.resolve().iterdir():  # files, not links: a replica mounts the folder
+        os.link(item, other / item.name)
+    try:
+        reply = _client(cluster).chat.completions.create(
+            model=OTHER_ID, messages=QUESTION, max_tokens=3, extra_body={"ttl": 2}
+        )
+        assert reply.choices and reply.choices[0].message.content
+        started = _deployments_of(cluster, OTHER_ID)
+        assert len(started) == 1 and started[0]["on_demand"], started
+        assert started[0]["keep_alive_seconds"] == 2 and started[0]["replicas"], started
+        name = started[0]["name"]
+        wait_for(
+            lambda: not _deployments_of(cluster, OTHER_ID),
+            timeout=60,
+            interval=0.5,
+            what="the idle on-demand deployment to unload",
+        )
+        with cluster.lab.manager.client() as client:
+            assert not client.services.list(filters={"name": name})
+        store = Store(cluster.served.home / "anvyl.db")
+        assert profiles.get_profile(store, OTHER_ID).peak_memory > 0
+    finally:
+        for d in _deployments_of(cluster, OTHER_ID):
+            cluster.cli("model", "stop", d["name"], timeout=60)
+        shutil.rmtree(other)
+
+
+def _deployments_of(cluster: Cluster, model_id: str) -> list[dict[str, Any]]:
+    deployments = json.loads(cluster.ok("model", "ps", "-o", "json"))["deployments"]
+    return [d for d in deployments if d["model_id"] == model_id]
 
 
 def _running(service: Any) -> int:

@@ -1,4 +1,5 @@
-"""Where the gateway routes: each deployment at its address, or each of its servers.
+"""Where the gateway routes and the keep-alive clock probes: each deployment at its address,
+or each of its servers.
 
 Runtimes whose servers answer at the row's address (containers, processes) cost no engine
 call; a runtime with replicas (Swarm) lists them in one look per host.
@@ -31,6 +32,8 @@ class Deployments(Protocol):
 
     def runtime(self, kind: str, host_id: str) -> DeploymentRuntime: ...
 
+    def probe_base(self, record: DeploymentRecord) -> str: ...
+
 
 def gateway_targets(service: Deployments, records: list[DeploymentRecord]) -> list[Target]:
     """One target per deployment, or per server of a deployment with several."""
@@ -57,3 +60,18 @@ def gateway_targets(service: Deployments, records: list[DeploymentRecord]) -> li
                 for r in routes[i]
             )
     return targets
+
+
+def server_bases(service: Deployments, record: DeploymentRecord) -> dict[str, str]:
+    """Each server of a deployment: {a key stable while it runs: `http://host:port`}.
+
+    One entry, keyed by the deployment's id, at the row's address for runtimes whose server
+    answers there; one per running replica (keyed by its task) for a runtime that lists them.
+    """
+    try:
+        routes = service.runtime(runtime_of(record), record.host_id).routes([handle_of(record)])
+    except AnvylError:  # no runtime there now: the row's own address
+        routes = None
+    if routes is None:
+        return {record.id: service.probe_base(record)}
+    return {route.key: f"http://{route.host}:{record.port}" for route in routes[0]}

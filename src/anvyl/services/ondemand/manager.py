@@ -187,7 +187,7 @@ class OnDemand:
         """A request's keep-alive (Ollama's `keep_alive`, LM Studio's `ttl`) for the model's
         deployments from now on; a start it causes gets it too."""
         for record in table.list_deployments(self.deployments.store):
-            if record.model_id != model_id or record.options.get("runtime") == "swarm":
+            if record.model_id != model_id:
                 continue
             if record.options.get("keep_alive") != seconds:
                 options = {**record.options, "keep_alive": seconds}
@@ -210,7 +210,7 @@ class OnDemand:
     def unload_model(self, model_id: str) -> None:
         """Begin unloading every idle deployment of `model_id` (Ollama's unload request)."""
         for record in table.list_deployments(self.deployments.store):
-            if record.model_id == model_id and record.options.get("runtime") != "swarm":
+            if record.model_id == model_id:
                 self.try_unload(record, "asked to unload (keep_alive 0)")
 
     def keep_alive_of(self, record: DeploymentRecord) -> float:
