@@ -34,8 +34,11 @@ def test_timeline_steps_add_up() -> None:
 
 def test_ready_line_says_where_the_start_went(structured_server: RunningServer) -> None:
     """The one line a ready server prints names its steps, and they fit in its total."""
-    found = READY.search(structured_server.log_text())
-    assert found, structured_server.log_text()[-2000:]
+    # The line is printed by the server's watcher just after the engine turns ready, which
+    # can be a moment after /health first answers 200: wait for it.
+    found = wait_for(
+        lambda: READY.search(structured_server.log_text()), timeout=10, what="the ready line"
+    )
     assert f"{MODEL_ID} ready on" in structured_server.log_text()
     assert 0 < float(found["imports"]) <= float(found["total"])
 
