@@ -167,8 +167,11 @@ def main() -> None:
     (home / "models").mkdir()
     (home / "models" / MODEL).symlink_to(bundled.resolve(), target_is_directory=True)
     (home / "models" / OTHER).mkdir()
-    for item in bundled.resolve().iterdir():
-        (home / "models" / OTHER / item.name).symlink_to(item.resolve())
+    for item in bundled.resolve().iterdir():  # hard links: a container sees no host symlink
+        try:
+            os.link(item.resolve(), home / "models" / OTHER / item.name)
+        except OSError:  # another file system
+            shutil.copy2(item.resolve(), home / "models" / OTHER / item.name)
     server = Server(home, args.runtime)
     try:
         explicit, demand, swaps = [], [], []
