@@ -61,7 +61,7 @@ from anvyl.services.deployments.options import (
     stored_options,
     validated,
 )
-from anvyl.services.deployments.probe import PROBE_TIMEOUT_S, ThroughputTracker
+from anvyl.services.deployments.probe import ThroughputTracker, probe_client
 from anvyl.services.deployments.views import DeploymentView, Endpoint, handle_of, runtime_of
 from anvyl.services.hosts import Hosts
 from anvyl.services.swarm_deployments import SwarmDeployments
@@ -304,36 +304,36 @@ class Deployments:
         url = f"{self.probe_base(record)}/health"
         handle = handle_of(record)
         probes = runtime.capabilities().probes  # it probes its replicas itself
-        with httpx.Client(timeout=PROBE_TIMEOUT_S) as http:
-            while True:
-                try:
-                    if not probes and http.get(url).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                seen = runtime.observe([handle])[0]
-                if seen.ready is not None and seen.ready >= seen.wanted:
+        http = probe_client()
+        while True:
+            try:
+                if not probes and http.get(url).status_code == 200:
                     return
-                if seen.status == STATUS_GONE:
-                    raise FailedPrecondition(
-                        f"the {runtime.kind} of {record.name} disappeared while loading"
-                    )
-                if seen.status == STATUS_EXITED:
-                    raise FailedPrecondition(
-                        f"{record.name} failed while loading: {seen.reason}"
-                        + _tail(runtime.log_tail(handle))
-                    )
-                if seen.failure:
-                    raise FailedPrecondition(seen.failure)
-                if time.monotonic() > deadline:
-                    count = f" ({seen.ready}/{seen.wanted} replicas ready)"
-                    count = count if seen.ready is not None else ""
-                    raise FailedPrecondition(
-                        f"{record.name} did not become ready within {timeout:.0f} s{count}"
-                        + _tail(runtime.log_tail(handle))
-                    )
-                check()
-                time.sleep(PROBED_POLL_S if probes else READY_POLL_S)
+            except httpx.HTTPError:
+                pass
+            seen = runtime.observe([handle])[0]
+            if seen.ready is not None and seen.ready >= seen.wanted:
+                return
+            if seen.status == STATUS_GONE:
+                raise FailedPrecondition(
+                    f"the {runtime.kind} of {record.name} disappeared while loading"
+                )
+            if seen.status == STATUS_EXITED:
+                raise FailedPrecondition(
+                    f"{record.name} failed while loading: {seen.reason}"
+                    + _tail(runtime.log_tail(handle))
+                )
+            if seen.failure:
+                raise FailedPrecondition(seen.failure)
+            if time.monotonic() > deadline:
+                count = f" ({seen.ready}/{seen.wanted} replicas ready)"
+                count = count if seen.ready is not None else ""
+                raise FailedPrecondition(
+                    f"{record.name} did not become ready within {timeout:.0f} s{count}"
+                    + _tail(runtime.log_tail(handle))
+                )
+            check()
+            time.sleep(PROBED_POLL_S if probes else READY_POLL_S)
 
     # -- reads -----------------------------------------------------------------------------
 
