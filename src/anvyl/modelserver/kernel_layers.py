@@ -137,24 +137,38 @@ class KernelAttention(nn.Module):
         self._rope = kernels.rope_heads
         self._attention = kernels.attention
         self._mlx = _Unregistered(attn)
+        # Bound once (plain attributes: a dict or tuple would join the parameter tree).
+        object.__setattr__(self, "_half", self.kv_dtype == mx.float16)
+        extra = {"freqs": spec.rope.freqs, "mscale": spec.rope.mscale}
+        object.__setattr__(self, "_rope_extra", extra)
+        object.__setattr__(self, "_q_norm", _norm_args(spec.q_norm))
+        object.__setattr__(self, "_k_norm", _norm_args(spec.k_norm))
 
     def __call__(self, x: mx.array, mask: Any = None, cache: Any = None) -> mx.array:
         """Self-attention of `x` (B, L, D), updating `cache`."""
-        if hasattr(cache, "bits") or not (
-            mask is None or isinstance(mask, mx.array) or mask == "causal"
-        ):
+        if not self.handles(mask, cache):
             return self._mlx.module(x, mask, cache)
+        return self.o_proj(self.attend(self._projections(x), mask, cache))
+
+    def handles(self, mask: Any, cache: Any) -> bool:
+        """Whether the kernel ops serve this mask and cache (else the original module does)."""
+        return not hasattr(cache, "bits") and (
+            mask is None or isinstance(mask, mx.array) or mask == "causal"
+        )
+
+    def attend(self, projections: Any, mask: Any = None, cache: Any = None) -> mx.array:
+        """Attention of the (projection, bias or None) of q, k and v, as `o_proj` reads it."""
         spec, rope = self._spec, self._spec.rope
-        (q, qb), (k, kb), (v, vb) = self._projections(x)
+        (q, qb), (k, kb), (v, vb) = projections
         offset = 0 if cache is None else cache.offset
         if not isinstance(offset, mx.array):
             offset = mx.array(offset, dtype=mx.int32)
-        half = cache is not None and self.kv_dtype == mx.float16
+        half = cache is not None and self._half
         args = (rope.dims, rope.traditional, rope.base, rope.scale, offset)
-        extra = {"freqs": rope.freqs, "mscale": rope.mscale}
-        queries = self._rope(q, self.n_heads, *args, bias=qb, **extra, **_norm_args(spec.q_norm))
+        extra = self._rope_extra
+        queries = self._rope(q, self.n_heads, *args, bias=qb, **extra, **self._q_norm)
         keys = self._rope(
-            k, self.n_kv_heads, *args, float16_out=half, bias=kb, **extra, **_norm_args(spec.k_norm)
+            k, self.n_kv_heads, *args, float16_out=half, bias=kb, **extra, **self._k_norm
         )
         # dims 0: no rotation, only the bias, the heads layout and the cache's dtype in one node.
         values = self._rope(
@@ -163,7 +177,7 @@ class KernelAttention(nn.Module):
         if cache is not None:
             keys, values = cache.update_and_fetch(keys, values)
         causal = isinstance(mask, str)
-        output = self._attention(
+        return self._attention(
             queries,
             keys,
             values,
@@ -172,7 +186,6 @@ class KernelAttention(nn.Module):
             causal,
             softcap=spec.softcap,
         )
-        return self.o_proj(output)
 
     def _projections(self, x: mx.array) -> list[tuple[mx.array, mx.array | None]]:
         """q, k and v of `x`, each with the bias the rotary node is to add (or None)."""

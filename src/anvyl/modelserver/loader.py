@@ -124,6 +124,7 @@ def load_model_dir(model_dir: Path, dtype: str = "auto", ctx: int | None = None)
     from mlx_lm.utils import load
 
     from anvyl.modelserver.kernel import load_kernels, use_kernel
+    from anvyl.modelserver.kernel_block import use_kernel_blocks
     from anvyl.modelserver.kernel_layers import use_kernel_layers
     from anvyl.modelserver.layout import transpose_weights
 
@@ -143,6 +144,7 @@ def load_model_dir(model_dir: Path, dtype: str = "auto", ctx: int | None = None)
             log.info("quantized matmuls: Anvyl's kernel (%s)", kernels.simd())
             use_kernel(model, kernels)
             use_kernel_layers(model, kernels)
+            use_kernel_blocks(model, kernels)
         if served == "float32" and os.environ.get("ANVYL_TRANSPOSE_WEIGHTS", "1") != "0":
             transpose_weights(model)
     mx.eval(model.parameters())
