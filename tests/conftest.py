@@ -241,3 +241,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_EXIT_STATUS[-1])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Any]:
+    """A store whose local host has no engine (fakes of the runtimes need none)."""
+    from anvyl.store import Store
+    from anvyl.store import hosts as host_table
+
+    db = Store(tmp_path / "anvyl.db")
+    host_table.ensure_local_host(db, address="fake://local")
+    yield db
+    db.close()

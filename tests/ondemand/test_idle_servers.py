@@ -3,9 +3,7 @@ the one server of a container or process): plain data, and a fake runtime listin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -123,14 +121,6 @@ class FakeDemand:
     def try_unload(self, record: table.DeploymentRecord, why: str, *, now: float) -> bool:
         self.unloading.append(record.name)
         return True
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    db = Store(tmp_path / "anvyl.db")
-    host_table.ensure_local_host(db, address="fake://local")
-    yield db
-    db.close()
 
 
 def deploy(store: Store, kind: str, name: str) -> table.DeploymentRecord:
