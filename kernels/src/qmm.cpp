@@ -388,7 +388,28 @@ AVX512 void rows_512(const Problem& p, int64_t m0, int64_t o_begin, int64_t o_en
 }
 
 template <int BITS, int ST>
+void columns_512_buffered(const Problem& p, int64_t o_begin, int64_t o_end);
+
+// From this many rows a call dequantizes each column tile once into a buffer
+// (`columns_512_buffered`). Measured with bench/kernel.py at the 1B model's shapes on 2 Zen 4
+// cores: the buffered path does 100-117 GFLOP/s at 8 rows against 80-111 for the tiles below,
+// and 150-194 against 85-139 from 16 rows up, but half as much at 2-4 rows.
+// `ANVYL_QMM_BUFFER_ROWS` moves the threshold (benchmarks; a huge value turns it off).
+int64_t buffer_rows() {
+  static const int64_t value = [] {
+    const char* env = std::getenv("ANVYL_QMM_BUFFER_ROWS");
+    const int64_t n = env ? static_cast<int64_t>(std::atoll(env)) : 0;
+    return n > 0 ? n : static_cast<int64_t>(8);
+  }();
+  return value;
+}
+
+template <int BITS, int ST>
 void columns_512(const Problem& p, int64_t o_begin, int64_t o_end) {
+  if (p.M >= buffer_rows()) {
+    columns_512_buffered<BITS, ST>(p, o_begin, o_end);
+    return;
+  }
   // Blocks of 8 rows; a column tile of weights stays in L1 between blocks.
   constexpr int64_t kColumnBlock = 64;
   // Float32 scales and biases of one tile's columns (at most 4).
@@ -406,6 +427,132 @@ void columns_512(const Problem& p, int64_t o_begin, int64_t o_end) {
         case 6: rows_512<BITS, ST, 6>(p, m0, ob, oe, sb.data()); break;
         case 7: rows_512<BITS, ST, 7>(p, m0, ob, oe, sb.data()); break;
         default: rows_512<BITS, ST, 8>(p, m0, ob, oe, sb.data()); break;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- AVX-512, many rows
+//
+// From 8 rows the tiles above redo every column's lookups for each block of 8 rows, and
+// stream x from L2 for every 2-4 columns. Here a tile of `kBufferColumns` columns is dequantized
+// once into a float32 buffer (the same values, scale * q + bias, in the order x is read) and every
+// row of a chunk of x meets it through a 6-row x 4-column register block: 24 accumulators, and
+// ten loads for every 24 fmas.
+
+constexpr int kBufferColumns = 4;
+constexpr int kBufferRows = 6;
+
+// Column `o` of the weight as float32 into `dst` (K values), in the order x is read: for 4 bits
+// the even then the odd elements of each block of 32 (`permute_x`), else as stored.
+template <int BITS, int ST>
+AVX512 void dequantize_column_512(const Problem& p, int64_t o, float* dst, float* sb) {
+  const int64_t row_bytes = p.K * BITS / 8;
+  const int64_t groups = p.K / p.group_size;
+  scales_to_f32<ST>(p.scales, o * groups, groups, sb);
+  scales_to_f32<ST>(p.biases, o * groups, groups, sb + groups);
+  const uint8_t* w = p.w + o * row_bytes;
+  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int64_t g = 0; g < groups; g++) {
+    const __m512 s = _mm512_set1_ps(sb[g]);
+    const __m512 b = _mm512_set1_ps(sb[groups + g]);
+    const __m512 lo_table = _mm512_fmadd_ps(iota, s, b);
+    const __m512 hi_table = _mm512_fmadd_ps(_mm512_add_ps(iota, _mm512_set1_ps(16)), s, b);
+    for (int c = 0; c < p.group_size; c += 32) {
+      const int64_t k = g * p.group_size + c;
+      __m512 w0, w1;
+      if constexpr (BITS == 4) {
+        __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k / 2)));
+        w0 = _mm512_permutexvar_ps(q, lo_table);
+        w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), lo_table);
+      } else if constexpr (BITS == 5) {
+        __m512i q0, q1;
+        unpack32_5bit(w + k * 5 / 8, q0, q1);
+        w0 = _mm512_permutex2var_ps(lo_table, q0, hi_table);
+        w1 = _mm512_permutex2var_ps(lo_table, q1, hi_table);
+      } else {
+        unpack32_512<8>(w + k, w0, w1);
+        w0 = _mm512_fmadd_ps(w0, s, b);
+        w1 = _mm512_fmadd_ps(w1, s, b);
+      }
+      _mm512_store_ps(dst + k, w0);
+      _mm512_store_ps(dst + k + 16, w1);
+    }
+  }
+}
+
+// Rows [0, MB) of x (row stride K) against NO buffered columns (column stride K).
+template <int MB, int NO>
+AVX512 void block_512(const float* x, const float* wb, int64_t K, float* y, int64_t ldy) {
+  __m512 acc[MB][NO];
+  for (int m = 0; m < MB; m++) {
+    for (int j = 0; j < NO; j++) {
+      acc[m][j] = _mm512_setzero_ps();
+    }
+  }
+  for (int64_t k = 0; k < K; k += 16) {
+    __m512 w[NO];
+    for (int j = 0; j < NO; j++) {
+      w[j] = _mm512_load_ps(wb + j * K + k);
+    }
+    for (int m = 0; m < MB; m++) {
+      const __m512 xv = _mm512_loadu_ps(x + m * K + k);
+      for (int j = 0; j < NO; j++) {
+        acc[m][j] = _mm512_fmadd_ps(w[j], xv, acc[m][j]);
+      }
+    }
+  }
+  for (int m = 0; m < MB; m++) {
+    for (int j = 0; j < NO; j++) {
+      y[m * ldy + j] = _mm512_reduce_add_ps(acc[m][j]);
+    }
+  }
+}
+
+template <int NO>
+AVX512 void rows_from_buffer(const float* x, int64_t M, const float* wb, int64_t K, float* y,
+                             int64_t ldy) {
+  int64_t m = 0;
+  for (; m + kBufferRows <= M; m += kBufferRows) {
+    block_512<kBufferRows, NO>(x + m * K, wb, K, y + m * ldy, ldy);
+  }
+  switch (M - m) {
+    case 1: block_512<1, NO>(x + m * K, wb, K, y + m * ldy, ldy); break;
+    case 2: block_512<2, NO>(x + m * K, wb, K, y + m * ldy, ldy); break;
+    case 3: block_512<3, NO>(x + m * K, wb, K, y + m * ldy, ldy); break;
+    case 4: block_512<4, NO>(x + m * K, wb, K, y + m * ldy, ldy); break;
+    case 5: block_512<5, NO>(x + m * K, wb, K, y + m * ldy, ldy); break;
+    default: break;
+  }
+}
+
+// Rows of x in chunks that stay in L2 (about 512 KB of x), each against every column tile of
+// this task's columns.
+template <int BITS, int ST>
+void columns_512_buffered(const Problem& p, int64_t o_begin, int64_t o_end) {
+  const int64_t K = p.K;
+  thread_local std::vector<float> storage;
+  const int64_t groups = K / p.group_size;
+  storage.resize(static_cast<size_t>(kBufferColumns * K + 2 * groups + 16));
+  float* wb = reinterpret_cast<float*>(
+      (reinterpret_cast<uintptr_t>(storage.data()) + 63) & ~static_cast<uintptr_t>(63));
+  float* sb = wb + kBufferColumns * K;
+  const int64_t chunk = std::max<int64_t>(
+      kBufferRows, (512 * 1024 / (4 * K)) / kBufferRows * kBufferRows);
+  for (int64_t m0 = 0; m0 < p.M; m0 += chunk) {
+    const int64_t rows = std::min(chunk, p.M - m0);
+    const float* x = p.x + m0 * K;
+    float* y = p.y + m0 * p.N;
+    for (int64_t o = o_begin; o < o_end; o += kBufferColumns) {
+      const int no = static_cast<int>(std::min<int64_t>(kBufferColumns, o_end - o));
+      for (int j = 0; j < no; j++) {
+        dequantize_column_512<BITS, ST>(p, o + j, wb + j * K, sb);
+      }
+      switch (no) {
+        case 1: rows_from_buffer<1>(x, rows, wb, K, y + o, p.N); break;
+        case 2: rows_from_buffer<2>(x, rows, wb, K, y + o, p.N); break;
+        case 3: rows_from_buffer<3>(x, rows, wb, K, y + o, p.N); break;
+        default: rows_from_buffer<4>(x, rows, wb, K, y + o, p.N); break;
       }
     }
   }

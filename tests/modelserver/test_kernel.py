@@ -54,6 +54,17 @@ def test_qmm_matches_dequantize_matmul(bits: int, rows: int) -> None:
     assert_close(got, reference(x, wq, scales, biases, 32, bits))
 
 
+@pytest.mark.parametrize("bits", [4, 5, 8])
+def test_qmm_many_rows_in_chunks(bits: int) -> None:
+    """Prompt-sized calls: row chunks of the buffered path (222 rows at K=576), column tails."""
+    assert kernels is not None
+    wq, scales, biases = quantized(35, 576, 64, bits, mx.bfloat16, seed=bits)
+    for rows in (230, 501):
+        x = mx.random.normal((rows, 576), key=mx.random.key(rows))
+        got = kernels.qmm(x, wq, scales, biases, 64, bits)
+        assert_close(got, reference(x, wq, scales, biases, 64, bits))
+
+
 @pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16, mx.float32])
 @pytest.mark.parametrize("gs", [32, 64, 128])
 def test_qmm_scale_dtypes_and_group_sizes(dtype: mx.Dtype, gs: int) -> None:

@@ -2,9 +2,9 @@
 
 Random-weight models of each architecture it takes (`tests/random_models.py`) are loaded twice by
 Anvyl's loader, with `ANVYL_KERNEL_BLOCK=0` (mlx-lm's blocks over the kernel modules) and with
-the default, and run on the same tokens: a prompt chunk above `KERNEL_MAX_ROWS` (the block hands
-it to the modules), a small chunk and decode steps (the block's own path), alone and as a
-left-padded batch. The logits must be equal bit for bit.
+the default, and run on the same tokens: a prompt chunk above `KERNEL_MAX_ROWS` (lowered to 256
+here; the block hands it to the modules), a small chunk and decode steps (the block's own path),
+alone and as a left-padded batch. The logits must be equal bit for bit.
 """
 
 from __future__ import annotations
@@ -16,13 +16,24 @@ import mlx.core as mx
 import pytest
 from random_models import write_random_model
 
-from anvyl.modelserver.kernel import KERNEL_MAX_ROWS, load_kernels
+from anvyl.modelserver.kernel import load_kernels
 
 pytestmark = pytest.mark.skipif(
     load_kernels() is None, reason="anvyl_kernels is not installed (scripts/setup.sh builds it)"
 )
 
 BLOCK_ARCHS = ("llama", "llama3", "qwen2", "qwen3")
+# Rows above which layers dequantize and use BLAS, and the block hands a chunk to the modules
+# (the default, 4096, would make the long chunk's attention needlessly big).
+MAX_ROWS = 256
+
+
+@pytest.fixture(autouse=True)
+def _small_row_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from anvyl.modelserver import kernel, kernel_block
+
+    monkeypatch.setattr(kernel, "KERNEL_MAX_ROWS", MAX_ROWS)
+    monkeypatch.setattr(kernel_block, "KERNEL_MAX_ROWS", MAX_ROWS)
 
 
 def load(model_dir: Path, block: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -38,7 +49,7 @@ def logits_of(model: Any, batch: int) -> list[mx.array]:
     from mlx_lm.models.cache import BatchKVCache
 
     caches = [BatchKVCache([3 * b for b in range(batch)]) for _ in model.layers]
-    chunks = [KERNEL_MAX_ROWS + 20, 16] + [1] * 8
+    chunks = [MAX_ROWS + 20, 16] + [1] * 8
     out = []
     for i, n in enumerate(chunks):
         tokens = mx.random.randint(3, 500, (batch, n), key=mx.random.key(7 + i))

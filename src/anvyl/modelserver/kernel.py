@@ -9,11 +9,13 @@ at the bundled model's shapes on a 2-core Xeon (`bench/kernel.py`), it is 1.6-12
 float32 BLAS matmul for 1-16 rows; the model server decodes 2-2.5x faster than in float32 at 1-8
 streams, with greedy ids equal to float32's (`tests/modelserver/greedy_reference.json`).
 
-Big prompt chunks are compute-bound, where BLAS wins: above `KERNEL_MAX_ROWS` rows (256) a layer
-dequantizes its weight (the kernel's fast `dequantize`) and multiplies through BLAS. Measured at
-1536x576 with two threads: the kernel is as fast at 128 rows (1.8 ms) and BLAS 25% faster at
-512; in the model, chunks of 128 prefill faster through the kernel (1.38 against 1.57 s for a
-495-token prompt) and use less memory (no float32 copy of each weight). Activations
+Prompt chunks go through the kernel too: from 8 rows it dequantizes a tile of 4 columns once
+into a float32 buffer and multiplies every row into it through a 6x4 register block (150-194
+GFLOP/s at the 1B model's shapes on 2 cores from 16 rows, where BLAS after a full dequantize was
+no faster and held a float32 copy of each weight: a 495-token prompt on the 1B model peaked
+350 MB higher in MLX's memory). Above `KERNEL_MAX_ROWS` rows (4096, more than a default chunk of
+eight prompts) a layer still dequantizes its weight (the kernel's fast `dequantize`) and
+multiplies through BLAS; `ANVYL_KERNEL_MAX_ROWS` lowers it. Activations
 stay float32 throughout, as in the float32 path. When the extension is missing, fails its
 self-check, has no SIMD path for this CPU or `ANVYL_KERNEL=0`, `load_kernels` returns None and
 the loader serves float32 as before.
@@ -33,7 +35,7 @@ from mlx.utils import tree_unflatten
 
 log = logging.getLogger("anvyl.modelserver")
 
-KERNEL_MAX_ROWS = int(os.environ.get("ANVYL_KERNEL_MAX_ROWS", "256"))
+KERNEL_MAX_ROWS = int(os.environ.get("ANVYL_KERNEL_MAX_ROWS", "4096"))
 
 
 def load_kernels() -> ModuleType | None:
