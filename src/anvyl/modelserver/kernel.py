@@ -13,8 +13,8 @@ Prompt chunks go through the kernel too: from 8 rows it dequantizes a tile of 4 
 into a float32 buffer and multiplies every row into it through a 6x4 register block (150-194
 GFLOP/s at the 1B model's shapes on 2 cores from 16 rows, where BLAS after a full dequantize was
 no faster and held a float32 copy of each weight: a 495-token prompt on the 1B model peaked
-350 MB higher in MLX's memory). Above `KERNEL_MAX_ROWS` rows (4096, more than a default chunk of
-eight prompts) a layer still dequantizes its weight (the kernel's fast `dequantize`) and
+350 MB higher in MLX's memory). Above `KERNEL_MAX_ROWS` rows (4096: eight prompts in one chunk of
+the default 512 tokens) a layer still dequantizes its weight (the kernel's fast `dequantize`) and
 multiplies through BLAS; `ANVYL_KERNEL_MAX_ROWS` lowers it. Activations
 stay float32 throughout, as in the float32 path. When the extension is missing, fails its
 self-check, has no SIMD path for this CPU or `ANVYL_KERNEL=0`, `load_kernels` returns None and
