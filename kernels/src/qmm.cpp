@@ -285,6 +285,45 @@ AVX512 void scales_to_f32(const void* p, int64_t start, int64_t n, float* out) {
 // less CPU time per call for 8192x2048 and 2048x8192 4-bit weights (bench/kernel.py --shapes 1b).
 constexpr int64_t kPrefetchRows = 16;
 
+// The group values `a` and `c` of one column's group, as every AVX-512 path uses them: 4 bits,
+// `a` holds the 16 possible weights (scale * q + bias); 5 bits, `a` and `c` the 32 possible ones;
+// 8 bits, `a` and `c` are the scale and bias themselves.
+template <int BITS>
+AVX512 inline void group_values(__m512 scale, __m512 bias, __m512& a, __m512& c) {
+  if constexpr (BITS == 4 || BITS == 5) {
+    const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    a = _mm512_fmadd_ps(iota, scale, bias);
+    c = BITS == 5 ? _mm512_fmadd_ps(_mm512_add_ps(iota, _mm512_set1_ps(16)), scale, bias) : bias;
+  } else {
+    a = scale;
+    c = bias;
+  }
+}
+
+// The 32 weights of one column from element `k`, as two vectors of 16 in the order x is read
+// (4 bits: the even then the odd elements, as `permute_x` lays x out; else as stored), from the
+// group values `group_values` made. A lookup replaces the conversion and the multiply-add of
+// every 4- and 5-bit weight (the same numbers, one fma each).
+template <int BITS>
+AVX512 inline void weights32(const uint8_t* w, int64_t k, __m512 a, __m512 c, __m512& w0,
+                             __m512& w1) {
+  if constexpr (BITS == 4) {
+    // vpermps reads only the low 4 bits of each index: the low nibble as it is.
+    __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k / 2)));
+    w0 = _mm512_permutexvar_ps(q, a);
+    w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), a);
+  } else if constexpr (BITS == 5) {
+    __m512i q0, q1;
+    unpack32_5bit(w + k * 5 / 8, q0, q1);
+    w0 = _mm512_permutex2var_ps(a, q0, c);
+    w1 = _mm512_permutex2var_ps(a, q1, c);
+  } else {
+    unpack32_512<8>(w + k, w0, w1);
+    w0 = _mm512_fmadd_ps(w0, a, c);
+    w1 = _mm512_fmadd_ps(w1, a, c);
+  }
+}
+
 // Rows [0, MB) of x against output columns [o, o + NO). 4-bit weights meet x as `permute_x`
 // wrote it. Each column's scales and biases are converted to float32 once per tile (16 per
 // instruction) into `sb`, so a group costs two broadcast loads instead of six conversions.
@@ -312,25 +351,14 @@ AVX512 void tile_512(const Problem& p, const float* x, float* y, int64_t o, floa
   for (int j = 0; j < NO; j++) {
     wj[j] = p.w + (o + j) * row_bytes;
   }
-  const __m512 iota =
-      _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   for (int64_t g = 0; g < groups; g++) {
-    __m512 s[NO], b[NO];
+    __m512 a[NO], c[NO];
     for (int j = 0; j < NO; j++) {
-      s[j] = _mm512_set1_ps(sb[(2 * j) * groups + g]);
-      b[j] = _mm512_set1_ps(sb[(2 * j + 1) * groups + g]);
-      if constexpr (BITS == 4 || BITS == 5) {
-        // The group's 16 (32) possible values, scale * q + bias: a lookup replaces the
-        // conversion and the multiply-add of every weight (the same numbers, one fma each).
-        const __m512 sj = s[j];
-        s[j] = _mm512_fmadd_ps(iota, sj, b[j]);
-        if constexpr (BITS == 5) {
-          b[j] = _mm512_fmadd_ps(_mm512_add_ps(iota, _mm512_set1_ps(16)), sj, b[j]);
-        }
-      }
+      group_values<BITS>(_mm512_set1_ps(sb[(2 * j) * groups + g]),
+                         _mm512_set1_ps(sb[(2 * j + 1) * groups + g]), a[j], c[j]);
     }
-    for (int c = 0; c < p.group_size; c += 32) {
-      const int64_t k = g * p.group_size + c;
+    for (int c32 = 0; c32 < p.group_size; c32 += 32) {
+      const int64_t k = g * p.group_size + c32;
       __m512 w[NO][2];
       for (int j = 0; j < NO; j++) {
         if (BITS == 5 || (k * BITS / 8) % 64 == 0) {  // once per cache line (5 bits: 20 bytes)
@@ -338,22 +366,7 @@ AVX512 void tile_512(const Problem& p, const float* x, float* y, int64_t o, floa
               reinterpret_cast<const char*>(wj[j] + kPrefetchRows * row_bytes + k * BITS / 8),
               _MM_HINT_T0);
         }
-        if constexpr (BITS == 4) {
-          // vpermps reads only the low 4 bits of each index: the low nibble as it is.
-          __m512i q = _mm512_cvtepu8_epi32(
-              _mm_loadu_si128(reinterpret_cast<const __m128i*>(wj[j] + k / 2)));
-          w[j][0] = _mm512_permutexvar_ps(q, s[j]);
-          w[j][1] = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), s[j]);
-        } else if constexpr (BITS == 5) {
-          __m512i q0, q1;
-          unpack32_5bit(wj[j] + k * 5 / 8, q0, q1);
-          w[j][0] = _mm512_permutex2var_ps(s[j], q0, b[j]);
-          w[j][1] = _mm512_permutex2var_ps(s[j], q1, b[j]);
-        } else {
-          unpack32_512<8>(wj[j] + k, w[j][0], w[j][1]);
-          w[j][0] = _mm512_fmadd_ps(w[j][0], s[j], b[j]);
-          w[j][1] = _mm512_fmadd_ps(w[j][1], s[j], b[j]);
-        }
+        weights32<BITS>(wj[j], k, a[j], c[j], w[j][0], w[j][1]);
       }
       for (int m = 0; m < MB; m++) {
         __m512 x0 = _mm512_loadu_ps(x + m * p.K + k);
@@ -452,29 +465,13 @@ AVX512 void dequantize_column_512(const Problem& p, int64_t o, float* dst, float
   scales_to_f32<ST>(p.scales, o * groups, groups, sb);
   scales_to_f32<ST>(p.biases, o * groups, groups, sb + groups);
   const uint8_t* w = p.w + o * row_bytes;
-  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   for (int64_t g = 0; g < groups; g++) {
-    const __m512 s = _mm512_set1_ps(sb[g]);
-    const __m512 b = _mm512_set1_ps(sb[groups + g]);
-    const __m512 lo_table = _mm512_fmadd_ps(iota, s, b);
-    const __m512 hi_table = _mm512_fmadd_ps(_mm512_add_ps(iota, _mm512_set1_ps(16)), s, b);
-    for (int c = 0; c < p.group_size; c += 32) {
-      const int64_t k = g * p.group_size + c;
+    __m512 a, c;
+    group_values<BITS>(_mm512_set1_ps(sb[g]), _mm512_set1_ps(sb[groups + g]), a, c);
+    for (int c32 = 0; c32 < p.group_size; c32 += 32) {
+      const int64_t k = g * p.group_size + c32;
       __m512 w0, w1;
-      if constexpr (BITS == 4) {
-        __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k / 2)));
-        w0 = _mm512_permutexvar_ps(q, lo_table);
-        w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), lo_table);
-      } else if constexpr (BITS == 5) {
-        __m512i q0, q1;
-        unpack32_5bit(w + k * 5 / 8, q0, q1);
-        w0 = _mm512_permutex2var_ps(lo_table, q0, hi_table);
-        w1 = _mm512_permutex2var_ps(lo_table, q1, hi_table);
-      } else {
-        unpack32_512<8>(w + k, w0, w1);
-        w0 = _mm512_fmadd_ps(w0, s, b);
-        w1 = _mm512_fmadd_ps(w1, s, b);
-      }
+      weights32<BITS>(w, k, a, c, w0, w1);
       _mm512_store_ps(dst + k, w0);
       _mm512_store_ps(dst + k + 16, w1);
     }
