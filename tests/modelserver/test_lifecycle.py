@@ -25,6 +25,7 @@ from anvyl.modelserver.serve import ModelServer
 
 KEY = "sk-test-" + "x" * 24
 LONG = {"role": "user", "content": "Count from one to one hundred, in words."}
+EOS = 2  # the bundled SmolLM2's <|im_end|>
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def keyed(bundled_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "--max-queue",
         "1",
         "--max-tokens-limit",
-        "48",
+        "2048",
         api_key=KEY,
     )
     yield s
@@ -56,6 +57,12 @@ def _chat_body(max_tokens: int = 48, stream: bool = True) -> dict:
         "stream": stream,
         "stream_options": {"include_usage": True},
     }
+
+
+def _endless_body() -> dict:
+    """A streaming chat request that cannot end by itself within the test: the end-of-sequence
+    token is banned and the budget is 2048 tokens (the client's disconnect cancels it)."""
+    return _chat_body(max_tokens=2048) | {"logit_bias": {str(EOS): -100}}
 
 
 def test_api_key_is_required_except_for_health(keyed: RunningServer) -> None:
@@ -83,15 +90,17 @@ def test_api_key_is_required_except_for_health(keyed: RunningServer) -> None:
 
 
 def test_past_the_queue_limit_is_429_with_retry_after(keyed: RunningServer) -> None:
-    """One running, one waiting: the third request gets 429 at once, not a hang."""
+    """One running, one waiting: the third request gets 429 at once, not a hang. The first two
+    cannot finish on their own while the test runs (a fast engine had ended a 48-token answer
+    before the third request was sent, freeing the queue)."""
     url = f"{keyed.url}/v1/chat/completions"
     with (
         httpx.Client(timeout=60, headers=keyed.headers()) as http,
-        http.stream("POST", url, json=_chat_body()) as running,
+        http.stream("POST", url, json=_endless_body()) as running,
     ):
         assert running.status_code == 200
         wait_for(lambda: keyed.metrics()["anvyl_active_sequences"] == 1)
-        with http.stream("POST", url, json=_chat_body()) as waiting:
+        with http.stream("POST", url, json=_endless_body()) as waiting:
             assert waiting.status_code == 200
             wait_for(lambda: keyed.metrics()["anvyl_queue_depth"] == 1)
             refused = http.post(url, json=_chat_body(stream=False))

@@ -33,6 +33,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.model]
 MOVE_TIMEOUT_S = 180.0
 OTHER_ID = "smollm2-second-copy"  # the bundled model under a second id (hard links, no copy)
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+TTL_S = 20  # an idle on-demand deployment's keep-alive: `model ps` lists it first, even under load
 
 
 @pytest.fixture(scope="module")
@@ -258,25 +259,26 @@ def test_an_on_demand_start_goes_to_the_node_with_the_most_free_budget(
 def test_an_idle_on_demand_deployment_on_the_swarm_unloads(
     cluster: Cluster, bundled_model: Path
 ) -> None:
-    """A chat asking LM Studio's `ttl` of 2 s starts a Swarm service on demand; the keep-alive
+    """A chat asking LM Studio's `ttl` of 20 s starts a Swarm service on demand; the keep-alive
     clock reads its replica's `/metrics` (the peak memory is recorded) and, once it is idle for
-    2 s, stops it gracefully: the deployment and its service are gone."""
+    20 s, stops it gracefully: the deployment and its service are gone. (With a ttl of 2 s the
+    deployment could be gone before `model ps` had listed it on a loaded machine.)"""
     other = cluster.served.home / "models" / OTHER_ID
     other.mkdir()
     for item in bundled_model.resolve().iterdir():  # files, not links: a replica mounts the folder
         os.link(item, other / item.name)
     try:
         reply = _client(cluster).chat.completions.create(
-            model=OTHER_ID, messages=QUESTION, max_tokens=3, extra_body={"ttl": 2}
+            model=OTHER_ID, messages=QUESTION, max_tokens=3, extra_body={"ttl": TTL_S}
         )
         assert reply.choices and reply.choices[0].message.content
         started = _deployments_of(cluster, OTHER_ID)
         assert len(started) == 1 and started[0]["on_demand"], started
-        assert started[0]["keep_alive_seconds"] == 2 and started[0]["replicas"], started
+        assert started[0]["keep_alive_seconds"] == TTL_S and started[0]["replicas"], started
         name = started[0]["name"]
         wait_for(
             lambda: not _deployments_of(cluster, OTHER_ID),
-            timeout=60,
+            timeout=60 + TTL_S,
             interval=0.5,
             what="the idle on-demand deployment to unload",
         )
