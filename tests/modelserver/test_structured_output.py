@@ -89,6 +89,24 @@ def test_json_object_is_an_object(client: openai.OpenAI) -> None:
         assert (choice.message.content or "").startswith("{")
 
 
+@pytest.mark.parametrize("temperature", [5e-324, 1e-6])
+def test_a_vanishing_temperature_decodes_greedily_within_the_grammar(
+    client: openai.OpenAI, temperature: float
+) -> None:
+    """A temperature too small to divide by (5e-324 overflowed float32 and let a token the
+    grammar had masked through: a 500) decodes greedily: the same text as temperature 0."""
+    body: dict[str, Any] = {
+        "model": MODEL_ID,
+        "prompt": "0",
+        "extra_body": {"response_format": {"type": "json_object"}},
+        "max_tokens": 24,
+    }
+    tiny = client.completions.create(**body, temperature=temperature)
+    zero = client.completions.create(**body, temperature=0)
+    assert tiny.choices[0].text == zero.choices[0].text
+    assert tiny.choices[0].text.startswith("{")
+
+
 def test_completions_enforce_response_format(client: openai.OpenAI) -> None:
     """`/v1/completions` with a schema is enforced, never ignored."""
     schema = to_strict_json_schema(MODELS[0])

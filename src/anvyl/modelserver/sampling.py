@@ -22,6 +22,11 @@ Sampler = Callable[[Any], Any]
 
 _shared_samplers: dict[tuple[float, float, int, float], Sampler] = {}
 
+# Below this temperature a request decodes greedily (argmax), the limit sampling tends to: mlx-lm
+# scales the log-probabilities by 1 / temperature, which overflows float32 for the tiniest
+# temperatures (5e-324 made every token, grammar-masked ones too, infinite or NaN).
+GREEDY_BELOW = 1e-5
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -40,8 +45,8 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        """Whether this is argmax decoding."""
-        return self.temperature == 0.0
+        """Whether this is argmax decoding (temperature 0, or below `GREEDY_BELOW`)."""
+        return self.temperature < GREEDY_BELOW
 
 
 def make_sampler(params: SamplingParams) -> Sampler | None:
