@@ -253,6 +253,13 @@ def test_an_on_demand_start_goes_to_the_node_with_the_most_free_budget(
                 if d["model_id"] == OTHER_ID:
                     cluster.cli("model", "stop", d["name"], timeout=60)
             shutil.rmtree(other)
+            # The gateway's routing table refreshes every second: until it has, a request for
+            # the model still reaches the stopping replica (the next test's must start one).
+            wait_for(
+                lambda: _gateway_ready(cluster, OTHER_ID) == 0,
+                timeout=30,
+                what="the gateway to forget the stopped replica",
+            )
     assert cluster.ready_nodes(two) == held
 
 
@@ -307,9 +314,9 @@ def _two_ready_without(cluster: Cluster, name: str, hostname: str) -> list[str] 
     return nodes if len(nodes) == 2 and hostname not in nodes else None
 
 
-def _gateway_ready(cluster: Cluster) -> int:
+def _gateway_ready(cluster: Cluster, model_id: str = MODEL_ID) -> int:
     listing = httpx.get(f"{cluster.gateway}/v1/models", timeout=5).json()["data"]
-    return sum(m["ready_replicas"] for m in listing if m["id"] == MODEL_ID)
+    return sum(m["ready_replicas"] for m in listing if m["id"] == model_id)
 
 
 def test_drain_moves_the_model_off(cluster: Cluster, two: str) -> None:
