@@ -89,11 +89,14 @@ def test_json_object_is_an_object(client: openai.OpenAI) -> None:
         assert (choice.message.content or "").startswith("{")
 
 
-@pytest.mark.parametrize("temperature", [5e-324, 1e-6])
-def test_a_vanishing_temperature_decodes_greedily_within_the_grammar(
-    client: openai.OpenAI, temperature: float
+@pytest.mark.parametrize(
+    "sampling",
+    [{"temperature": 5e-324}, {"temperature": 1e-6}, {"top_p": 5e-324}, {"top_p": 1e-6}],
+)
+def test_a_vanishing_temperature_or_top_p_decodes_greedily_within_the_grammar(
+    client: openai.OpenAI, sampling: dict[str, float]
 ) -> None:
-    """A temperature too small to divide by (5e-324 overflowed float32 and let a token the
+    """A temperature or top_p too small for float32 (at 5e-324 mlx-lm's sampler let a token the
     grammar had masked through: a 500) decodes greedily: the same text as temperature 0."""
     body: dict[str, Any] = {
         "model": MODEL_ID,
@@ -101,7 +104,7 @@ def test_a_vanishing_temperature_decodes_greedily_within_the_grammar(
         "extra_body": {"response_format": {"type": "json_object"}},
         "max_tokens": 24,
     }
-    tiny = client.completions.create(**body, temperature=temperature)
+    tiny = client.completions.create(**body, **sampling)
     zero = client.completions.create(**body, temperature=0)
     assert tiny.choices[0].text == zero.choices[0].text
     assert tiny.choices[0].text.startswith("{")

@@ -22,9 +22,10 @@ Sampler = Callable[[Any], Any]
 
 _shared_samplers: dict[tuple[float, float, int, float], Sampler] = {}
 
-# Below this temperature a request decodes greedily (argmax), the limit sampling tends to: mlx-lm
-# scales the log-probabilities by 1 / temperature, which overflows float32 for the tiniest
-# temperatures (5e-324 made every token, grammar-masked ones too, infinite or NaN).
+# Below this temperature or top_p a request decodes greedily (argmax), the limit sampling tends
+# to. mlx-lm scales the log-probabilities by 1 / temperature, which overflows float32 for the
+# tiniest temperatures, and its top-p threshold (top_p times the mass) underflows to 0 for the
+# tiniest top_p, dropping every token: at 5e-324 either one sampled a grammar-masked token.
 GREEDY_BELOW = 1e-5
 
 
@@ -45,8 +46,9 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        """Whether this is argmax decoding (temperature 0, or below `GREEDY_BELOW`)."""
-        return self.temperature < GREEDY_BELOW
+        """Whether this is argmax decoding (temperature 0; temperature or top_p below
+        `GREEDY_BELOW`)."""
+        return self.temperature < GREEDY_BELOW or self.top_p < GREEDY_BELOW
 
 
 def make_sampler(params: SamplingParams) -> Sampler | None:
