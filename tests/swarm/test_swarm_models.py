@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.model]
 MOVE_TIMEOUT_S = 180.0
 OTHER_ID = "smollm2-second-copy"  # the bundled model under a second id (hard links, no copy)
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-TTL_S = 20  # an idle on-demand deployment's keep-alive: `model ps` lists it first, even under load
+TTL_S = 20  # an idle on-demand deployment's keep-alive: time for `model ps` to list it first
 
 
 @pytest.fixture(scope="module")
@@ -268,8 +268,8 @@ def test_an_idle_on_demand_deployment_on_the_swarm_unloads(
 ) -> None:
     """A chat asking LM Studio's `ttl` of 20 s starts a Swarm service on demand; the keep-alive
     clock reads its replica's `/metrics` (the peak memory is recorded) and, once it is idle for
-    20 s, stops it gracefully: the deployment and its service are gone. (With a ttl of 2 s the
-    deployment could be gone before `model ps` had listed it on a loaded machine.)"""
+    20 s, stops it gracefully: the deployment and its service are gone. (20 s, not 2: time for
+    `model ps` to list the deployment before it may unload, on a loaded machine too.)"""
     other = cluster.served.home / "models" / OTHER_ID
     other.mkdir()
     for item in bundled_model.resolve().iterdir():  # files, not links: a replica mounts the folder
